@@ -1,0 +1,1 @@
+"""Order book, event engine and the numpy layouts they share."""
