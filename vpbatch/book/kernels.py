@@ -1,0 +1,866 @@
+"""Compiled event engine: one record at a time, SPEC §3-§10, no I/O.
+
+Names follow SPEC.md: ``apply_add``/``apply_cancel``/``apply_modify``/``apply_fill``/
+``apply_clear`` change the book and return the touches they make, ``touch_bucket`` updates a
+cell, ``advance_chain`` is the v/a/j recursion, ``forces`` the pressure/vacuum weights,
+``step_regime`` the hysteresis machine. The per-record order of operations is the one in
+docs/SEMANTICS.md. Prices are fixed-point int64 (1e-9), times int64 ns, dt in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from vpbatch.book.dtypes import (
+    ACTION_ADD,
+    ACTION_CANCEL,
+    ACTION_CLEAR,
+    ACTION_FILL,
+    ACTION_MODIFY,
+    ACTION_NONE,
+    ACTION_TRADE,
+    F_LAST,
+    F_SNAPSHOT,
+    REGIME_CHOP,
+    REGIME_DOWN,
+    REGIME_UP,
+    SAMPLE_EVENT,
+    SAMPLE_PACKET,
+    SAMPLE_TIME,
+    SIDE_ASK,
+    SIDE_BID,
+    UNDEF_PRICE,
+)
+from vpbatch.book.hashtable import delete_slot, find, find_or_insert
+from vpbatch.book.state import (
+    AN_CANCEL_UNKNOWN,
+    AN_DUPLICATE_ID,
+    AN_FILL_UNKNOWN,
+    AN_MODIFY_UNKNOWN,
+    AN_SIDE_NONE,
+    AN_UNDEF_PRICE,
+    AN_UNKNOWN_ACTION,
+    AN_ZERO_SIZE,
+    ASK,
+    BID,
+    EMPTY_KEY,
+    MAX_LOAD,
+    STATUS_DONE,
+    STATUS_GROW,
+    STATUS_OUT_FULL,
+)
+
+#: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
+ALPHA_SATURATION = 50.0
+NS = 1e9
+PRICE_SCALE = 1e-9
+#: Tick steps a best-price or top-of-book walk may take before it gives up on a side.
+MAX_WALK_STEPS = 100_000
+#: Fixed columns of a raw MBP row, before the 6 * levels book columns.
+MBP_FIXED = 9
+
+#: A touch (SPEC §6): bucket, its depth before the record, and the three deltas.
+TOUCH_DTYPE = np.dtype(
+    [("bucket", "<i8"), ("pre", "<i8"), ("d_add", "<f8"), ("d_pull", "<f8"), ("d_fill", "<f8")]
+)
+
+
+class Output(NamedTuple):
+    """Caller-allocated emission buffers; ``counts`` = [states, mbp rows]."""
+
+    snap: np.ndarray
+    grid: np.ndarray
+    mbp: np.ndarray
+    counts: np.ndarray
+
+
+# --------------------------------------------------------------------------- prices, buckets
+
+
+@njit(cache=True, inline="always")
+def bucket_of(price: int, bucket: int) -> int:
+    """b(p) = floor(p / B + 1/2), in integers."""
+    return (2 * price + bucket) // (2 * bucket)
+
+
+@njit(cache=True, inline="always")
+def level_key(side: int, price: int) -> int:
+    return price * 2 + side
+
+
+@njit(cache=True, inline="always")
+def book_side(side_code: int) -> int:
+    """Record side code -> BID/ASK, or -1 for side N (or garbage)."""
+    if side_code == SIDE_BID:
+        return BID
+    if side_code == SIDE_ASK:
+        return ASK
+    return -1
+
+
+# --------------------------------------------------------------------------- book: levels
+
+
+@njit(cache=True)
+def next_best(st, side: int, price: int, tick: int) -> int:
+    """Best price of ``side`` once the level at ``price`` (the old best) emptied."""
+    sc = st.sc[0]
+    if side == BID:
+        steps = min((price - sc.bid_lo) // tick, MAX_WALK_STEPS)
+        for s in range(1, steps + 1):
+            if find(st.levels, level_key(BID, price - s * tick)) >= 0:
+                return price - s * tick
+    else:
+        steps = min((sc.ask_hi - price) // tick, MAX_WALK_STEPS)
+        for s in range(1, steps + 1):
+            if find(st.levels, level_key(ASK, price + s * tick)) >= 0:
+                return price + s * tick
+    # Off-tick prices or a very sparse side: fall back to a scan of the level table.
+    best = 0
+    found = False
+    for i in range(st.levels.shape[0]):
+        key = st.levels[i].key
+        if key != EMPTY_KEY and (key & 1) == side:
+            p = key >> 1
+            if not found or (side == BID and p > best) or (side == ASK and p < best):
+                best = p
+                found = True
+    return best
+
+
+@njit(cache=True)
+def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int) -> None:
+    """Add ``d_size`` lots and ``d_count`` orders to a price level, keeping best bid/ask."""
+    sc = st.sc[0]
+    i, new = find_or_insert(st.levels, level_key(side, price))
+    if new:
+        st.levels[i].size = 0
+        st.levels[i].count = 0
+        sc.n_levels += 1
+        if side == BID:
+            if sc.bid_levels == 0 or price > sc.best_bid:
+                sc.best_bid = price
+            if sc.bid_levels == 0 or price < sc.bid_lo:
+                sc.bid_lo = price
+            sc.bid_levels += 1
+        else:
+            if sc.ask_levels == 0 or price < sc.best_ask:
+                sc.best_ask = price
+            if sc.ask_levels == 0 or price > sc.ask_hi:
+                sc.ask_hi = price
+            sc.ask_levels += 1
+    st.levels[i].size += d_size
+    st.levels[i].count += d_count
+    if st.levels[i].count <= 0:
+        delete_slot(st.levels, i)
+        sc.n_levels -= 1
+        if side == BID:
+            sc.bid_levels -= 1
+            if sc.bid_levels > 0 and price == sc.best_bid:
+                sc.best_bid = next_best(st, BID, price, tick)
+        else:
+            sc.ask_levels -= 1
+            if sc.ask_levels > 0 and price == sc.best_ask:
+                sc.best_ask = next_best(st, ASK, price, tick)
+
+
+@njit(cache=True)
+def change_bucket_depth(st, side: int, bucket: int, d_size: int) -> None:
+    """Resting size per absolute bucket and side (exact; what the grid's depths show)."""
+    sc = st.sc[0]
+    i, new = find_or_insert(st.buckets, bucket)
+    if new:
+        st.buckets[i].bid = 0
+        st.buckets[i].ask = 0
+        sc.n_buckets += 1
+    if side == BID:
+        st.buckets[i].bid += d_size
+    else:
+        st.buckets[i].ask += d_size
+    if st.buckets[i].bid == 0 and st.buckets[i].ask == 0:
+        delete_slot(st.buckets, i)
+        sc.n_buckets -= 1
+
+
+@njit(cache=True)
+def bucket_depth(st, bucket: int) -> tuple[int, int]:
+    """(bid, ask) resting size in an absolute bucket."""
+    i = find(st.buckets, bucket)
+    if i < 0:
+        return 0, 0
+    return st.buckets[i].bid, st.buckets[i].ask
+
+
+@njit(cache=True, inline="always")
+def bucket_total(st, bucket: int) -> int:
+    bid, ask = bucket_depth(st, bucket)
+    return bid + ask
+
+
+# --------------------------------------------------------------------------- book: orders
+
+
+@njit(cache=True)
+def insert_order(st, prm, oid: int, side: int, price: int, size: int, pending: int) -> None:
+    sc = st.sc[0]
+    i, _ = find_or_insert(st.orders, oid)
+    o = st.orders[i]
+    o.side = side
+    o.price = price
+    o.size = size
+    o.pending = pending
+    sc.n_orders += 1
+    change_level(st, side, price, size, 1, prm.tick)
+    change_bucket_depth(st, side, bucket_of(price, prm.bucket), size)
+
+
+@njit(cache=True)
+def reduce_order(st, prm, slot: int, qty: int) -> None:
+    """Take ``qty`` (<= size) lots off a resting order; remove it at zero."""
+    sc = st.sc[0]
+    o = st.orders[slot]
+    side = o.side
+    price = o.price
+    gone = qty >= o.size
+    change_level(st, side, price, -qty, -1 if gone else 0, prm.tick)
+    change_bucket_depth(st, side, bucket_of(price, prm.bucket), -qty)
+    if gone:
+        delete_slot(st.orders, slot)
+        sc.n_orders -= 1
+    else:
+        o.size -= qty
+
+
+@njit(cache=True, inline="always")
+def consume_pending(st, slot: int, removed: int) -> int:
+    """Part of a removal already counted as fill; returns the rest (the pull)."""
+    o = st.orders[slot]
+    consumed = min(removed, o.pending)
+    o.pending -= consumed
+    return removed - consumed
+
+
+@njit(cache=True, inline="always")
+def add_touch(tch, n: int, bucket: int, pre: int, d_add: float, d_pull: float,
+              d_fill: float) -> int:
+    t = tch[n]
+    t.bucket = bucket
+    t.pre = pre
+    t.d_add = d_add
+    t.d_pull = d_pull
+    t.d_fill = d_fill
+    return n + 1
+
+
+@njit(cache=True)
+def valid_add(st, price: int, side: int, size: int) -> bool:
+    """SPEC §3 anomalies that skip an A (or an add-like M) entirely; counted."""
+    if price == UNDEF_PRICE:
+        st.anomalies[AN_UNDEF_PRICE] += 1
+        return False
+    if side < 0:
+        st.anomalies[AN_SIDE_NONE] += 1
+        return False
+    if size == 0:
+        st.anomalies[AN_ZERO_SIZE] += 1
+        return False
+    return True
+
+
+@njit(cache=True)
+def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
+    if not valid_add(st, price, side, size):
+        return 0
+    slot = find(st.orders, oid)
+    if slot >= 0:
+        st.anomalies[AN_DUPLICATE_ID] += 1
+        reduce_order(st, prm, slot, st.orders[slot].size)
+    b = bucket_of(price, prm.bucket)
+    pre = bucket_total(st, b)
+    insert_order(st, prm, oid, side, price, size, 0)
+    return add_touch(tch, 0, b, pre, float(size), 0.0, 0.0)
+
+
+@njit(cache=True)
+def apply_cancel(st, prm, oid: int, size: int, tch) -> int:
+    slot = find(st.orders, oid)
+    if slot < 0:
+        st.anomalies[AN_CANCEL_UNKNOWN] += 1
+        return 0
+    removed = min(size, st.orders[slot].size)
+    if removed == 0:
+        return 0
+    pull = consume_pending(st, slot, removed)
+    b = bucket_of(st.orders[slot].price, prm.bucket)
+    pre = bucket_total(st, b)
+    reduce_order(st, prm, slot, removed)
+    return add_touch(tch, 0, b, pre, 0.0, float(pull), 0.0)
+
+
+@njit(cache=True)
+def apply_fill(st, prm, oid: int, price: int, size: int, tch) -> int:
+    """Fills are counted now; the book changes with the C/M that follows (pending fill)."""
+    slot = find(st.orders, oid)
+    if slot >= 0:
+        st.orders[slot].pending += size
+        b = bucket_of(st.orders[slot].price, prm.bucket)
+    else:
+        st.anomalies[AN_FILL_UNKNOWN] += 1
+        if price == UNDEF_PRICE:
+            return 0
+        b = bucket_of(price, prm.bucket)
+    return add_touch(tch, 0, b, bucket_total(st, b), 0.0, 0.0, float(size))
+
+
+@njit(cache=True)
+def apply_modify(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
+    if price == UNDEF_PRICE:
+        st.anomalies[AN_UNDEF_PRICE] += 1
+        return 0
+    if side < 0:
+        st.anomalies[AN_SIDE_NONE] += 1
+        return 0
+    slot = find(st.orders, oid)
+    if slot < 0:
+        st.anomalies[AN_MODIFY_UNKNOWN] += 1
+        if not valid_add(st, price, side, size):
+            return 0
+        b = bucket_of(price, prm.bucket)
+        pre = bucket_total(st, b)
+        insert_order(st, prm, oid, side, price, size, 0)
+        return add_touch(tch, 0, b, pre, float(size), 0.0, 0.0)
+    o = st.orders[slot]
+    p0 = o.price
+    q0 = o.size
+    b0 = bucket_of(p0, prm.bucket)
+    pre0 = bucket_total(st, b0)
+    if price == p0:
+        if size > q0:
+            change_level(st, o.side, p0, size - q0, 0, prm.tick)
+            change_bucket_depth(st, o.side, b0, size - q0)
+            o.size = size
+            return add_touch(tch, 0, b0, pre0, float(size - q0), 0.0, 0.0)
+        if size < q0:
+            pull = consume_pending(st, slot, q0 - size)
+            reduce_order(st, prm, slot, q0 - size)
+            return add_touch(tch, 0, b0, pre0, 0.0, float(pull), 0.0)
+        return add_touch(tch, 0, b0, pre0, 0.0, 0.0, 0.0)
+    # Price change: the whole order leaves p0 and (if size > 0) rests again at the new price.
+    keep_side = o.side
+    pull = consume_pending(st, slot, q0)
+    pending = st.orders[slot].pending
+    reduce_order(st, prm, slot, q0)
+    n = add_touch(tch, 0, b0, pre0, 0.0, float(pull), 0.0)
+    b1 = bucket_of(price, prm.bucket)
+    pre1 = bucket_total(st, b1)
+    if size > 0:
+        insert_order(st, prm, oid, keep_side, price, size, pending)
+    return add_touch(tch, n, b1, pre1, float(size), 0.0, 0.0)
+
+
+@njit(cache=True)
+def apply_clear(st) -> None:
+    """R: every order, level and bucket depth goes."""
+    st.orders.key[:] = EMPTY_KEY
+    st.levels.key[:] = EMPTY_KEY
+    st.buckets.key[:] = EMPTY_KEY
+    sc = st.sc[0]
+    sc.n_orders = 0
+    sc.n_levels = 0
+    sc.n_buckets = 0
+    sc.bid_levels = 0
+    sc.ask_levels = 0
+
+
+# --------------------------------------------------------------------------- spot and window
+
+
+@njit(cache=True)
+def reset_cells_between(st, prm, lo: int, hi: int) -> None:
+    """Band rule: forget the state of absolute buckets lo..hi (inclusive)."""
+    if hi - lo + 1 >= prm.W:
+        st.cells.bucket[:] = EMPTY_KEY
+        return
+    for b in range(lo, hi + 1):
+        slot = b % prm.W
+        if st.cells[slot].bucket == b:
+            st.cells[slot].bucket = EMPTY_KEY
+
+
+@njit(cache=True)
+def update_spot(st, prm) -> None:
+    """Spot = b(mid) of a two-sided book; buckets leaving the band are reset."""
+    sc = st.sc[0]
+    if sc.bid_levels == 0 or sc.ask_levels == 0:
+        return
+    sc.mid2 = sc.best_bid + sc.best_ask
+    spot = (sc.mid2 + prm.bucket) // (2 * prm.bucket)
+    if sc.spot_defined and spot != sc.spot:
+        if spot > sc.spot:
+            reset_cells_between(st, prm, sc.spot - prm.band, min(spot - prm.band, sc.spot + prm.band + 1) - 1)
+        else:
+            reset_cells_between(st, prm, max(spot + prm.band, sc.spot - prm.band - 1) + 1, sc.spot + prm.band)
+    sc.spot = spot
+    sc.spot_defined = True
+
+
+@njit(cache=True)
+def resync_rest_memory(st) -> None:
+    """After a snapshot or a fast-forwarded/cached book: no phantom depth velocity."""
+    for i in range(st.cells.shape[0]):
+        b = st.cells[i].bucket
+        if b != EMPTY_KEY:
+            st.cells[i].rest_mem = bucket_total(st, b)
+
+
+# --------------------------------------------------------------------------- cells (SPEC §7)
+
+
+@njit(cache=True, inline="always")
+def alpha(dt: float, tau: float) -> float:
+    x = dt / tau
+    if x > ALPHA_SATURATION:
+        return 1.0
+    return 1.0 - math.exp(-x)
+
+
+@njit(cache=True)
+def advance_chain(v0: float, a0: float, j0: float, rate: float, dt: float,
+                  prm) -> tuple[float, float, float]:
+    """One EMA step of velocity, acceleration, jerk; a non-finite result keeps the base."""
+    av = alpha(dt, prm.tau_v)
+    aa = alpha(dt, prm.tau_a)
+    aj = alpha(dt, prm.tau_j)
+    v = av * rate + (1.0 - av) * v0
+    a = aa * (v - v0) / dt + (1.0 - aa) * a0
+    j = aj * (a - a0) / dt + (1.0 - aj) * j0
+    if math.isfinite(v) and math.isfinite(a) and math.isfinite(j):
+        return v, a, j
+    return v0, a0, j0
+
+
+@njit(cache=True, inline="always")
+def forces(prm, v_add: float, a_add: float, v_pull: float, a_pull: float, v_fill: float,
+           v_rest: float) -> tuple[float, float]:
+    """SPEC §8 (pressure, vacuum), both non-negative."""
+    pressure = prm.c_p_v_add * v_add + prm.c_p_v_rest * max(v_rest, 0.0) \
+        + prm.c_p_a_add * max(a_add, 0.0)
+    vacuum = prm.c_v_v_pull * v_pull + prm.c_v_v_fill * v_fill \
+        + prm.c_v_v_rest * max(-v_rest, 0.0) + prm.c_v_a_pull * max(a_pull, 0.0)
+    return pressure, vacuum
+
+
+@njit(cache=True)
+def start_cell(c, bucket: int, t0: int, pre_depth: int) -> None:
+    """A cell with no state: zero masses and chains, clock at the engine's first time."""
+    c.bucket = bucket
+    c.t_b = t0
+    c.dt = 0.0
+    c.rest_mem = pre_depth
+    c.base_rest = pre_depth
+    c.last_event_id = 0
+    c.last_ts = 0
+    c.add_mass = c.pull_mass = c.fill_mass = 0.0
+    c.base_add_mass = c.base_pull_mass = c.base_fill_mass = 0.0
+    c.d_add = c.d_pull = c.d_fill = 0.0
+    c.v_add = c.a_add = c.j_add = c.v_pull = c.a_pull = c.j_pull = 0.0
+    c.v_fill = c.a_fill = c.j_fill = c.v_rest = c.a_rest = c.j_rest = 0.0
+    c.base_v_add = c.base_a_add = c.base_j_add = 0.0
+    c.base_v_pull = c.base_a_pull = c.base_j_pull = 0.0
+    c.base_v_fill = c.base_a_fill = c.base_j_fill = 0.0
+    c.base_v_rest = c.base_a_rest = c.base_j_rest = 0.0
+    c.pressure = c.vacuum = 0.0
+
+
+@njit(cache=True)
+def start_group(c, t: int) -> None:
+    """A new time group: today's values become the base the group is recomputed from."""
+    c.base_add_mass = c.add_mass
+    c.base_pull_mass = c.pull_mass
+    c.base_fill_mass = c.fill_mass
+    c.base_v_add, c.base_a_add, c.base_j_add = c.v_add, c.a_add, c.j_add
+    c.base_v_pull, c.base_a_pull, c.base_j_pull = c.v_pull, c.a_pull, c.j_pull
+    c.base_v_fill, c.base_a_fill, c.base_j_fill = c.v_fill, c.a_fill, c.j_fill
+    c.base_v_rest, c.base_a_rest, c.base_j_rest = c.v_rest, c.a_rest, c.j_rest
+    c.base_rest = c.rest_mem
+    c.dt = (t - c.t_b) / NS
+    c.d_add = c.d_pull = c.d_fill = 0.0
+
+
+@njit(cache=True)
+def recompute_cell(c, prm, depth_now: int) -> None:
+    """Masses, the four chains and the forces from the group's base, dt and deltas."""
+    dt = c.dt
+    decay = math.exp(-dt / prm.tau_rest)
+    c.add_mass = c.base_add_mass * decay + c.d_add
+    c.pull_mass = c.base_pull_mass * decay + c.d_pull
+    c.fill_mass = c.base_fill_mass * decay + c.d_fill
+    if dt > 0.0:
+        c.v_add, c.a_add, c.j_add = advance_chain(
+            c.base_v_add, c.base_a_add, c.base_j_add, c.d_add / dt, dt, prm)
+        c.v_pull, c.a_pull, c.j_pull = advance_chain(
+            c.base_v_pull, c.base_a_pull, c.base_j_pull, c.d_pull / dt, dt, prm)
+        c.v_fill, c.a_fill, c.j_fill = advance_chain(
+            c.base_v_fill, c.base_a_fill, c.base_j_fill, c.d_fill / dt, dt, prm)
+        c.v_rest, c.a_rest, c.j_rest = advance_chain(
+            c.base_v_rest, c.base_a_rest, c.base_j_rest, (depth_now - c.base_rest) / dt, dt, prm)
+    c.pressure, c.vacuum = forces(prm, c.v_add, c.a_add, c.v_pull, c.a_pull, c.v_fill, c.v_rest)
+
+
+@njit(cache=True)
+def touch_bucket(st, prm, bucket: int, pre: int, d_add: float, d_pull: float,
+                 d_fill: float) -> None:
+    """SPEC §7: coalesce into the cell's time group and recompute the whole cell."""
+    sc = st.sc[0]
+    c = st.cells[bucket % prm.W]
+    if c.bucket != bucket:
+        start_cell(c, bucket, sc.t0, pre)
+    if sc.t > c.t_b:
+        start_group(c, sc.t)
+    c.d_add += d_add
+    c.d_pull += d_pull
+    c.d_fill += d_fill
+    depth_now = bucket_total(st, bucket)
+    recompute_cell(c, prm, depth_now)
+    c.t_b = sc.t
+    c.rest_mem = depth_now
+    c.last_event_id = sc.n
+    c.last_ts = sc.t
+
+
+@njit(cache=True)
+def forces_now(st, prm, bucket: int, t: int) -> tuple[float, float]:
+    """SPEC §8 as-of forces: the chains advanced without activity from t_b to t."""
+    c = st.cells[bucket % prm.W]
+    if c.bucket != bucket:
+        return 0.0, 0.0
+    if t <= c.t_b:
+        return c.pressure, c.vacuum
+    dt = (t - c.t_b) / NS
+    v_add, a_add, _ = advance_chain(c.v_add, c.a_add, c.j_add, 0.0, dt, prm)
+    v_pull, a_pull, _ = advance_chain(c.v_pull, c.a_pull, c.j_pull, 0.0, dt, prm)
+    v_fill, _, _ = advance_chain(c.v_fill, c.a_fill, c.j_fill, 0.0, dt, prm)
+    v_rest, _, _ = advance_chain(c.v_rest, c.a_rest, c.j_rest, 0.0, dt, prm)
+    return forces(prm, v_add, a_add, v_pull, a_pull, v_fill, v_rest)
+
+
+# --------------------------------------------------------------------------- regime (SPEC §9)
+
+
+@njit(cache=True, inline="always")
+def add_to_score(prm, sc, bucket: int, w: float, p_now: float, v_now: float,
+                 sums: np.ndarray) -> None:
+    """sums = [bull, bear]; a cell at the mid counts for neither."""
+    twice = 2 * bucket * prm.bucket
+    if twice > sc.mid2:
+        sums[0] += w * v_now
+        sums[1] += w * p_now
+    elif twice < sc.mid2:
+        sums[0] += w * p_now
+        sums[1] += w * v_now
+
+
+@njit(cache=True)
+def regime_score(st, prm, t: int) -> tuple[float, float]:
+    """(score, intensity) of the window around spot with forces as of ``t``."""
+    sc = st.sc[0]
+    sums = np.zeros(2)
+    if sc.spot_defined:
+        for idx in range(2 * prm.K + 1):
+            b = sc.spot + idx - prm.K
+            p_now, v_now = forces_now(st, prm, b, t)
+            add_to_score(prm, sc, b, st.weights[idx], p_now, v_now, sums)
+    bull = sums[0]
+    bear = sums[1]
+    return (bull - bear) / (bull + bear + prm.eps), bull + bear
+
+
+@njit(cache=True)
+def next_regime(prm, regime: int, score: float, intensity: float) -> int:
+    """Hysteresis: UP holds until score < theta_off, DOWN until score > -theta_off."""
+    if intensity < prm.intensity_floor:
+        return REGIME_CHOP
+    if regime == REGIME_UP and score < prm.theta_off:
+        regime = REGIME_CHOP
+    elif regime == REGIME_DOWN and score > -prm.theta_off:
+        regime = REGIME_CHOP
+    if regime == REGIME_CHOP:
+        if score >= prm.theta_on:
+            return REGIME_UP
+        if score <= -prm.theta_on:
+            return REGIME_DOWN
+    return regime
+
+
+@njit(cache=True)
+def step_regime(st, prm, boundary: int) -> None:
+    score, intensity = regime_score(st, prm, boundary)
+    sc = st.sc[0]
+    sc.regime = next_regime(prm, sc.regime, score, intensity)
+
+
+# --------------------------------------------------------------------------- emission
+
+
+@njit(cache=True)
+def write_state(st, prm, out, reset_counters: bool) -> None:
+    """Append the engine's current state (1 snapshot row + 2K+1 grid rows) to ``out``."""
+    sc = st.sc[0]
+    i = out.counts[0]
+    s = out.snap[i]
+    s.event_id = sc.n
+    s.ts_event = sc.t
+    s.ts_recv = sc.last_ts_recv
+    s.spot_price = (sc.spot * prm.bucket) * PRICE_SCALE
+    has_bid = sc.bid_levels > 0
+    has_ask = sc.ask_levels > 0
+    s.best_bid_price = sc.best_bid * PRICE_SCALE if has_bid else np.nan
+    s.best_ask_price = sc.best_ask * PRICE_SCALE if has_ask else np.nan
+    s.best_bid_size = st.levels[find(st.levels, level_key(BID, sc.best_bid))].size if has_bid else 0
+    s.best_ask_size = st.levels[find(st.levels, level_key(ASK, sc.best_ask))].size if has_ask else 0
+    s.mid_price = (sc.best_bid + sc.best_ask) * (0.5 * PRICE_SCALE) if has_bid and has_ask \
+        else np.nan
+    s.book_valid = sc.consistent and has_bid and has_ask
+    s.crossed = has_bid and has_ask and sc.best_bid >= sc.best_ask
+    s.n_records = sc.since_records
+    s.buy_volume = sc.since_buy
+    s.sell_volume = sc.since_sell
+    s.regime = sc.regime
+    if reset_counters:
+        sc.since_records = 0
+        sc.since_buy = 0
+        sc.since_sell = 0
+    rows = 2 * prm.K + 1
+    base = i * rows
+    sums = np.zeros(2)
+    for idx in range(rows):
+        b = sc.spot + idx - prm.K
+        g = out.grid[base + idx]
+        g.event_id = sc.n
+        g.k = idx - prm.K
+        g.price = (b * prm.bucket) * PRICE_SCALE
+        g.bid_depth, g.ask_depth = bucket_depth(st, b)
+        g.rest_depth = g.bid_depth + g.ask_depth
+        c = st.cells[b % prm.W]
+        if c.bucket == b:
+            g.add_mass, g.pull_mass, g.fill_mass = c.add_mass, c.pull_mass, c.fill_mass
+            g.v_add, g.v_pull, g.v_fill, g.v_rest_depth = c.v_add, c.v_pull, c.v_fill, c.v_rest
+            g.a_add, g.a_pull, g.a_fill, g.a_rest_depth = c.a_add, c.a_pull, c.a_fill, c.a_rest
+            g.j_add, g.j_pull, g.j_fill, g.j_rest_depth = c.j_add, c.j_pull, c.j_fill, c.j_rest
+            g.pressure, g.vacuum = c.pressure, c.vacuum
+            g.last_event_id, g.last_ts = c.last_event_id, c.last_ts
+        else:
+            g.add_mass = g.pull_mass = g.fill_mass = 0.0
+            g.v_add = g.v_pull = g.v_fill = g.v_rest_depth = 0.0
+            g.a_add = g.a_pull = g.a_fill = g.a_rest_depth = 0.0
+            g.j_add = g.j_pull = g.j_fill = g.j_rest_depth = 0.0
+            g.pressure = g.vacuum = 0.0
+            g.last_event_id = 0
+            g.last_ts = 0
+        g.pressure_now, g.vacuum_now = forces_now(st, prm, b, sc.t)
+        add_to_score(prm, sc, b, st.weights[idx], g.pressure_now, g.vacuum_now, sums)
+    s.regime_score = (sums[0] - sums[1]) / (sums[0] + sums[1] + prm.eps)
+    s.regime_intensity = sums[0] + sums[1]
+    out.counts[0] = i + 1
+
+
+@njit(cache=True)
+def walk_side(st, prm, side: int, row: np.ndarray, col: int) -> None:
+    """Top ``mbp_levels`` of one side into row[col:], as px/sz/ct blocks (empty: px UNDEF)."""
+    sc = st.sc[0]
+    levels = prm.mbp_levels
+    n_side = sc.bid_levels if side == BID else sc.ask_levels
+    step = -prm.tick if side == BID else prm.tick
+    price = sc.best_bid if side == BID else sc.best_ask
+    found = 0
+    steps = 0
+    while found < levels and found < n_side and steps < MAX_WALK_STEPS:
+        i = find(st.levels, level_key(side, price))
+        if i >= 0:
+            row[col + found] = price
+            row[col + levels + found] = st.levels[i].size
+            row[col + 2 * levels + found] = st.levels[i].count
+            found += 1
+        price += step
+        steps += 1
+    for f in range(found, levels):
+        row[col + f] = UNDEF_PRICE
+        row[col + levels + f] = 0
+        row[col + 2 * levels + f] = 0
+
+
+@njit(cache=True)
+def write_mbp(st, prm, rec, out) -> None:
+    """One MBP-10-style row: the record's own fields, the book after it, event_id."""
+    i = out.counts[1]
+    row = out.mbp[i]
+    row[0] = np.int64(rec.ts_recv)
+    row[1] = np.int64(rec.ts_event)
+    row[2] = np.int64(rec.sequence)
+    row[3] = np.int64(rec.action)
+    row[4] = np.int64(rec.side)
+    row[5] = np.int64(rec.price)
+    row[6] = np.int64(rec.size)
+    row[7] = np.int64(rec.flags)
+    row[8] = st.sc[0].n
+    walk_side(st, prm, BID, row, MBP_FIXED)
+    walk_side(st, prm, ASK, row, MBP_FIXED + 3 * prm.mbp_levels)
+    out.counts[1] = i + 1
+
+
+# --------------------------------------------------------------------------- the record loop
+
+
+@njit(cache=True)
+def advance_clock(st, prm, ts_event: int, out) -> None:
+    """Non-snapshot record: trailing-edge emission, regime boundary, then the clock."""
+    sc = st.sc[0]
+    t_new = max(sc.t, ts_event) if sc.started else ts_event
+    if sc.full:
+        if prm.sample_mode == SAMPLE_TIME and sc.pending \
+                and t_new // prm.sample_ns != sc.pending_bin:
+            write_state(st, prm, out, True)
+            sc.pending = False
+        if sc.started:
+            boundary = (t_new // prm.regime_step) * prm.regime_step
+            if boundary > sc.t:
+                step_regime(st, prm, boundary)
+    sc.t = t_new
+    if not sc.started:
+        sc.started = True
+        sc.t0 = t_new
+    if sc.in_snapshot:
+        sc.in_snapshot = False
+        sc.consistent = True
+        resync_rest_memory(st)
+
+
+@njit(cache=True)
+def apply_record(st, prm, rec, tch) -> int:
+    """Dispatch one record to its book handler; returns the number of touches made."""
+    sc = st.sc[0]
+    action = rec.action
+    oid = np.int64(rec.order_id)
+    price = np.int64(rec.price)
+    size = np.int64(rec.size)
+    snapshot = (rec.flags & F_SNAPSHOT) != 0
+    if action == ACTION_ADD:
+        return apply_add(st, prm, oid, book_side(rec.side), price, size, tch)
+    if action == ACTION_CANCEL:
+        return apply_cancel(st, prm, oid, size, tch)
+    if action == ACTION_MODIFY:
+        return apply_modify(st, prm, oid, book_side(rec.side), price, size, tch)
+    if action == ACTION_CLEAR:
+        apply_clear(st)
+        return 0
+    if action == ACTION_FILL:
+        return 0 if snapshot else apply_fill(st, prm, oid, price, size, tch)
+    if action == ACTION_TRADE:
+        if sc.full and not snapshot:
+            if rec.side == SIDE_BID:
+                sc.since_buy += size
+            elif rec.side == SIDE_ASK:
+                sc.since_sell += size
+        return 0
+    if action != ACTION_NONE:
+        st.anomalies[AN_UNKNOWN_ACTION] += 1
+    return 0
+
+
+@njit(cache=True)
+def process_record(st, prm, rec, tch, out) -> None:
+    """SPEC §3-§10 for one record, in the order of docs/SEMANTICS.md."""
+    sc = st.sc[0]
+    flags = rec.flags
+    snapshot = (flags & F_SNAPSHOT) != 0
+    if sc.full and sc.resync_due:
+        resync_rest_memory(st)
+        sc.resync_due = False
+    if not snapshot:
+        advance_clock(st, prm, np.int64(rec.ts_event), out)
+    sc.n += 1
+    if sc.full:
+        sc.since_records += 1
+    if rec.action == ACTION_CLEAR:
+        sc.consistent = False
+    if snapshot:
+        sc.in_snapshot = True
+        sc.consistent = False
+    n_touch = apply_record(st, prm, rec, tch)
+    update_spot(st, prm)
+    if sc.full and not snapshot and sc.spot_defined:
+        for i in range(n_touch):
+            t = tch[i]
+            if abs(t.bucket - sc.spot) <= prm.band:
+                touch_bucket(st, prm, t.bucket, t.pre, t.d_add, t.d_pull, t.d_fill)
+    if (flags & F_LAST) != 0 and not sc.consistent:
+        sc.consistent = True
+        if sc.in_snapshot:
+            sc.in_snapshot = False
+            resync_rest_memory(st)
+    sc.last_ts_recv = np.int64(rec.ts_recv)
+    if not (sc.full and sc.emit):
+        return
+    if prm.mbp_levels > 0 and rec.action in (ACTION_ADD, ACTION_CANCEL, ACTION_MODIFY,
+                                             ACTION_CLEAR, ACTION_TRADE):
+        write_mbp(st, prm, rec, out)
+    if not (sc.started and sc.spot_defined):
+        return
+    if prm.sample_mode == SAMPLE_EVENT or (prm.sample_mode == SAMPLE_PACKET
+                                           and (flags & F_LAST) != 0):
+        write_state(st, prm, out, True)
+    elif prm.sample_mode == SAMPLE_TIME:
+        sc.pending = True
+        sc.pending_bin = sc.t // prm.sample_ns
+
+
+@njit(cache=True)
+def needs_room(st, prm, out) -> int:
+    """STATUS_GROW / STATUS_OUT_FULL when one more record might not fit, else STATUS_DONE."""
+    sc = st.sc[0]
+    if sc.n_orders + 2 > MAX_LOAD * st.orders.shape[0] \
+            or sc.n_levels + 2 > MAX_LOAD * st.levels.shape[0] \
+            or sc.n_buckets + 2 > MAX_LOAD * st.buckets.shape[0]:
+        return STATUS_GROW
+    if out.counts[0] + 1 > out.snap.shape[0] or (
+            prm.mbp_levels > 0 and out.counts[1] + 1 > out.mbp.shape[0]):
+        return STATUS_OUT_FULL
+    return STATUS_DONE
+
+
+@njit(cache=True)
+def process_chunk(st, prm, records, start: int, out) -> tuple[int, int]:
+    """Feed ``records[start:]``; stops early to let the caller grow tables or drain ``out``.
+
+    Returns (index of the next unprocessed record, status).
+    """
+    tch = np.zeros(2, dtype=TOUCH_DTYPE)
+    i = start
+    n = records.shape[0]
+    while i < n:
+        status = needs_room(st, prm, out)
+        if status != STATUS_DONE:
+            return i, status
+        process_record(st, prm, records[i], tch, out)
+        i += 1
+    return i, STATUS_DONE
+
+
+@njit(cache=True)
+def flush_pending(st, prm, out) -> None:
+    """End of input: the last time bin's trailing-edge state."""
+    sc = st.sc[0]
+    if sc.pending and sc.full and sc.emit:
+        write_state(st, prm, out, True)
+        sc.pending = False
+
+
+@njit(cache=True)
+def rebuild_book(st, prm, oids, sides, prices, sizes, pendings) -> None:
+    """Import: re-insert resting orders; levels, bucket depths and best prices follow."""
+    for i in range(oids.shape[0]):
+        insert_order(st, prm, oids[i], sides[i], prices[i], sizes[i], pendings[i])
