@@ -36,7 +36,10 @@ def raw_dir(lake: Path, product: Product) -> Path:
 
 
 def raw_file_name(dataset: str, day: dt.date, compressed: bool = True) -> str:
-    """Databento's day-file name: ``GLBX.MDP3`` + 2026-02-06 -> ``glbx-mdp3-20260206.mbo.dbn.zst``."""
+    """Databento's day-file name.
+
+    ``GLBX.MDP3`` + 2026-02-06 -> ``glbx-mdp3-20260206.mbo.dbn.zst``.
+    """
     stem = dataset.lower().replace(".", "-")
     return f"{stem}-{day:%Y%m%d}.mbo.dbn" + (".zst" if compressed else "")
 
@@ -45,7 +48,8 @@ def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:
     """The one raw MBO file of ``product`` for ``day``; errors say what is there instead."""
     folder = raw_dir(lake, product)
     if not folder.is_dir():
-        have = sorted(p.name for p in folder.parent.parent.glob("symbol=*")) if folder.parent.parent.is_dir() else []
+        parent = folder.parent.parent
+        have = sorted(p.name for p in parent.glob("symbol=*")) if parent.is_dir() else []
         hint = f" (symbols there: {', '.join(have)})" if have else ""
         raise InputError(f"{folder}: no such folder for symbol {product.symbol}{hint}")
     stamp = f"-{day:%Y%m%d}"
@@ -57,7 +61,8 @@ def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:
         shown = ", ".join(days[-10:]) if days else "no .mbo.dbn files"
         raise InputError(f"{folder}: no MBO file for {day.isoformat()} (dates there: {shown})")
     if len(matches) > 1:
-        # A plain and a compressed copy of the same day: prefer the compressed (Databento's default).
+        # A plain and a compressed copy of the same day: prefer the compressed one
+        # (Databento's default).
         zst = [m for m in matches if m.name.endswith(".zst")]
         if len(zst) == 1:
             return zst[0]

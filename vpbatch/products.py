@@ -40,7 +40,7 @@ class Product:
         return self.bucket / FIXED_PRICE_SCALE
 
     def with_tick(self, tick: int) -> Product:
-        """Use an instrument definition's ``min_price_increment`` as the tick (and futures bucket)."""
+        """Use a definition's ``min_price_increment`` as the tick (and the futures bucket)."""
         if tick <= 0:
             raise ConfigError(f"{self.symbol}: min_price_increment must be > 0, was {tick}")
         bucket = tick if self.product_type == FUTURE_MBO else max(self.bucket, tick)
@@ -77,7 +77,9 @@ def resolve_product(symbol: str) -> Product:
     table = load_table()
     sym = symbol.strip().upper()
     if "-" in sym or ":" in sym:
-        raise ConfigError(f"symbol: '{symbol}' is a spread or combination; give one outright contract")
+        raise ConfigError(
+            f"symbol: '{symbol}' is a spread or combination; give one outright contract"
+        )
     root = futures_root(sym, set(table["futures"]))
     if root is not None:
         row = table["futures"][root]

@@ -1,0 +1,51 @@
+# vpbatch: every target is a one-liner over the project venv (.venv), bootstrapped with uv.
+# A fresh machine needs only python3 (>= 3.11) and make: `make demo`, `make test`.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vpbatch-installed
+# uv from PATH, else a private copy in .venv-tools (works as root and non-root, no sudo).
+UV     := $(or $(shell command -v uv 2>/dev/null),.venv-tools/bin/uv)
+LAKE   ?= lake
+# Demo session (synthetic MNQH6 day written into the lake).
+DEMO_SYMBOL  ?= MNQH6
+DEMO_DT      ?= 2026-02-06
+DEMO_RECORDS ?= 2000000
+
+# uv must never download a Python interpreter: only package registries are reachable.
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install test test-slow lint demo bench build build-range clean
+
+install: $(STAMP)
+
+.venv-tools/bin/uv:
+	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install --quiet --disable-pip-version-check uv || $(PYTHON) -m pip install --quiet --disable-pip-version-check --target .venv-tools uv
+
+$(STAMP): requirements.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && touch $@
+
+test: install
+	$(BIN)/ruff check . && $(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q --slow
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install
+	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) && $(BIN)/vpbatch info --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && echo "demo: raw MBO file for $(DEMO_SYMBOL) $(DEMO_DT) is under $(LAKE)/raw/ (path on the first line above)"
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+build: install
+	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --dt $(or $(DT),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --lake $(LAKE)
+
+build-range: install
+	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --start $(or $(START),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --end $(or $(END),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --lake $(LAKE)
+
+clean:
+	rm -rf .venv-tools $(STAMP) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info && find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

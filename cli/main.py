@@ -1,0 +1,76 @@
+"""The ``vpbatch`` click group; errors become exit codes here, in one place."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import click
+
+from cli import build, cache, info, products, sql, synth, verify
+from vpbatch import __version__
+from vpbatch.errors import VpbatchError
+
+#: Exit code of an interrupted run (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+class VpbatchGroup(click.Group):
+    """A click group that turns library errors into ``Error: <message>`` and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except VpbatchError as exc:
+            _report(str(exc), debug)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            # Disk full, permission denied, broken pipe: the environment, not a bug.
+            where = f": {exc.filename}" if exc.filename else ""
+            _report(f"{exc.strerror or exc}{where}", debug)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            if debug:
+                traceback.print_exc()
+            click.echo("Interrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _report(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"Error: {message}", err=True)
+
+
+@click.group(cls=VpbatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vpbatch")
+@click.option("--debug", is_flag=True, envvar="VPBATCH_DEBUG",
+              help="Show the traceback of an error (env VPBATCH_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Batch vacuum/pressure order-flow grids from Databento MBO files.
+
+    Results go to stdout; progress and errors go to stderr.
+
+    \b
+    Exit codes:
+      0    ok
+      1    other error
+      2    usage error (bad option or argument)
+      3    input or symbol error (missing/corrupt file, unknown symbol, ambiguous publisher)
+      4    verify found violations
+      130  interrupted
+    """
+
+
+for _module in (synth, info, products, build, verify, sql, cache):
+    cli.add_command(_module.command)
+
+
+def main() -> None:
+    """Entry point of the ``vpbatch`` script (``[project.scripts]``) and ``python -m cli``.
+
+    Errors are converted by :class:`VpbatchGroup` (so ``CliRunner`` tests see the same exit
+    codes); click's own usage errors exit 2.
+    """
+    cli.main(prog_name="vpbatch")

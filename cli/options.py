@@ -1,0 +1,85 @@
+"""Options shared by several commands, defined once as decorators."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from vpbatch.errors import ConfigError
+from vpbatch.lake import parse_date
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parse_dt(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return parse_date(value, "--dt")
+    except ConfigError as exc:
+        raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from exc
+
+
+def lake_option(fn: F) -> F:
+    """``--lake DIR``: the lake root (``$VPBATCH_LAKE``, default ``./lake``)."""
+    return click.option(
+        "--lake",
+        type=click.Path(file_okay=False, path_type=Path),
+        default="lake",
+        envvar="VPBATCH_LAKE",
+        show_default=True,
+        help="Lake root folder (env VPBATCH_LAKE).",
+    )(fn)
+
+
+def symbol_dt_options(fn: F | None = None, *, required: bool = False) -> Any:
+    """``--symbol`` and ``--dt`` (bare, or ``@symbol_dt_options(required=True)``).
+
+    The command receives ``symbol: str | None`` and ``day: datetime.date | None``.
+    """
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--dt",
+            "day",
+            callback=_parse_dt,
+            required=required,
+            metavar="YYYY-MM-DD",
+            help="Trading day of the raw file in the lake.",
+        )(f)
+        return click.option(
+            "--symbol",
+            required=required,
+            metavar="SYMBOL",
+            help="Contract or ticker, e.g. MNQH6, ESM4, QQQ.",
+        )(f)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def publisher_option(fn: F) -> F:
+    """``--publisher ID``: keep one Databento publisher (needed when a file has several)."""
+    return click.option(
+        "--publisher",
+        "publisher_id",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="ID",
+        help="Databento publisher_id to keep, e.g. 41 (DBEQ.BASIC.IEXG).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON instead of text.")(fn)
+
+
+def quiet_option(fn: F) -> F:
+    """``-q/--quiet``: no progress bar."""
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="No progress bar on stderr.")(fn)

@@ -1,0 +1,740 @@
+"""Bronze reader: Databento ``.dbn`` / ``.dbn.zst`` MBO files -> bounded numpy record chunks.
+
+``open_mbo`` validates a file once (exists, not empty, complete, DBN, schema ``mbo``) and
+returns an :class:`MboSource`. The source resolves a symbol to one ``instrument_id`` and one
+``publisher_id`` and streams the matching records as ``MBO_DTYPE`` arrays of bounded size
+(``DBNStore.to_ndarray(count=...)``), so memory never grows with the file.
+
+Every problem is a one-line :class:`~vpbatch.errors.InputError` or
+:class:`~vpbatch.errors.SymbolError` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final, TypeVar
+
+import databento as db
+import numpy as np
+import zstandard
+from databento.common.error import BentoError, BentoWarning
+from databento.common.publishers import Publisher
+from databento_dbn import DBNError
+
+from vpbatch.book.dtypes import MBO_DTYPE, UNDEF_PRICE, as_kernel_records
+from vpbatch.errors import ConfigError, InputError, SymbolError
+from vpbatch.lake import find_raw_file
+from vpbatch.products import resolve_product
+
+#: Databento record type of an MBO record.
+RTYPE_MBO: Final = 0xA0
+#: ``length`` field of an MBO record (the record size in 4-byte words).
+MBO_LENGTH_WORDS: Final = MBO_DTYPE.itemsize // 4
+#: Default number of records per chunk (56 MB of records).
+DEFAULT_CHUNK_RECORDS: Final = 1_000_000
+#: Databento's undefined timestamp (``UINT64_MAX``).
+UNDEF_TIMESTAMP: Final = 2**64 - 1
+#: Name of Databento's batch-download symbology file, looked up beside the input.
+SYMBOLOGY_JSON: Final = "symbology.json"
+
+_ZSTD_MAGIC: Final = 0xFD2FB528
+_ZSTD_SKIPPABLE_MASK: Final = 0xFFFFFFF0
+_ZSTD_SKIPPABLE_MAGIC: Final = 0x184D2A50
+_MAX_LISTED: Final = 20
+#: Errors the databento / zstandard stack raises on undecodable input.
+_DECODE_ERRORS: Final = (BentoError, BentoWarning, DBNError, zstandard.ZstdError, ValueError,
+                         EOFError)
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class FileMetadata:
+    """What a DBN file's header says about it.
+
+    ``start`` / ``end`` are UTC nanoseconds (``end`` is None when undefined).
+    """
+
+    dataset: str
+    schema: str
+    version: int
+    start: int
+    end: int | None
+    symbols: tuple[str, ...]
+    stype_in: str | None
+    stype_out: str
+    limit: int | None
+    compressed: bool
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The one book the engine sees: an instrument from one publisher."""
+
+    instrument_id: int
+    publisher_id: int
+    symbol: str
+
+
+def publisher_name(publisher_id: int) -> str:
+    """Databento's name of a publisher id (``39`` -> ``'DBEQ.BASIC.XCHI'``).
+
+    Parameters
+    ----------
+    publisher_id : int
+        The ``publisher_id`` field of a record.
+
+    Returns
+    -------
+    str
+        The publisher's ``DATASET.VENUE`` name, or ``'unknown'`` for an id this version of
+        databento does not know.
+    """
+    try:
+        return str(Publisher.from_int(int(publisher_id)).value)
+    except ValueError:
+        return "unknown"
+
+
+def dataset_publishers(dataset: str) -> list[int]:
+    """Every publisher id Databento lists for ``dataset`` (empty for an unknown dataset)."""
+    return sorted(p.to_int() for p in Publisher if str(p.dataset) == dataset)
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    if len(items) > _MAX_LISTED:
+        shown += f", … and {len(items) - _MAX_LISTED} more"
+    return shown
+
+
+def _missing_file_message(path: Path) -> str:
+    parent = path.parent
+    if not parent.is_dir():
+        return f"{path}: no such file (folder {parent} does not exist)"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in parent.iterdir())
+    have = _listing(names) if names else "it is empty"
+    return f"{path}: no such file (in {parent}: {have})"
+
+
+def _check_zstd_complete(path: Path, fh: BinaryIO, size: int) -> None:
+    """Walk the zstd frame and block headers (no decompression) to the end of the file.
+
+    A file cut anywhere inside a frame ends before the frame's last block (or its
+    checksum) and is reported as truncated. zstandard's stream reader, and so databento,
+    would otherwise stop silently at the last complete block.
+    """
+    pos = 0
+    while pos < size:
+        fh.seek(pos)
+        head = fh.read(4)
+        if len(head) < 4:
+            raise InputError(f"{path.name}: truncated zstd data at byte {pos} of {size}")
+        magic = int.from_bytes(head, "little")
+        if magic & _ZSTD_SKIPPABLE_MASK == _ZSTD_SKIPPABLE_MAGIC:
+            length = fh.read(4)
+            if len(length) < 4:
+                raise InputError(f"{path.name}: truncated zstd data at byte {pos} of {size}")
+            pos += 8 + int.from_bytes(length, "little")
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise InputError(f"{path.name}: corrupt zstd data at byte {pos} of {size} "
+                             f"(no zstd frame starts there)")
+        descriptor = fh.read(1)
+        if not descriptor:
+            raise InputError(f"{path.name}: truncated zstd data at byte {pos} of {size}")
+        fhd = descriptor[0]
+        single_segment = (fhd >> 5) & 1
+        pos += 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3]
+        pos += (single_segment, 2, 4, 8)[fhd >> 6]
+        while True:
+            fh.seek(pos)
+            block = fh.read(3)
+            if len(block) < 3:
+                raise InputError(f"{path.name}: truncated: the zstd stream ends at byte {size} "
+                                 f"inside a frame (the file was cut short)")
+            header = int.from_bytes(block, "little")
+            block_type = (header >> 1) & 3
+            if block_type == 3:
+                raise InputError(f"{path.name}: corrupt zstd data at byte {pos} of {size} "
+                                 f"(reserved block type)")
+            pos += 3 + (1 if block_type == 1 else header >> 3)
+            if header & 1:
+                break
+        pos += 4 if (fhd >> 2) & 1 else 0
+        if pos > size:
+            raise InputError(f"{path.name}: truncated: the zstd stream ends at byte {size} "
+                             f"inside a frame (the file was cut short)")
+
+
+def _check_dbn_complete(path: Path, fh: BinaryIO, size: int, record_size: int) -> None:
+    """An uncompressed DBN file holds whole records after its metadata."""
+    fh.seek(4)
+    header = fh.read(4)
+    body = size - 8 - int.from_bytes(header, "little")
+    if len(header) < 4 or body < 0:
+        raise InputError(f"{path.name}: truncated: the file ends inside its DBN metadata")
+    if body % record_size:
+        raise InputError(f"{path.name}: truncated: {body % record_size} bytes of an incomplete "
+                         f"record at the end (file size {size})")
+
+
+def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, FileMetadata]:
+    """Open ``path`` with databento after checking it exists, is complete and has the schema."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(_missing_file_message(path)) from None
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a .dbn or .dbn.zst file") from None
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path.name}: empty file (0 bytes)") from None
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+            compressed = int.from_bytes(head, "little") == _ZSTD_MAGIC
+            if compressed:
+                _check_zstd_complete(path, fh, size)
+            elif head[:3] != b"DBN":
+                raise InputError(f"{path.name}: not a DBN file (neither zstd-compressed nor "
+                                 f"starting with a DBN header)")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        store = db.DBNStore.from_file(path)
+    except (*_DECODE_ERRORS, OSError) as exc:
+        raise InputError(f"{path.name}: not a readable DBN file ({_one_line(exc)})") from None
+    meta = store.metadata
+    schema = "mixed" if meta.schema is None else str(meta.schema)
+    if schema not in (expected_schema, "mixed"):
+        raise InputError(f"{path.name}: schema is {schema}, expected {expected_schema}") from None
+    if meta.ts_out:
+        raise InputError(f"{path.name}: records carry ts_out (a live-gateway capture); "
+                         f"not supported") from None
+    if not compressed and expected_schema == "mbo" and schema == "mbo":
+        with path.open("rb") as fh:
+            _check_dbn_complete(path, fh, size, MBO_DTYPE.itemsize)
+    end = None if meta.end in (None, UNDEF_TIMESTAMP) else int(meta.end)
+    info = FileMetadata(
+        dataset=str(meta.dataset),
+        schema=schema,
+        version=int(meta.version),
+        start=int(meta.start),
+        end=end,
+        symbols=tuple(str(s) for s in meta.symbols),
+        stype_in=None if meta.stype_in is None else str(meta.stype_in),
+        stype_out=str(meta.stype_out),
+        limit=int(meta.limit) if meta.limit else None,
+        compressed=compressed,
+        size_bytes=size,
+    )
+    return store, info
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _mapping_pairs(entries: dict[str, list[dict[str, Any]]], stype_in: str | None,
+                   first_day: dt.date, last_day: dt.date | None,
+                   d0: str, d1: str, out: str) -> dict[int, str]:
+    """``{symbol_in: [{d0, d1, s}]}`` -> ``{instrument_id: symbol}`` for intervals in the file."""
+    result: dict[int, str] = {}
+    for key, intervals in entries.items():
+        for entry in intervals:
+            target = str(entry.get(out) or "")
+            if not target:
+                continue
+            start = dt.date.fromisoformat(str(entry[d0])[:10])
+            end = dt.date.fromisoformat(str(entry[d1])[:10])
+            if end <= first_day or (last_day is not None and start > last_day):
+                continue
+            by_id = stype_in == "instrument_id" or (key.isdigit() and not target.isdigit())
+            ident, symbol = (key, target) if by_id else (target, key)
+            if ident.isdigit():
+                result[int(ident)] = symbol
+    return result
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Records per ``(instrument_id, publisher_id)`` over the whole file (one streaming pass)."""
+
+    by_key: dict[tuple[int, int], int]
+
+    def instruments(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (iid, _), n in self.by_key.items():
+            out[iid] = out.get(iid, 0) + n
+        return out
+
+    def publishers(self, instrument_id: int | None = None) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (iid, pid), n in self.by_key.items():
+            if instrument_id is None or iid == instrument_id:
+                out[pid] = out.get(pid, 0) + n
+        return out
+
+
+class MboSource:
+    """A validated MBO file. Build it with :func:`open_mbo`.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    metadata : FileMetadata
+        Dataset, schema, DBN version, time range, symbols and symbology types.
+    """
+
+    def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata) -> None:
+        self.path = path
+        self.metadata = metadata
+        self._store = store
+        self._counts: _Counts | None = None
+        self._instruments: dict[int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"MboSource({str(self.path)!r}, dataset={self.metadata.dataset})"
+
+    @property
+    def name(self) -> str:
+        """The file name, as used in error messages."""
+        return self.path.name
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def _guarded(self, step: Callable[[], _T], done: int) -> _T:
+        """Run one decoding step; any decoding problem becomes an InputError naming the file."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", BentoWarning)
+                return step()
+        except StopIteration:
+            raise
+        except _DECODE_ERRORS as exc:
+            raise InputError(f"{self.name}: corrupt or truncated data after {done:,} records "
+                             f"({_one_line(exc)})") from None
+        except OSError as exc:
+            raise InputError(f"{self.name}: read error after {done:,} records "
+                             f"({_one_line(exc)})") from None
+
+    def iter_raw(self, chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
+        """Every MBO record of the file (all instruments and publishers), in bounded chunks.
+
+        Parameters
+        ----------
+        chunk_records : int, default 1_000_000
+            Records read per chunk; a yielded chunk never holds more.
+
+        Yields
+        ------
+        np.ndarray
+            Non-empty ``MBO_DTYPE`` arrays; records of other record types are dropped.
+
+        Raises
+        ------
+        InputError
+            When the data cannot be decoded (corrupt or truncated file).
+        """
+        if chunk_records < 1:
+            raise ConfigError(f"chunk_records: must be >= 1, was {chunk_records}")
+        schema = "mbo" if self.metadata.schema == "mixed" else None
+        done = 0
+        chunks = self._guarded(lambda: iter(self._store.to_ndarray(schema, count=chunk_records)),
+                               done)
+        while True:
+            try:
+                raw = self._guarded(lambda: next(chunks), done)
+            except StopIteration:
+                return
+            if raw.size == 0:
+                continue
+            if raw.dtype.itemsize != MBO_DTYPE.itemsize:
+                raise InputError(f"{self.name}: unexpected record layout {raw.dtype}")
+            records = as_kernel_records(raw.reshape(-1))
+            if np.any(records["length"] != MBO_LENGTH_WORDS):
+                bad = int(np.argmax(records["length"] != MBO_LENGTH_WORDS))
+                raise InputError(f"{self.name}: corrupt record {done + bad + 1:,} "
+                                 f"(length field {int(records['length'][bad])}, expected "
+                                 f"{MBO_LENGTH_WORDS} for MBO)")
+            done += len(records)
+            keep = records["rtype"] == RTYPE_MBO
+            if keep.all():
+                yield records.copy()
+            elif keep.any():
+                yield records[keep]
+
+    def iter_chunks(self, *, symbol: str | None = None, publisher_id: int | None = None,
+                    chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
+        """The records of one instrument from one publisher, in bounded chunks.
+
+        Parameters
+        ----------
+        symbol : str, optional
+            Raw symbol (``'MNQH6'``); may be omitted when the file holds one instrument.
+        publisher_id : int, optional
+            Required when the instrument has records from several publishers.
+        chunk_records : int, default 1_000_000
+            Records read per chunk; a yielded chunk never holds more.
+
+        Yields
+        ------
+        np.ndarray
+            Non-empty, writable ``MBO_DTYPE`` arrays in file order.
+
+        Raises
+        ------
+        SymbolError
+            When the symbol or publisher cannot be resolved (see :meth:`resolve`), or no
+            record matched the selection (raised after the last chunk).
+        InputError
+            When the data cannot be decoded, or the file holds no MBO record at all.
+        """
+        selection = self.resolve(symbol, publisher_id)
+        return self.iter_selection(selection, chunk_records=chunk_records)
+
+    def iter_selection(self, selection: Selection, *,
+                       chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
+        """Like :meth:`iter_chunks` for an already resolved :class:`Selection`."""
+        matched = seen = 0
+        for records in self.iter_raw(chunk_records):
+            keep = ((records["instrument_id"] == selection.instrument_id)
+                    & (records["publisher_id"] == selection.publisher_id))
+            n = int(np.count_nonzero(keep))
+            if n == len(records):
+                yield records
+            elif n:
+                yield records[keep]
+            matched += n
+            seen += len(records)
+        if seen == 0:
+            raise InputError(f"{self.name}: no MBO records in the file (only a header: an empty "
+                             f"download, or a file cut short at a zstd frame boundary)")
+        if matched == 0:
+            raise SymbolError(
+                f"{self.name}: no MBO records for {selection.symbol} (instrument_id "
+                f"{selection.instrument_id}, publisher {selection.publisher_id} "
+                f"{publisher_name(selection.publisher_id)})"
+            )
+
+    # -- what is in the file ---------------------------------------------------------------
+
+    def counts(self) -> dict[tuple[int, int], int]:
+        """MBO records per ``(instrument_id, publisher_id)``: one streaming pass, then cached."""
+        return dict(self._scan().by_key)
+
+    def scan(self, on_chunk: Callable[[np.ndarray], None] | None = None,
+             chunk_records: int = DEFAULT_CHUNK_RECORDS) -> dict[tuple[int, int], int]:
+        """Stream the whole file once, counting records per instrument and publisher.
+
+        Parameters
+        ----------
+        on_chunk : callable, optional
+            Called with every chunk of MBO records (all instruments and publishers), so a
+            caller can compute more statistics in the same pass.
+        chunk_records : int, default 1_000_000
+            Records per chunk.
+
+        Returns
+        -------
+        dict[tuple[int, int], int]
+            Records per ``(instrument_id, publisher_id)`` (also cached for :meth:`counts`).
+        """
+        totals: dict[tuple[int, int], int] = {}
+        for records in self.iter_raw(chunk_records):
+            keys = ((records["instrument_id"].astype(np.uint64) << np.uint64(16))
+                    | records["publisher_id"].astype(np.uint64))
+            uniq, n = np.unique(keys, return_counts=True)
+            for key, count in zip(uniq.tolist(), n.tolist(), strict=True):
+                pair = (key >> 16, key & 0xFFFF)
+                totals[pair] = totals.get(pair, 0) + count
+            if on_chunk is not None:
+                on_chunk(records)
+        self._counts = _Counts(totals)
+        return dict(totals)
+
+    def _scan(self) -> _Counts:
+        if self._counts is None:
+            self.scan()
+        assert self._counts is not None
+        return self._counts
+
+    def record_count(self) -> int:
+        """Number of MBO records in the file (all instruments and publishers)."""
+        return sum(self._scan().by_key.values())
+
+    def publishers(self, instrument_id: int | None = None) -> dict[int, int]:
+        """``publisher_id -> record count``, for the whole file or one instrument."""
+        return dict(sorted(self._scan().publishers(instrument_id).items()))
+
+    def instrument_counts(self) -> dict[int, int]:
+        """``instrument_id -> record count``."""
+        return dict(sorted(self._scan().instruments().items()))
+
+    def instruments(self) -> dict[int, str]:
+        """``instrument_id -> raw symbol`` for the instruments of this file.
+
+        The mapping comes from the file's metadata mappings, updated by a Databento
+        ``symbology.json`` beside the file (its entries win, so a ``raw_symbol`` symbology
+        file can name the instruments of a ``parent``-symbology download). Without either,
+        a file whose metadata names exactly one symbol and whose records carry one
+        ``instrument_id`` (``stype_in=instrument_id`` downloads such as the MESH5 sample)
+        maps that symbol to that id; otherwise every id found is listed as ``'#<id>'``.
+
+        Returns
+        -------
+        dict[int, str]
+            Sorted by instrument id.
+
+        Raises
+        ------
+        InputError
+            When ``symbology.json`` is unreadable, or the data cannot be decoded.
+        """
+        if self._instruments is None:
+            mapped = {**self._metadata_mappings(), **self._symbology_json()}
+            if not mapped:
+                present = sorted(self._scan().instruments())
+                if len(self.metadata.symbols) == 1 and len(present) == 1:
+                    mapped = {present[0]: self.metadata.symbols[0]}
+                else:
+                    mapped = {iid: f"#{iid}" for iid in present}
+            self._instruments = dict(sorted(mapped.items()))
+        return dict(self._instruments)
+
+    def _day_range(self) -> tuple[dt.date, dt.date | None]:
+        first = dt.datetime.fromtimestamp(self.metadata.start // 10**9, dt.UTC).date()
+        end = self.metadata.end
+        last = None if end is None else dt.datetime.fromtimestamp(
+            (end - 1) // 10**9, dt.UTC).date()
+        return first, last
+
+    def _metadata_mappings(self) -> dict[int, str]:
+        mappings = self._store.metadata.mappings
+        if not mappings:
+            return {}
+        first, last = self._day_range()
+        entries = {k: [{"d0": str(e["start_date"]), "d1": str(e["end_date"]), "s": e["symbol"]}
+                       for e in v] for k, v in mappings.items()}
+        return _mapping_pairs(entries, self.metadata.stype_in, first, last, "d0", "d1", "s")
+
+    def _symbology_json(self) -> dict[int, str]:
+        path = self.path.parent / SYMBOLOGY_JSON
+        if not path.is_file():
+            return {}
+        try:
+            doc = json.loads(path.read_text())
+            first, last = self._day_range()
+            return _mapping_pairs(doc["result"], doc.get("stype_in"), first, last,
+                                  "d0", "d1", "s")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"{path}: not a Databento symbology.json ({_one_line(exc)})") from None
+
+    # -- selection -------------------------------------------------------------------------
+
+    def resolve(self, symbol: str | None = None, publisher_id: int | None = None) -> Selection:
+        """Resolve a symbol (and publisher) to the one book the engine will see.
+
+        Matching is exact (case-insensitive), so an outright never picks up a spread
+        (``MNQH6`` never matches ``MNQH6-MNQM6``). When the dataset has a single
+        publisher (GLBX.MDP3, XNAS.ITCH, …) no scan of the records is needed; otherwise the
+        records are counted once per publisher.
+
+        Parameters
+        ----------
+        symbol : str, optional
+            Raw symbol. When omitted the file must hold exactly one instrument.
+        publisher_id : int, optional
+            Publisher to keep. When omitted the instrument must have records from exactly
+            one publisher.
+
+        Returns
+        -------
+        Selection
+
+        Raises
+        ------
+        SymbolError
+            Symbol not in the file, several instruments and no symbol, several publishers and
+            none chosen, or a chosen publisher without records for the instrument.
+        """
+        iid, name = self.resolve_instrument(symbol)
+        pid = self._resolve_publisher(iid, name, publisher_id)
+        return Selection(instrument_id=iid, publisher_id=pid, symbol=name)
+
+    def resolve_instrument(self, symbol: str | None = None) -> tuple[int, str]:
+        """``(instrument_id, symbol)`` of a raw symbol, without choosing a publisher.
+
+        Parameters
+        ----------
+        symbol : str, optional
+            Raw symbol; when omitted the file must hold exactly one instrument.
+
+        Returns
+        -------
+        tuple[int, str]
+
+        Raises
+        ------
+        SymbolError
+            Symbol not in the file, or several instruments and no symbol.
+        """
+        instruments = self.instruments()
+        have = sorted(set(instruments.values()))
+        if symbol is None or not str(symbol).strip():
+            if len(instruments) != 1:
+                raise SymbolError(f"{self.name}: {len(instruments)} instruments in file; choose "
+                                  f"one symbol (have: {_listing(have) or 'none'})")
+            ids = list(instruments)
+        else:
+            wanted = str(symbol).strip()
+            ids = [i for i, s in instruments.items() if s == wanted]
+            if not ids:
+                ids = [i for i, s in instruments.items() if s.upper() == wanted.upper()]
+            if not ids:
+                raise SymbolError(f"{self.name}: symbol '{wanted}' not in file "
+                                  f"(have: {_listing(have) or 'none'})")
+        if len(ids) > 1:
+            present = self._scan().instruments()
+            ids = [i for i in ids if i in present] or ids[:1]
+            if len(ids) > 1:
+                raise SymbolError(f"{self.name}: symbol '{instruments[ids[0]]}' maps to several "
+                                  f"instrument ids in this file ({', '.join(map(str, ids))})")
+        return ids[0], instruments[ids[0]]
+
+    def _resolve_publisher(self, iid: int, symbol: str, publisher_id: int | None) -> int:
+        known = dataset_publishers(self.metadata.dataset)
+        if self._counts is None and len(known) == 1 and publisher_id in (None, known[0]):
+            return known[0]
+        counts = self.publishers(iid)
+
+        def described() -> str:
+            return ", ".join(f"{p} {publisher_name(p)} ({n:,} records)"
+                             for p, n in counts.items())
+
+        if publisher_id is not None:
+            if int(publisher_id) not in counts:
+                have = described() or "none"
+                raise SymbolError(f"{self.name}: publisher {publisher_id} has no records for "
+                                  f"{symbol} (have: {have})")
+            return int(publisher_id)
+        if not counts:
+            raise SymbolError(f"{self.name}: no MBO records for {symbol} (instrument_id {iid})")
+        if len(counts) > 1:
+            raise SymbolError(f"{self.name}: {symbol} has records from {len(counts)} publishers; "
+                              f"choose one publisher id (have: {described()})")
+        return next(iter(counts))
+
+
+def open_mbo(path: Path) -> MboSource:
+    """Open and validate a Databento MBO file (``.dbn`` or ``.dbn.zst``, DBN v1-v3).
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+
+    Returns
+    -------
+    MboSource
+
+    Raises
+    ------
+    InputError
+        Missing file (the message lists what is in its folder), a folder, an empty file, a
+        truncated or corrupt file, bytes that are not DBN, or a schema other than ``mbo``.
+    """
+    path = Path(path)
+    store, metadata = _validated_store(path, "mbo")
+    return MboSource(path, store, metadata)
+
+
+def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = None) -> Path:
+    """The raw MBO file for ``symbol`` on ``day``: ``path`` when given, else from the lake.
+
+    Parameters
+    ----------
+    lake : Path
+        Lake root (``raw/source=databento/...`` lives under it).
+    symbol : str
+        Contract (``MNQH6``) or ticker (``QQQ``); futures live under their root's folder.
+    day : datetime.date
+        Trading day of the file name (``glbx-mdp3-YYYYMMDD.mbo.dbn.zst``).
+    path : Path, optional
+        An explicit file; returned as is (validated by :func:`open_mbo`).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        No folder for the symbol, or no file for the day (the message lists the dates there).
+    ConfigError
+        An empty or spread symbol.
+    """
+    if path is not None:
+        return Path(path)
+    return find_raw_file(Path(lake), resolve_product(symbol), day)
+
+
+def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
+    """``min_price_increment`` (fixed-point, 1e-9) of ``symbol`` from a definition DBN file.
+
+    Use it with :meth:`vpbatch.products.Product.with_tick`.
+
+    Parameters
+    ----------
+    path : Path
+        A Databento ``definition`` schema file (``.dbn`` / ``.dbn.zst``).
+    symbol : str, optional
+        Raw symbol; may be omitted when the file defines one instrument.
+
+    Returns
+    -------
+    int or None
+        The tick of the latest definition of the symbol, or None when the symbol is not
+        defined in the file (or its increment is undefined).
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
+    """
+    path = Path(path)
+    store, _ = _validated_store(path, "definition")
+    wanted = None if symbol is None else symbol.strip().upper()
+    best: tuple[int, int] | None = None
+    seen: set[str] = set()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BentoWarning)
+            schema = "definition" if store.metadata.schema is None else None
+            for chunk in store.to_ndarray(schema, count=100_000):
+                chunk = chunk.reshape(-1)
+                if chunk.size == 0:
+                    continue
+                names = [bytes(s).rstrip(b"\0").decode("ascii", "replace").upper()
+                         for s in chunk["raw_symbol"]]
+                seen.update(names)
+                for name, ts, tick in zip(names, chunk["ts_recv"].tolist(),
+                                          chunk["min_price_increment"].tolist(), strict=True):
+                    if (wanted is None or name == wanted) and (best is None or ts >= best[0]):
+                        best = (ts, tick)
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+    if wanted is None and len(seen) > 1:
+        raise SymbolError(f"{path.name}: {len(seen)} instruments defined; choose one symbol "
+                          f"(have: {_listing(sorted(seen))})")
+    if best is None or best[1] in (UNDEF_PRICE, 0) or best[1] < 0:
+        return None
+    return int(best[1])
