@@ -141,6 +141,24 @@ class Engine:
     def live_orders(self) -> int:
         return int(self._st.sc[0]["n_orders"])
 
+    def depth(self, side: str | int, price: int) -> int:
+        """Resting size at ``price`` (fixed point) on side ``'B'``/``'A'`` (or their codes)."""
+        code = ord(side) if isinstance(side, str) else int(side)
+        index = kernels.book_side(code)
+        if index < 0:
+            raise ValueError(f"side must be 'B' or 'A', was {side!r}")
+        return int(kernels.level_size(self._st, index, int(price)))
+
+    def best_bid(self) -> int | None:
+        """Best bid (fixed point), None when the bid side is empty."""
+        sc = self._st.sc[0]
+        return int(sc["best_bid"]) if sc["bid_levels"] else None
+
+    def best_ask(self) -> int | None:
+        """Best ask (fixed point), None when the ask side is empty."""
+        sc = self._st.sc[0]
+        return int(sc["best_ask"]) if sc["ask_levels"] else None
+
     def state(self) -> Emitted:
         """The current state evaluated now (1 snapshot row, 2K+1 grid rows); no side effects.
 

@@ -106,30 +106,50 @@ def book_side(side_code: int) -> int:
 
 
 @njit(cache=True)
-def next_best(st, side: int, price: int, tick: int) -> int:
-    """Best price of ``side`` once the level at ``price`` (the old best) emptied."""
-    sc = st.sc[0]
-    if side == BID:
-        steps = min((price - sc.bid_lo) // tick, MAX_WALK_STEPS)
-        for s in range(1, steps + 1):
-            if find(st.levels, level_key(BID, price - s * tick)) >= 0:
-                return price - s * tick
-    else:
-        steps = min((sc.ask_hi - price) // tick, MAX_WALK_STEPS)
-        for s in range(1, steps + 1):
-            if find(st.levels, level_key(ASK, price + s * tick)) >= 0:
-                return price + s * tick
-    # Off-tick prices or a very sparse side: fall back to a scan of the level table.
-    best = 0
-    found = False
+def scan_best(st, side: int, below: int, above: int) -> int:
+    """Best ``side`` price strictly inside (below, above) by scanning the level table.
+
+    Used when prices are not all on the tick grid (stepping would skip them); returns
+    ``UNDEF_PRICE`` when there is none.
+    """
+    best = UNDEF_PRICE
     for i in range(st.levels.shape[0]):
         key = st.levels[i].key
         if key != EMPTY_KEY and (key & 1) == side:
             p = key >> 1
-            if not found or (side == BID and p > best) or (side == ASK and p < best):
+            if below < p < above and (best == UNDEF_PRICE or (side == BID and p > best)
+                                      or (side == ASK and p < best)):
                 best = p
-                found = True
     return best
+
+
+@njit(cache=True)
+def next_level(st, side: int, price: int, tick: int) -> int:
+    """The next non-empty price behind ``price`` on ``side`` (UNDEF_PRICE when none).
+
+    Steps one tick at a time (levels are usually adjacent), bounded by the side's loose
+    price range; off-tick books fall back to a table scan.
+    """
+    sc = st.sc[0]
+    if sc.off_tick:
+        if side == BID:
+            return scan_best(st, BID, -UNDEF_PRICE, price)
+        return scan_best(st, ASK, price, UNDEF_PRICE)
+    if side == BID:
+        steps = (price - sc.bid_lo) // tick
+        for s in range(1, min(steps, MAX_WALK_STEPS) + 1):
+            if find(st.levels, level_key(BID, price - s * tick)) >= 0:
+                return price - s * tick
+        if steps <= MAX_WALK_STEPS:
+            return UNDEF_PRICE
+        return scan_best(st, BID, -UNDEF_PRICE, price)
+    steps = (sc.ask_hi - price) // tick
+    for s in range(1, min(steps, MAX_WALK_STEPS) + 1):
+        if find(st.levels, level_key(ASK, price + s * tick)) >= 0:
+            return price + s * tick
+    if steps <= MAX_WALK_STEPS:
+        return UNDEF_PRICE
+    return scan_best(st, ASK, price, UNDEF_PRICE)
 
 
 @njit(cache=True)
@@ -141,6 +161,8 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
         st.levels[i].size = 0
         st.levels[i].count = 0
         sc.n_levels += 1
+        if price % tick != 0:
+            sc.off_tick = True
         if side == BID:
             if sc.bid_levels == 0 or price > sc.best_bid:
                 sc.best_bid = price
@@ -161,11 +183,11 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
         if side == BID:
             sc.bid_levels -= 1
             if sc.bid_levels > 0 and price == sc.best_bid:
-                sc.best_bid = next_best(st, BID, price, tick)
+                sc.best_bid = next_level(st, BID, price, tick)
         else:
             sc.ask_levels -= 1
             if sc.ask_levels > 0 and price == sc.best_ask:
-                sc.best_ask = next_best(st, ASK, price, tick)
+                sc.best_ask = next_level(st, ASK, price, tick)
 
 
 @njit(cache=True)
@@ -193,6 +215,13 @@ def bucket_depth(st, bucket: int) -> tuple[int, int]:
     if i < 0:
         return 0, 0
     return st.buckets[i].bid, st.buckets[i].ask
+
+
+@njit(cache=True)
+def level_size(st, side: int, price: int) -> int:
+    """Resting size at one price level (0 when empty)."""
+    i = find(st.levels, level_key(side, price))
+    return st.levels[i].size if i >= 0 else 0
 
 
 @njit(cache=True, inline="always")
@@ -401,9 +430,11 @@ def update_spot(st, prm) -> None:
     spot = (sc.mid2 + prm.bucket) // (2 * prm.bucket)
     if sc.spot_defined and spot != sc.spot:
         if spot > sc.spot:
-            reset_cells_between(st, prm, sc.spot - prm.band, min(spot - prm.band, sc.spot + prm.band + 1) - 1)
+            leaving_hi = min(spot - prm.band, sc.spot + prm.band + 1) - 1
+            reset_cells_between(st, prm, sc.spot - prm.band, leaving_hi)
         else:
-            reset_cells_between(st, prm, max(spot + prm.band, sc.spot - prm.band - 1) + 1, sc.spot + prm.band)
+            leaving_lo = max(spot + prm.band, sc.spot - prm.band - 1) + 1
+            reset_cells_between(st, prm, leaving_lo, sc.spot + prm.band)
     sc.spot = spot
     sc.spot_defined = True
 
@@ -444,13 +475,18 @@ def advance_chain(v0: float, a0: float, j0: float, rate: float, dt: float,
 
 
 @njit(cache=True, inline="always")
+def pos(x: float) -> float:
+    """max(x, 0) that never returns -0.0."""
+    return x if x > 0.0 else 0.0
+
+
+@njit(cache=True, inline="always")
 def forces(prm, v_add: float, a_add: float, v_pull: float, a_pull: float, v_fill: float,
            v_rest: float) -> tuple[float, float]:
     """SPEC §8 (pressure, vacuum), both non-negative."""
-    pressure = prm.c_p_v_add * v_add + prm.c_p_v_rest * max(v_rest, 0.0) \
-        + prm.c_p_a_add * max(a_add, 0.0)
-    vacuum = prm.c_v_v_pull * v_pull + prm.c_v_v_fill * v_fill \
-        + prm.c_v_v_rest * max(-v_rest, 0.0) + prm.c_v_a_pull * max(a_pull, 0.0)
+    pressure = prm.c_p_v_add * v_add + prm.c_p_v_rest * pos(v_rest) + prm.c_p_a_add * pos(a_add)
+    vacuum = prm.c_v_v_pull * v_pull + prm.c_v_v_fill * v_fill + prm.c_v_v_rest * pos(-v_rest) \
+        + prm.c_v_a_pull * pos(a_pull)
     return pressure, vacuum
 
 
@@ -584,9 +620,9 @@ def next_regime(prm, regime: int, score: float, intensity: float) -> int:
     """Hysteresis: UP holds until score < theta_off, DOWN until score > -theta_off."""
     if intensity < prm.intensity_floor:
         return REGIME_CHOP
-    if regime == REGIME_UP and score < prm.theta_off:
-        regime = REGIME_CHOP
-    elif regime == REGIME_DOWN and score > -prm.theta_off:
+    up_fades = regime == REGIME_UP and score < prm.theta_off
+    down_fades = regime == REGIME_DOWN and score > -prm.theta_off
+    if up_fades or down_fades:
         regime = REGIME_CHOP
     if regime == REGIME_CHOP:
         if score >= prm.theta_on:
@@ -674,19 +710,16 @@ def walk_side(st, prm, side: int, row: np.ndarray, col: int) -> None:
     sc = st.sc[0]
     levels = prm.mbp_levels
     n_side = sc.bid_levels if side == BID else sc.ask_levels
-    step = -prm.tick if side == BID else prm.tick
     price = sc.best_bid if side == BID else sc.best_ask
     found = 0
-    steps = 0
-    while found < levels and found < n_side and steps < MAX_WALK_STEPS:
+    while found < levels and found < n_side and price != UNDEF_PRICE:
         i = find(st.levels, level_key(side, price))
-        if i >= 0:
-            row[col + found] = price
-            row[col + levels + found] = st.levels[i].size
-            row[col + 2 * levels + found] = st.levels[i].count
-            found += 1
-        price += step
-        steps += 1
+        row[col + found] = price
+        row[col + levels + found] = st.levels[i].size
+        row[col + 2 * levels + found] = st.levels[i].count
+        found += 1
+        if found < levels and found < n_side:
+            price = next_level(st, side, price, prm.tick)
     for f in range(found, levels):
         row[col + f] = UNDEF_PRICE
         row[col + levels + f] = 0

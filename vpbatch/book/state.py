@@ -91,6 +91,7 @@ SCALARS_DTYPE: Final = np.dtype(
         ("ask_levels", "<i8"),
         ("bid_lo", "<i8"),         # loose bounds of prices ever resting on each side
         ("ask_hi", "<i8"),
+        ("off_tick", "?"),         # a price not on the tick grid was seen: walk by scanning
         ("regime", "<i8"),
         ("pending", "?"),
         ("pending_bin", "<i8"),
