@@ -152,7 +152,7 @@ def next_level(st, side: int, price: int, tick: int) -> int:
     return scan_best(st, ASK, price, UNDEF_PRICE)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int) -> None:
     """Add ``d_size`` lots and ``d_count`` orders to a price level, keeping best bid/ask."""
     sc = st.sc[0]
@@ -190,7 +190,7 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
                 sc.best_ask = next_level(st, ASK, price, tick)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def change_bucket_depth(st, side: int, bucket: int, d_size: int) -> None:
     """Resting size per absolute bucket and side (exact; what the grid's depths show)."""
     sc = st.sc[0]
@@ -208,7 +208,7 @@ def change_bucket_depth(st, side: int, bucket: int, d_size: int) -> None:
         sc.n_buckets -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def bucket_depth(st, bucket: int) -> tuple[int, int]:
     """(bid, ask) resting size in an absolute bucket."""
     i = find(st.buckets, bucket)
@@ -233,7 +233,7 @@ def bucket_total(st, bucket: int) -> int:
 # --------------------------------------------------------------------------- book: orders
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def insert_order(st, prm, oid: int, side: int, price: int, size: int, pending: int) -> None:
     sc = st.sc[0]
     i, _ = find_or_insert(st.orders, oid)
@@ -247,7 +247,7 @@ def insert_order(st, prm, oid: int, side: int, price: int, size: int, pending: i
     change_bucket_depth(st, side, bucket_of(price, prm.bucket), size)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def reduce_order(st, prm, slot: int, qty: int) -> None:
     """Take ``qty`` (<= size) lots off a resting order; remove it at zero."""
     sc = st.sc[0]
@@ -420,7 +420,7 @@ def reset_cells_between(st, prm, lo: int, hi: int) -> None:
             st.cells[slot].bucket = EMPTY_KEY
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_spot(st, prm) -> None:
     """Spot = b(mid) of a two-sided book; buckets leaving the band are reset."""
     sc = st.sc[0]
@@ -748,7 +748,7 @@ def write_mbp(st, prm, rec, out) -> None:
 # --------------------------------------------------------------------------- the record loop
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def advance_clock(st, prm, ts_event: int, out) -> None:
     """Non-snapshot record: trailing-edge emission, regime boundary, then the clock."""
     sc = st.sc[0]
@@ -772,7 +772,7 @@ def advance_clock(st, prm, ts_event: int, out) -> None:
         resync_rest_memory(st)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_record(st, prm, rec, tch) -> int:
     """Dispatch one record to its book handler; returns the number of touches made."""
     sc = st.sc[0]
@@ -804,7 +804,7 @@ def apply_record(st, prm, rec, tch) -> int:
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def process_record(st, prm, rec, tch, out) -> None:
     """SPEC §3-§10 for one record, in the order of docs/SEMANTICS.md."""
     sc = st.sc[0]
@@ -851,7 +851,7 @@ def process_record(st, prm, rec, tch, out) -> None:
         sc.pending_bin = sc.t // prm.sample_ns
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def needs_room(st, prm, out) -> int:
     """STATUS_GROW / STATUS_OUT_FULL when one more record might not fit, else STATUS_DONE."""
     sc = st.sc[0]

@@ -1,0 +1,130 @@
+"""``vpbatch build``: one day, or a date range, into the lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from cli.options import lake_option, publisher_option, quiet_option
+from vpbatch.config import EngineConfig, parse_duration_ns
+from vpbatch.errors import ConfigError, VpbatchError
+from vpbatch.lake import parse_date
+from vpbatch.pipeline import (
+    BuildRequest,
+    BuildResult,
+    build,
+    build_many,
+    date_range,
+    parse_wall_time,
+)
+
+_TABLES = ("vp", "mbp")
+
+
+def _tables(value: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in value.split(",") if t.strip())
+    bad = [t for t in names if t not in _TABLES]
+    if bad or "vp" not in names:
+        raise ConfigError(f"--tables: '{value}' is not valid; use vp or vp,mbp")
+    return names
+
+
+def _date(value: str | None, param: str) -> dt.date | None:
+    return parse_date(value, param) if value is not None else None
+
+
+@click.command("build")
+@click.option("--symbol", required=True, metavar="SYMBOL", help="Contract or ticker (MNQH6, QQQ).")
+@click.option("--dt", "day", metavar="YYYY-MM-DD", help="Session date (one day).")
+@click.option("--start", "range_start", metavar="YYYY-MM-DD", help="First day of a range.")
+@click.option("--end", "range_end", metavar="YYYY-MM-DD", help="Last day of a range (inclusive).")
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Explicit .dbn/.dbn.zst file instead of the lake layout.")
+@click.option("--start-time", metavar="HH:MM",
+              help="Emit from this America/New_York time (warm-up and fast-forward before).")
+@click.option("--end-time", metavar="HH:MM", help="Stop emitting at this time (needs --start-time).")
+@click.option("--warmup", default="30m", show_default=True,
+              help="Full-engine warm-up before --start-time, e.g. 30m, 5m, 90s.")
+@click.option("--sample", default="25ms", show_default=True,
+              help="Emission: a duration (25ms: last state per bin), 'packet' or 'event'.")
+@click.option("--K", "K", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="Grid half-width: 2K+1 buckets around spot.")
+@click.option("--band", type=click.IntRange(1), default=1000, show_default=True,
+              help="Buckets of state kept around spot (>= K).")
+@click.option("--tables", default="vp", show_default=True,
+              help="Tables to write: vp (vp_snapshot + vp_grid) or vp,mbp.")
+@click.option("--mbp-levels", type=click.IntRange(1, 99), default=10, show_default=True,
+              help="Book levels per side in the mbp table.")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Days built in parallel processes (date ranges).")
+@click.option("--force", is_flag=True, help="Rebuild a partition that is already complete.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the book-state cache.")
+@publisher_option
+@lake_option
+@quiet_option
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def command(symbol: str, day: str | None, range_start: str | None, range_end: str | None,
+            path: Path | None, start_time: str | None, end_time: str | None, warmup: str,
+            sample: str, K: int, band: int, tables: str, mbp_levels: int, jobs: int,
+            force: bool, no_cache: bool, publisher_id: int | None, lake: Path, quiet: bool,
+            as_json: bool) -> None:
+    """Build vacuum/pressure grids for one symbol and day (or a date range) into the lake.
+
+    Writes lake/gold/{vp_snapshot,vp_grid[,mbp]}/product_type=…/symbol=…/dt=…/ atomically,
+    with _MANIFEST.json and _SUCCESS. A complete partition is skipped unless --force.
+
+    \b
+    Example:
+      vpbatch build --symbol MNQH6 --dt 2026-02-06 --start-time 09:30 --end-time 16:00
+      vpbatch build --symbol MNQH6 --start 2026-02-02 --end 2026-02-06 --jobs 2
+      vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
+    """
+    names = _tables(tables)
+    config = EngineConfig.from_sample(sample, K=K, band=band)
+    req = BuildRequest(
+        symbol=symbol, day=_date(day, "--dt"), lake=lake, path=path,
+        start_time=parse_wall_time(start_time, "--start-time"),
+        end_time=parse_wall_time(end_time, "--end-time"),
+        warmup_ns=parse_duration_ns(warmup, "--warmup"), config=config,
+        mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
+        force=force, use_cache=not no_cache, progress=not quiet,
+    )
+    if range_start or range_end:
+        if day or not (range_start and range_end):
+            raise ConfigError("give either --dt, or both --start and --end")
+        days = date_range(_date(range_start, "--start"), _date(range_end, "--end"))
+        results = build_many(req, days, jobs=jobs)
+    else:
+        if day is None and path is None:
+            raise ConfigError("--dt (or --path, or --start/--end) is required")
+        results = [build(req)]
+    _report(results, as_json)
+    if all(r.status == "no-data" for r in results):
+        raise VpbatchError(f"no input files for {symbol} in the requested dates")
+
+
+def _report(results: list[BuildResult], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{
+            "symbol": r.symbol, "dt": r.day.isoformat(), "status": r.status,
+            "rows": r.rows, "records": r.records, "cache": r.cache, "timings": r.timings,
+            "anomalies": r.anomalies, "message": r.message,
+            "partitions": {k: str(v) for k, v in r.partitions.items()},
+        } for r in results], indent=2))
+        return
+    for r in results:
+        if r.status != "built":
+            click.echo(f"{r.symbol} {r.day}: {r.status} — {r.message}")
+            continue
+        anomalies = sum(r.anomalies.values())
+        rate = r.records / r.timings["total"] if r.timings.get("total") else 0.0
+        click.echo(f"{r.symbol} {r.day}: built {r.rows.get('vp_snapshot', 0):,} states, "
+                   f"{r.rows.get('vp_grid', 0):,} grid rows from {r.records:,} records "
+                   f"in {r.timings.get('total', 0):.1f}s ({rate:,.0f} rec/s, cache {r.cache}, "
+                   f"{anomalies} anomalies)")
+        for table, part in sorted(r.partitions.items()):
+            if table in r.rows:
+                click.echo(f"  {table}: {part}")

@@ -1,0 +1,416 @@
+"""Versioned book-state cache: ``lake/cache/book/<digest>.npz`` (SPEC §1, §12.7).
+
+The engine exports its book as ``dict[str, numpy.ndarray]`` plus a small JSON-able ``meta``
+dict; this module stores and finds it again, and refuses anything it cannot trust.
+
+Key and digest
+--------------
+:class:`CacheKey` identifies the input file (size, ``mtime_ns``, sha256 of its first 1 MiB),
+the ``instrument_id``, the ``publisher_id``, the boundary time (int ns; the book as of that
+time) and an optional ``extra`` string (e.g. a hash of the parameters the state depends on).
+Its :attr:`~CacheKey.digest` names the *slot* and deliberately leaves out ``book_format``:
+after an engine upgrade the old entry is found, reported as stale and replaced, instead of
+lingering as an orphan. ``source`` (the input's file name) is for display only.
+
+File format
+-----------
+A plain (uncompressed) ``.npz`` written with ``allow_pickle=False``: one member per array and a
+``__header__`` member holding UTF-8 JSON: ``cache_format`` (this module's layout, 1),
+``key`` (every :class:`CacheKey` field), ``meta``, ``arrays`` (dtype and shape of each),
+``payload_sha256`` (over name, dtype, shape and bytes of every array, in name order),
+``created`` (UTC ISO time) and ``vpbatch`` (the version that wrote it). Loading uses
+``allow_pickle=False``, so a cache file can never run code.
+
+Concurrency and failure
+-----------------------
+Writes go to a temp file in the same folder, are fsynced and renamed over the entry, all under
+an exclusive ``flock`` on ``lake/cache/book/.lock``; reads hold a shared lock. So two builds
+at once never see or leave a half-written entry, and a leftover temp file of a killed writer
+is removed by the next writer. An entry that is corrupt (unreadable, truncated, checksum
+mismatch) or stale (other ``cache_format``/``book_format``, or key fields that differ) is
+reported with ``warnings.warn(..., VpbatchWarning)`` naming the reason, deleted, and
+:func:`load` returns None so the caller rebuilds the book.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import uuid
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from vpbatch.errors import CacheError, OutputError, VpbatchWarning
+
+#: Version of the ``.npz`` layout written by this module.
+CACHE_FORMAT: Final = 1
+#: Bytes of the input file hashed into its identity.
+HEAD_BYTES: Final = 1 << 20
+HEADER_MEMBER: Final = "__header__"
+_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+_IDENTITY: Final = ("file_size", "file_mtime_ns", "file_head_sha256", "instrument_id",
+                    "publisher_id", "boundary_ts", "extra")
+
+
+def cache_dir(lake: Path) -> Path:
+    """``lake/cache/book``."""
+    return Path(lake) / "cache" / "book"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What a cached book depends on.
+
+    Parameters
+    ----------
+    file_size, file_mtime_ns : int
+        ``os.stat`` of the input file.
+    file_head_sha256 : str
+        Hex sha256 of the first :data:`HEAD_BYTES` of the input file.
+    instrument_id, publisher_id : int
+        The one book the engine kept.
+    boundary_ts : int
+        The book is as of this engine time (ns since the epoch).
+    book_format : int
+        Version of the engine's book-state layout; checked on load, not part of the digest.
+    extra : str, default ''
+        Anything else the state depends on (part of the digest).
+    source : str, default ''
+        Input file name, for ``vpbatch cache ls`` only.
+    """
+
+    file_size: int
+    file_mtime_ns: int
+    file_head_sha256: str
+    instrument_id: int
+    publisher_id: int
+    boundary_ts: int
+    book_format: int
+    extra: str = ""
+    source: str = field(default="", compare=False)
+
+    @classmethod
+    def for_file(cls, path: str | os.PathLike[str], *, instrument_id: int, publisher_id: int,
+                 boundary_ts: int, book_format: int, extra: str = "") -> CacheKey:
+        """The key of ``path`` (stat + sha256 of its first MiB).
+
+        Raises
+        ------
+        CacheError
+            When the file cannot be read.
+        """
+        p = Path(path)
+        try:
+            st = p.stat()
+            with open(p, "rb") as fh:
+                head = hashlib.sha256(fh.read(HEAD_BYTES)).hexdigest()
+        except OSError as exc:
+            raise CacheError(f"{p}: cannot read input for the cache key: "
+                             f"{exc.strerror or exc}") from None
+        return cls(st.st_size, st.st_mtime_ns, head, int(instrument_id), int(publisher_id),
+                   int(boundary_ts), int(book_format), extra, p.name)
+
+    @property
+    def digest(self) -> str:
+        """Stable hex sha256 of the identity fields (not ``book_format``, not ``source``)."""
+        ident = {name: getattr(self, name) for name in _IDENTITY}
+        text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CacheKey:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cache file as listed by :func:`list_entries` (header only, payload not checked)."""
+
+    digest: str
+    path: Path
+    size: int
+    created: str
+    key: dict[str, Any]
+    meta: dict[str, Any]
+    error: str = ""
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, mode: int) -> Iterator[None]:
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _entry_path(lake: Path, key: CacheKey) -> Path:
+    return cache_dir(lake) / f"{key.digest}.npz"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"meta: {type(value).__name__} is not JSON-serialisable")
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def _payload_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = _contiguous(arrays[name])
+        descr = np.lib.format.dtype_to_descr(arr.dtype)
+        digest.update(json.dumps([name, str(descr), list(arr.shape)]).encode())
+        digest.update(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
+    return digest.hexdigest()
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, arr in arrays.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ValueError(f"arrays: name {name!r} must match {_NAME_RE.pattern}")
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"arrays[{name!r}]: expected a numpy array, got {type(arr).__name__}")
+        if arr.dtype.hasobject:
+            raise TypeError(f"arrays[{name!r}]: object arrays cannot be cached (no pickle)")
+        out[name] = _contiguous(arr)
+    return out
+
+
+def save(lake: Path, key: CacheKey, arrays: Mapping[str, np.ndarray],
+         meta: Mapping[str, Any] | None = None) -> Path:
+    """Store a book state under ``key``, replacing any previous entry atomically.
+
+    Parameters
+    ----------
+    lake : Path
+        Lake root.
+    key : CacheKey
+        What the state depends on.
+    arrays : mapping of str to numpy.ndarray
+        The book state; names match ``[A-Za-z][A-Za-z0-9_.-]*``; no object dtypes.
+    meta : mapping, default None
+        Small JSON-serialisable scalars (numpy scalars allowed).
+
+    Returns
+    -------
+    Path
+        The entry file.
+
+    Raises
+    ------
+    OutputError
+        When the cache folder cannot be written (the temp file is removed).
+    """
+    arrays = _check_arrays(arrays)
+    header = {
+        "cache_format": CACHE_FORMAT,
+        "key": key.to_dict(),
+        "meta": dict(meta or {}),
+        "arrays": {n: {"dtype": str(np.lib.format.dtype_to_descr(a.dtype)),
+                       "shape": list(a.shape)} for n, a in sorted(arrays.items())},
+        "payload_sha256": _payload_sha256(arrays),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "vpbatch": _version(),
+    }
+    header_bytes = json.dumps(header, sort_keys=True, default=_json_default,
+                              allow_nan=False).encode()
+    folder = cache_dir(lake)
+    path = _entry_path(lake, key)
+    tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder, fcntl.LOCK_EX):
+            _remove_temp_files(folder)
+            try:
+                with open(tmp, "wb") as fh:
+                    members = {HEADER_MEMBER: np.frombuffer(header_bytes, dtype=np.uint8)}
+                    np.savez(fh, allow_pickle=False, **members, **arrays)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write book cache: {exc.strerror or exc}") from None
+    return path
+
+
+def _version() -> str:
+    from vpbatch.writer import engine_version
+
+    return engine_version()
+
+
+def _remove_temp_files(folder: Path) -> None:
+    """Temp files of writers that died (call with the exclusive lock held)."""
+    for tmp in folder.glob(".*.npz.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+_READ_ERRORS: Final = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile,
+                       zlib.error, UnicodeDecodeError)
+
+
+def _read_header(npz: Any) -> dict[str, Any]:
+    header = json.loads(bytes(npz[HEADER_MEMBER]).decode())
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
+def _stale_reason(header: Mapping[str, Any], key: CacheKey) -> str | None:
+    fmt = header.get("cache_format")
+    if fmt != CACHE_FORMAT:
+        return f"cache format {fmt}, expected {CACHE_FORMAT}"
+    stored = header.get("key")
+    if not isinstance(stored, dict):
+        return "header has no key"
+    want = key.to_dict()
+    diffs = [f"{name} {stored.get(name)!r} != {want[name]!r}"
+             for name in (*_IDENTITY, "book_format") if stored.get(name) != want[name]]
+    return "key differs: " + ", ".join(diffs) if diffs else None
+
+
+def _read_entry(path: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and validate one entry; raises CacheError with the reason."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            header = _read_header(npz)
+            stale = _stale_reason(header, key)
+            if stale is not None:
+                raise CacheError(f"stale ({stale})")
+            names = sorted(header["arrays"])
+            members = sorted(n for n in npz.files if n != HEADER_MEMBER)
+            if names != members:
+                raise CacheError(f"corrupt (arrays {members} do not match header {names})")
+            arrays = {name: npz[name] for name in names}
+    except CacheError:
+        raise
+    except _READ_ERRORS as exc:
+        raise CacheError(f"corrupt ({type(exc).__name__}: {exc})") from None
+    if _payload_sha256(arrays) != header.get("payload_sha256"):
+        raise CacheError("corrupt (payload checksum mismatch)")
+    meta = header.get("meta")
+    return arrays, meta if isinstance(meta, dict) else {}
+
+
+def load(lake: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """The cached book state for ``key``, or None (missing, corrupt or stale).
+
+    A corrupt or stale entry is reported with a :class:`~vpbatch.errors.VpbatchWarning` that
+    names the file and the reason, and is deleted, so the caller rebuilds and re-saves.
+
+    Parameters
+    ----------
+    lake : Path
+        Lake root.
+    key : CacheKey
+        What the state must depend on (including ``book_format``).
+
+    Returns
+    -------
+    tuple of (dict of str to numpy.ndarray, dict) or None
+        ``(arrays, meta)`` when a valid entry exists.
+    """
+    path = _entry_path(lake, key)
+    folder = path.parent
+    if not path.is_file():
+        return None
+    try:
+        with _locked(folder, fcntl.LOCK_SH):
+            try:
+                before = path.stat()
+            except FileNotFoundError:
+                return None
+            try:
+                return _read_entry(path, key)
+            except CacheError as exc:
+                reason = str(exc)
+    except OSError as exc:
+        warnings.warn(f"{path}: cannot read book cache ({exc.strerror or exc}); rebuilding",
+                      VpbatchWarning, stacklevel=2)
+        return None
+    warnings.warn(f"{path}: book cache entry is {reason}; removed, rebuilding", VpbatchWarning,
+                  stacklevel=2)
+    with _locked(folder, fcntl.LOCK_EX), contextlib.suppress(OSError):
+        now = path.stat()
+        # Only remove the file we judged; a writer may have replaced it meanwhile.
+        if (now.st_ino, now.st_mtime_ns, now.st_size) == (
+                before.st_ino, before.st_mtime_ns, before.st_size):
+            path.unlink()
+    return None
+
+
+def list_entries(lake: Path) -> list[CacheEntry]:
+    """Every cache entry (header only; an unreadable header is listed with ``error``)."""
+    folder = cache_dir(lake)
+    if not folder.is_dir():
+        return []
+    entries = []
+    with _locked(folder, fcntl.LOCK_SH):
+        for path in sorted(folder.glob("*.npz")):
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    header = _read_header(npz)
+                key = header.get("key")
+                meta = header.get("meta")
+                key = key if isinstance(key, dict) else {}
+                meta = meta if isinstance(meta, dict) else {}
+                entries.append(CacheEntry(path.stem, path, size, str(header.get("created", "")),
+                                          key, meta))
+            except _READ_ERRORS as exc:
+                entries.append(CacheEntry(path.stem, path, size, "", {}, {},
+                                          error=f"{type(exc).__name__}: {exc}"))
+    return entries
+
+
+def clear(lake: Path) -> int:
+    """Delete every cache entry (and leftover temp files); returns the number of entries."""
+    folder = cache_dir(lake)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    try:
+        with _locked(folder, fcntl.LOCK_EX):
+            _remove_temp_files(folder)
+            for path in folder.glob("*.npz"):
+                path.unlink()
+                removed += 1
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot clear book cache: {exc.strerror or exc}") from None
+    return removed

@@ -1,0 +1,384 @@
+"""``vpbatch build``: reader -> engine (three phases, SPEC §10) -> Parquet partition.
+
+Phase 1 replays the file from its start to ``start - warmup`` through the book-only fast
+path (or loads that book from the cache), phase 2 runs the full engine without writing
+(warm-up), phase 3 runs it and writes every emitted state. Without a start time the whole
+file is phase 3. A build that would write no state is an error, never an empty partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from vpbatch import cache
+from vpbatch.book.dtypes import F_SNAPSHOT
+from vpbatch.book.engine import Emitted, Engine
+from vpbatch.book.state import BOOK_FORMAT_VERSION
+from vpbatch.config import EngineConfig
+from vpbatch.errors import ConfigError, InputError, VpbatchError
+from vpbatch.mbp_layout import mbp_dtype, mbp_kernel_dtype
+from vpbatch.products import Product, resolve_product
+from vpbatch.progress import Progress
+from vpbatch.reader import MboSource, find_input, open_mbo
+from vpbatch.writer import PartitionWriter, is_complete
+
+NEW_YORK: Final = ZoneInfo("America/New_York")
+DEFAULT_WARMUP_NS: Final = 30 * 60 * 1_000_000_000
+_FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything one build needs; validated by ``build``.
+
+    Parameters
+    ----------
+    symbol : contract or ticker (``MNQH6``, ``QQQ``).
+    day : session date; inferred from the file name when only ``path`` is given.
+    lake : lake root.
+    path : explicit input file instead of the lake layout.
+    start_time, end_time : America/New_York wall-clock times on ``day``.
+    warmup_ns : warm-up before ``start_time``, default 30 min.
+    config : engine parameters (``K``, sampling, ...).
+    mbp_levels : also write the ``mbp`` table with this many levels (0 = no).
+    publisher_id : required when the instrument comes from several publishers.
+    force : replace a complete partition.
+    use_cache : load/save the fast-forwarded book in ``lake/cache``.
+    progress : show a progress bar on stderr.
+    """
+
+    symbol: str
+    day: dt.date | None
+    lake: Path
+    path: Path | None = None
+    start_time: dt.time | None = None
+    end_time: dt.time | None = None
+    warmup_ns: int = DEFAULT_WARMUP_NS
+    config: EngineConfig = field(default_factory=EngineConfig)
+    mbp_levels: int = 0
+    publisher_id: int | None = None
+    force: bool = False
+    use_cache: bool = True
+    progress: bool = False
+    chunk_records: int = 1_000_000
+
+
+@dataclass
+class BuildResult:
+    """What a build did (also what ``vpbatch build`` prints)."""
+
+    symbol: str
+    day: dt.date
+    status: str  # "built", "skipped" (already complete), "no-data"
+    partitions: dict[str, Path] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    anomalies: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    cache: str = "off"  # "hit", "miss", "off"
+    message: str = ""
+
+
+def session_ns(day: dt.date, wall: dt.time) -> int:
+    """America/New_York wall time on ``day`` -> UTC ns (DST-correct)."""
+    local = dt.datetime.combine(day, wall, tzinfo=NEW_YORK)
+    return int(local.timestamp()) * 1_000_000_000 + local.microsecond * 1000
+
+
+def parse_wall_time(text: str | None, param: str) -> dt.time | None:
+    """``'09:30'`` -> time; None passes through."""
+    if text is None:
+        return None
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{param}: '{text}' is not a time; use HH:MM (America/New_York)") \
+            from None
+
+
+def _infer_day(path: Path) -> dt.date:
+    match = _FILE_DATE_RE.search(path.name)
+    if match is None:
+        raise ConfigError(f"{path.name}: cannot infer the session date from the file name; "
+                          "pass --dt")
+    return dt.date(*(int(g) for g in match.groups()))
+
+
+@dataclass
+class _Phases:
+    """Phase boundaries in engine time (ns); None = unbounded."""
+
+    warm: int | None
+    start: int | None
+    end: int | None
+
+    def split(self, records: np.ndarray, bound: int | None) -> int:
+        """Index of the first non-snapshot record at or after ``bound`` (len if none)."""
+        if bound is None:
+            return len(records)
+        hit = (records["ts_event"] >= np.uint64(bound)) & ((records["flags"] & F_SNAPSHOT) == 0)
+        idx = int(np.argmax(hit))
+        return idx if hit[idx] else len(records)
+
+
+def _mbp_rows(raw: np.ndarray, levels: int) -> np.ndarray:
+    """Kernel MBP rows (int64 matrix) -> the writer's Databento-layout records."""
+    out = np.zeros(len(raw), dtype=mbp_kernel_dtype(levels))
+    for col, name in enumerate(("ts_recv", "ts_event", "sequence", "action", "side", "price",
+                                "size", "flags", "event_id")):
+        out[name] = raw[:, col]
+    base = 9
+    for block, name in enumerate(("bid_px", "bid_sz", "bid_ct", "ask_px", "ask_sz", "ask_ct")):
+        out[name] = raw[:, base + block * levels: base + (block + 1) * levels]
+    return out.view(mbp_dtype(levels))
+
+
+class _Build:
+    """One build's state: source, engine, writer, counters."""
+
+    def __init__(self, req: BuildRequest, product: Product, day: dt.date, source: MboSource):
+        self.req = req
+        self.product = product
+        self.day = day
+        self.source = source
+        self.selection = source.resolve(req.symbol, req.publisher_id)
+        self.engine = Engine(req.config, bucket=product.bucket, tick=product.tick,
+                             mbp_levels=req.mbp_levels)
+        self.phases = self._phases()
+        self.timings: dict[str, float] = {}
+        self.cache_state = "off"
+        self.last_ts = 0
+        self.emitted_states = 0
+
+    def _phases(self) -> _Phases:
+        req = self.req
+        if req.start_time is None:
+            if req.end_time is not None:
+                raise ConfigError("--end-time needs --start-time")
+            return _Phases(None, None, None)
+        start = session_ns(self.day, req.start_time)
+        end = session_ns(self.day, req.end_time) if req.end_time is not None else None
+        if end is not None and end <= start:
+            raise ConfigError(f"--end-time {req.end_time} is not after --start-time "
+                              f"{req.start_time}")
+        meta = self.source.metadata
+        span_end = meta.end
+        if start < meta.start or (span_end is not None and start >= span_end):
+            raise ConfigError(
+                f"{self.source.name}: --start-time {req.start_time:%H:%M} ET on {self.day} is "
+                f"outside the data ({_fmt_ns(meta.start)} to "
+                f"{_fmt_ns(span_end) if span_end else 'end of file'})")
+        return _Phases(max(start - req.warmup_ns, 0), start, end)
+
+    # -- the record stream, cut into phases ----------------------------------------------
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for chunk in self.source.iter_selection(self.selection,
+                                                chunk_records=self.req.chunk_records):
+            yield chunk
+
+    def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
+        """Feed every record to the engine, phase by phase; write what phase 3 emits."""
+        phase = 1 if self.phases.warm is not None else 3
+        skip = self._load_cached_book() if phase == 1 else 0
+        phase_started = time.perf_counter()
+        if phase == 3:
+            self.engine.set_emitting(True)
+        for chunk in self.chunks():
+            bar.update(len(chunk))
+            if skip:
+                take = min(skip, len(chunk))
+                skip -= take
+                chunk = chunk[take:]
+                if not len(chunk):
+                    continue
+            while len(chunk):
+                if phase == 1:
+                    cut = self.phases.split(chunk, self.phases.warm)
+                    self.engine.process_book_only(chunk[:cut])
+                    chunk = chunk[cut:]
+                    if len(chunk):
+                        self._save_cached_book()
+                        phase_started = self._next_phase("fast_forward", phase_started)
+                        phase = 2
+                        self.engine.set_emitting(False)
+                        bar.phase("warm-up")
+                elif phase == 2:
+                    cut = self.phases.split(chunk, self.phases.start)
+                    self._feed(chunk[:cut], writer)
+                    chunk = chunk[cut:]
+                    if len(chunk):
+                        phase_started = self._next_phase("warmup", phase_started)
+                        phase = 3
+                        self.engine.set_emitting(True)
+                        self.engine.reset_counters()
+                        bar.phase("emit")
+                elif phase == 3:
+                    cut = self.phases.split(chunk, self.phases.end)
+                    self._feed(chunk[:cut], writer)
+                    if cut < len(chunk):
+                        phase = 4
+                    chunk = chunk[:0]
+            if phase == 4:
+                break
+        if phase == 1:
+            self._save_cached_book()
+        self._write(self.engine.finish(), writer)
+        self.timings["emit" if phase >= 3 else ("warmup" if phase == 2 else "fast_forward")] = \
+            round(time.perf_counter() - phase_started, 6)
+        if self.emitted_states == 0:
+            raise InputError(self._nothing_emitted(phase))
+
+    def _nothing_emitted(self, phase: int) -> str:
+        name = self.source.name
+        if phase < 3:
+            return (f"{name}: no records at or after --start-time {self.req.start_time:%H:%M} "
+                    f"ET on {self.day}; nothing to write")
+        return (f"{name}: no state to write for {self.selection.symbol} (the book was never "
+                "two-sided in the selected time range)")
+
+    def _next_phase(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = round(now - started, 6)
+        return now
+
+    def _feed(self, records: np.ndarray, writer: PartitionWriter | None) -> None:
+        for emitted in self.engine.stream(records):
+            self._write(emitted, writer)
+
+    def _write(self, emitted: Emitted, writer: PartitionWriter | None) -> None:
+        if writer is None:
+            return
+        if len(emitted.snapshots):
+            self.emitted_states += len(emitted.snapshots)
+            writer.write_snapshots(emitted.snapshots)
+            writer.write_grid(emitted.grid)
+        if self.req.mbp_levels and len(emitted.mbp):
+            writer.write_mbp(_mbp_rows(emitted.mbp, self.req.mbp_levels))
+
+    # -- book cache --------------------------------------------------------------------------
+
+    def _cache_key(self) -> cache.CacheKey:
+        assert self.phases.warm is not None
+        return cache.CacheKey.for_file(self.source.path, instrument_id=self.selection.instrument_id,
+                                       publisher_id=self.selection.publisher_id,
+                                       boundary_ts=self.phases.warm,
+                                       book_format=BOOK_FORMAT_VERSION,
+                                       extra=f"bucket={self.product.bucket}")
+
+    def _load_cached_book(self) -> int:
+        """Records to skip (the fast-forward a cache hit replaces), 0 on a miss."""
+        if not self.req.use_cache:
+            return 0
+        hit = cache.load(self.req.lake, self._cache_key())
+        if hit is None:
+            self.cache_state = "miss"
+            return 0
+        arrays, _meta = hit
+        try:
+            self.engine.import_book(arrays)
+        except VpbatchError:
+            self.cache_state = "miss"
+            return 0
+        self.cache_state = "hit"
+        return self.engine.event_count
+
+    def _save_cached_book(self) -> None:
+        if self.req.use_cache and self.cache_state == "miss":
+            cache.save(self.req.lake, self._cache_key(), self.engine.export_book(),
+                       {"symbol": self.selection.symbol, "day": self.day.isoformat()})
+
+
+def _fmt_ns(ns: int) -> str:
+    utc = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+    return f"{utc:%Y-%m-%d %H:%M:%S} UTC ({utc.astimezone(NEW_YORK):%H:%M} ET)"
+
+
+def build(req: BuildRequest) -> BuildResult:
+    """Run one build (one symbol, one day) into the lake.
+
+    Returns
+    -------
+    BuildResult
+        ``status`` is ``"skipped"`` when the partition is already complete and not forced.
+
+    Raises
+    ------
+    InputError, SymbolError, ConfigError, OutputError
+        Bad input, unresolvable symbol, bad parameters, unwritable lake; nothing is left
+        half-written.
+    """
+    product = resolve_product(req.symbol)
+    day = req.day
+    if day is None:
+        if req.path is None:
+            raise ConfigError("--dt is required unless --path is given")
+        day = _infer_day(Path(req.path))
+    tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
+    if not req.force and is_complete(req.lake, product, day, tables):
+        return BuildResult(req.symbol, day, "skipped",
+                           message="partition already built (use --force to rebuild)")
+    path = find_input(req.lake, req.symbol, day, path=req.path)
+    started = time.perf_counter()
+    source = open_mbo(path)
+    job = _Build(req, product, day, source)
+    params: dict[str, Any] = {
+        "symbol": job.selection.symbol, "instrument_id": job.selection.instrument_id,
+        "publisher_id": job.selection.publisher_id,
+        "start_time": req.start_time.isoformat() if req.start_time else None,
+        "end_time": req.end_time.isoformat() if req.end_time else None,
+        "warmup_ns": req.warmup_ns if req.start_time else None,
+        "timezone": "America/New_York", "mbp_levels": req.mbp_levels,
+        "bucket": product.bucket, "tick": product.tick,
+    }
+    total = source.publishers(job.selection.instrument_id).get(job.selection.publisher_id)
+    with Progress(total=total, enabled=req.progress, phase="fast-forward"
+                  if job.phases.warm is not None else "emit") as bar, \
+            PartitionWriter(req.lake, product, day, config=req.config, inputs=[path],
+                            params=params, mbp_levels=req.mbp_levels or None,
+                            force=req.force) as writer:
+        job.run(writer, bar)
+        job.timings["total"] = round(time.perf_counter() - started, 6)
+        writer.anomalies.update(job.engine.anomalies)
+        writer.timings.update(job.timings)
+        writer.params["records"] = job.engine.event_count
+        writer.timings["cache"] = job.cache_state  # not a parameter: hit and miss give equal data
+        rows = dict(writer.rows)
+    return BuildResult(req.symbol, day, "built", partitions=writer.partitions, rows=rows,
+                       records=job.engine.event_count, anomalies=job.engine.anomalies,
+                       timings=job.timings, cache=job.cache_state)
+
+
+def build_many(req: BuildRequest, days: list[dt.date], jobs: int = 1) -> list[BuildResult]:
+    """Build each day (in ``jobs`` processes); a day without a file is reported, not fatal."""
+    requests = [replace(req, day=d, progress=req.progress and jobs == 1) for d in days]
+    if jobs <= 1:
+        return [_build_or_report(r) for r in requests]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(_build_or_report, requests))
+
+
+def _build_or_report(req: BuildRequest) -> BuildResult:
+    assert req.day is not None
+    try:
+        find_input(req.lake, req.symbol, req.day, path=req.path)
+    except InputError as exc:
+        return BuildResult(req.symbol, req.day, "no-data", message=str(exc))
+    return build(req)
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Calendar days from ``start`` to ``end`` inclusive (weekends included: files decide)."""
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
