@@ -12,6 +12,7 @@ LAKE   ?= lake
 DEMO_SYMBOL  ?= MNQH6
 DEMO_DT      ?= 2026-02-06
 DEMO_RECORDS ?= 2000000
+DEMO_SUMMARY_SQL := SELECT regime, count(*) AS states, round(avg(regime_score), 3) AS avg_score, round(avg(spot_price), 2) AS avg_spot, sum(buy_volume) AS buy_volume, sum(sell_volume) AS sell_volume FROM vp_snapshot GROUP BY regime ORDER BY states DESC
 
 # uv must never download a Python interpreter: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
@@ -36,7 +37,7 @@ lint: install
 	$(BIN)/ruff check .
 
 demo: install
-	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) && $(BIN)/vpbatch info --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && echo "demo: raw MBO file for $(DEMO_SYMBOL) $(DEMO_DT) is under $(LAKE)/raw/ (path on the first line above)"
+	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) --quiet && $(BIN)/vpbatch build --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --start-time 09:30 --end-time 10:30 --tables vp,mbp --lake $(LAKE) --force && $(BIN)/vpbatch verify --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && $(BIN)/vpbatch sql --lake $(LAKE) "$(DEMO_SUMMARY_SQL)" && echo "demo: raw file under $(LAKE)/raw/, grids under $(LAKE)/gold/ (query them with: $(BIN)/vpbatch sql --lake $(LAKE) \"SELECT ...\")"
 
 bench: install
 	$(BIN)/python -m benchmarks.run

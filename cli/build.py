@@ -45,7 +45,8 @@ def _date(value: str | None, param: str) -> dt.date | None:
               help="Explicit .dbn/.dbn.zst file instead of the lake layout.")
 @click.option("--start-time", metavar="HH:MM",
               help="Emit from this America/New_York time (warm-up and fast-forward before).")
-@click.option("--end-time", metavar="HH:MM", help="Stop emitting at this time (needs --start-time).")
+@click.option("--end-time", metavar="HH:MM",
+              help="Stop emitting at this time (needs --start-time).")
 @click.option("--warmup", default="30m", show_default=True,
               help="Full-engine warm-up before --start-time, e.g. 30m, 5m, 90s.")
 @click.option("--sample", default="25ms", show_default=True,

@@ -26,7 +26,7 @@ def parse_duration_ns(text: str, param: str) -> int:
     value = float(match.group(1)) * _UNIT_NS[match.group(2)]
     if value <= 0:
         raise ConfigError(f"{param}: duration must be positive, was '{text}'")
-    return int(round(value))
+    return round(value)
 
 
 @dataclass(frozen=True)

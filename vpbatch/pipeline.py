@@ -183,9 +183,8 @@ class _Build:
     # -- the record stream, cut into phases ----------------------------------------------
 
     def chunks(self) -> Iterator[np.ndarray]:
-        for chunk in self.source.iter_selection(self.selection,
-                                                chunk_records=self.req.chunk_records):
-            yield chunk
+        yield from self.source.iter_selection(self.selection,
+                                              chunk_records=self.req.chunk_records)
 
     def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
         """Feed every record to the engine, phase by phase; write what phase 3 emits."""
