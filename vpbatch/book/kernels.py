@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from vpbatch.book.borrow import borrow
 from vpbatch.book.dtypes import (
     ACTION_ADD,
     ACTION_CANCEL,
@@ -52,6 +53,7 @@ from vpbatch.book.state import (
     STATUS_DONE,
     STATUS_GROW,
     STATUS_OUT_FULL,
+    EngineState,
 )
 
 #: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
@@ -459,13 +461,16 @@ def alpha(dt: float, tau: float) -> float:
     return 1.0 - math.exp(-x)
 
 
-@njit(cache=True)
-def advance_chain(v0: float, a0: float, j0: float, rate: float, dt: float,
-                  prm) -> tuple[float, float, float]:
+@njit(cache=True, inline="always")
+def chain_alphas(dt: float, prm) -> tuple[float, float, float]:
+    """(alpha_v, alpha_a, alpha_j) for one update: they depend on dt only."""
+    return alpha(dt, prm.tau_v), alpha(dt, prm.tau_a), alpha(dt, prm.tau_j)
+
+
+@njit(cache=True, inline="always")
+def advance_chain(v0: float, a0: float, j0: float, rate: float, dt: float, av: float,
+                  aa: float, aj: float) -> tuple[float, float, float]:
     """One EMA step of velocity, acceleration, jerk; a non-finite result keeps the base."""
-    av = alpha(dt, prm.tau_v)
-    aa = alpha(dt, prm.tau_a)
-    aj = alpha(dt, prm.tau_j)
     v = av * rate + (1.0 - av) * v0
     a = aa * (v - v0) / dt + (1.0 - aa) * a0
     j = aj * (a - a0) / dt + (1.0 - aj) * j0
@@ -527,7 +532,7 @@ def start_group(c, t: int) -> None:
     c.d_add = c.d_pull = c.d_fill = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def recompute_cell(c, prm, depth_now: int) -> None:
     """Masses, the four chains and the forces from the group's base, dt and deltas."""
     dt = c.dt
@@ -536,14 +541,16 @@ def recompute_cell(c, prm, depth_now: int) -> None:
     c.pull_mass = c.base_pull_mass * decay + c.d_pull
     c.fill_mass = c.base_fill_mass * decay + c.d_fill
     if dt > 0.0:
+        av, aa, aj = chain_alphas(dt, prm)
         c.v_add, c.a_add, c.j_add = advance_chain(
-            c.base_v_add, c.base_a_add, c.base_j_add, c.d_add / dt, dt, prm)
+            c.base_v_add, c.base_a_add, c.base_j_add, c.d_add / dt, dt, av, aa, aj)
         c.v_pull, c.a_pull, c.j_pull = advance_chain(
-            c.base_v_pull, c.base_a_pull, c.base_j_pull, c.d_pull / dt, dt, prm)
+            c.base_v_pull, c.base_a_pull, c.base_j_pull, c.d_pull / dt, dt, av, aa, aj)
         c.v_fill, c.a_fill, c.j_fill = advance_chain(
-            c.base_v_fill, c.base_a_fill, c.base_j_fill, c.d_fill / dt, dt, prm)
+            c.base_v_fill, c.base_a_fill, c.base_j_fill, c.d_fill / dt, dt, av, aa, aj)
         c.v_rest, c.a_rest, c.j_rest = advance_chain(
-            c.base_v_rest, c.base_a_rest, c.base_j_rest, (depth_now - c.base_rest) / dt, dt, prm)
+            c.base_v_rest, c.base_a_rest, c.base_j_rest, (depth_now - c.base_rest) / dt, dt,
+            av, aa, aj)
     c.pressure, c.vacuum = forces(prm, c.v_add, c.a_add, c.v_pull, c.a_pull, c.v_fill, c.v_rest)
 
 
@@ -577,10 +584,11 @@ def forces_now(st, prm, bucket: int, t: int) -> tuple[float, float]:
     if t <= c.t_b:
         return c.pressure, c.vacuum
     dt = (t - c.t_b) / NS
-    v_add, a_add, _ = advance_chain(c.v_add, c.a_add, c.j_add, 0.0, dt, prm)
-    v_pull, a_pull, _ = advance_chain(c.v_pull, c.a_pull, c.j_pull, 0.0, dt, prm)
-    v_fill, _, _ = advance_chain(c.v_fill, c.a_fill, c.j_fill, 0.0, dt, prm)
-    v_rest, _, _ = advance_chain(c.v_rest, c.a_rest, c.j_rest, 0.0, dt, prm)
+    av, aa, aj = chain_alphas(dt, prm)
+    v_add, a_add, _ = advance_chain(c.v_add, c.a_add, c.j_add, 0.0, dt, av, aa, aj)
+    v_pull, a_pull, _ = advance_chain(c.v_pull, c.a_pull, c.j_pull, 0.0, dt, av, aa, aj)
+    v_fill, _, _ = advance_chain(c.v_fill, c.a_fill, c.j_fill, 0.0, dt, av, aa, aj)
+    v_rest, _, _ = advance_chain(c.v_rest, c.a_rest, c.j_rest, 0.0, dt, av, aa, aj)
     return forces(prm, v_add, a_add, v_pull, a_pull, v_fill, v_rest)
 
 
@@ -865,20 +873,30 @@ def needs_room(st, prm, out) -> int:
     return STATUS_DONE
 
 
+@njit(cache=True, inline="always")
+def borrow_state(st):
+    """The state container as non-owning views (no atomic refcounts in the hot loop)."""
+    return EngineState(borrow(st.sc), borrow(st.orders), borrow(st.levels), borrow(st.buckets),
+                       borrow(st.cells), borrow(st.weights), borrow(st.anomalies))
+
+
 @njit(cache=True)
 def process_chunk(st, prm, records, start: int, out) -> tuple[int, int]:
     """Feed ``records[start:]``; stops early to let the caller grow tables or drain ``out``.
 
     Returns (index of the next unprocessed record, status).
     """
-    tch = np.zeros(2, dtype=TOUCH_DTYPE)
+    view = borrow_state(st)
+    out_view = Output(borrow(out.snap), borrow(out.grid), out.mbp, borrow(out.counts))
+    touches = np.zeros(2, dtype=TOUCH_DTYPE)
+    tch = borrow(touches)
     i = start
     n = records.shape[0]
     while i < n:
-        status = needs_room(st, prm, out)
+        status = needs_room(view, prm, out_view)
         if status != STATUS_DONE:
             return i, status
-        process_record(st, prm, records[i], tch, out)
+        process_record(view, prm, records[i], tch, out_view)
         i += 1
     return i, STATUS_DONE
 
