@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +23,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from vpbatch import cache
-from vpbatch.book.dtypes import F_SNAPSHOT
+from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.config import EngineConfig
@@ -29,10 +31,12 @@ from vpbatch.errors import ConfigError, InputError, VpbatchError
 from vpbatch.mbp_layout import mbp_dtype, mbp_kernel_dtype
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
-from vpbatch.reader import MboSource, find_input, open_mbo
+from vpbatch.reader import MboSource, find_input, open_mbo, publisher_name
 from vpbatch.writer import PartitionWriter, is_complete
 
 NEW_YORK: Final = ZoneInfo("America/New_York")
+#: Emitted batches queued for the writer thread before the engine waits (bounds memory).
+MAX_PENDING_WRITES: Final = 4
 DEFAULT_WARMUP_NS: Final = 30 * 60 * 1_000_000_000
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 
@@ -157,8 +161,12 @@ class _Build:
         self.phases = self._phases()
         self.timings: dict[str, float] = {}
         self.cache_state = "off"
-        self.last_ts = 0
         self.emitted_states = 0
+        # Parquet encoding releases the GIL and so does the kernel: write while computing.
+        self._writes: deque[Future[None]] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
+        self.records_read = 0
+        self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
 
     def _phases(self) -> _Phases:
         req = self.req
@@ -183,8 +191,11 @@ class _Build:
     # -- the record stream, cut into phases ----------------------------------------------
 
     def chunks(self) -> Iterator[np.ndarray]:
-        yield from self.source.iter_selection(self.selection,
-                                              chunk_records=self.req.chunk_records)
+        for chunk in self.source.iter_selection(self.selection,
+                                                chunk_records=self.req.chunk_records):
+            self.records_read += len(chunk)
+            self.tob_records += int(np.count_nonzero(chunk["flags"] & F_TOB))
+            yield chunk
 
     def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
         """Feed every record to the engine, phase by phase; write what phase 3 emits."""
@@ -233,6 +244,7 @@ class _Build:
         if phase == 1:
             self._save_cached_book()
         self._write(self.engine.finish(), writer)
+        self._wait_writes(0)
         self.timings["emit" if phase >= 3 else ("warmup" if phase == 2 else "fast_forward")] = \
             round(time.perf_counter() - phase_started, 6)
         if self.emitted_states == 0:
@@ -243,8 +255,37 @@ class _Build:
         if phase < 3:
             return (f"{name}: no records at or after --start-time {self.req.start_time:%H:%M} "
                     f"ET on {self.day}; nothing to write")
+        if self.tob_records * 2 > self.records_read:
+            return self._top_of_book_only()
         return (f"{name}: no state to write for {self.selection.symbol} (the book was never "
                 "two-sided in the selected time range)")
+
+    def _top_of_book_only(self) -> str:
+        sel = self.selection
+        full_depth = [p for p, (n, tob) in self._publisher_tob().items()
+                      if p != sel.publisher_id and tob * 2 <= n]
+        hint = (f"; use a full-depth publisher: --publisher "
+                f"{' or '.join(f'{p} ({publisher_name(p)})' for p in full_depth)}" if full_depth
+                else f"; this file has no full-depth publisher for {sel.symbol}")
+        return (f"{self.source.name}: no state to write for {sel.symbol}: publisher "
+                f"{sel.publisher_id} {publisher_name(sel.publisher_id)} is a top-of-book feed "
+                f"({self.tob_records:,} of {self.records_read:,} records carry F_TOB: best bid/ask "
+                f"restatements, not individual orders), so no order book can be rebuilt from "
+                f"it{hint}")
+
+    def _publisher_tob(self) -> dict[int, tuple[int, int]]:
+        """``publisher_id -> (records, F_TOB records)`` of the instrument (a pass over the file)."""
+        counts: dict[int, tuple[int, int]] = {}
+
+        def tally(chunk: np.ndarray) -> None:
+            mine = chunk[chunk["instrument_id"] == self.selection.instrument_id]
+            for pid in np.unique(mine["publisher_id"]).tolist():
+                flags = mine["flags"][mine["publisher_id"] == pid]
+                n, tob = counts.get(pid, (0, 0))
+                counts[pid] = (n + len(flags), tob + int(np.count_nonzero(flags & F_TOB)))
+
+        self.source.scan(on_chunk=tally)
+        return dict(sorted(counts.items()))
 
     def _next_phase(self, name: str, started: float) -> float:
         now = time.perf_counter()
@@ -256,14 +297,29 @@ class _Build:
             self._write(emitted, writer)
 
     def _write(self, emitted: Emitted, writer: PartitionWriter | None) -> None:
-        if writer is None:
+        """Queue a batch for the writer thread (in order); errors surface on the next wait."""
+        if writer is None or not (len(emitted.snapshots) or len(emitted.mbp)):
             return
+        self.emitted_states += len(emitted.snapshots)
+        self._writes.append(self._pool.submit(self._write_now, emitted, writer))
+        self._wait_writes(MAX_PENDING_WRITES)
+
+    def _write_now(self, emitted: Emitted, writer: PartitionWriter) -> None:
         if len(emitted.snapshots):
-            self.emitted_states += len(emitted.snapshots)
             writer.write_snapshots(emitted.snapshots)
             writer.write_grid(emitted.grid)
         if self.req.mbp_levels and len(emitted.mbp):
             writer.write_mbp(_mbp_rows(emitted.mbp, self.req.mbp_levels))
+
+    def _wait_writes(self, keep: int) -> None:
+        while len(self._writes) > keep:
+            self._writes.popleft().result()
+
+    def close(self) -> None:
+        """Stop the writer thread (after an error, queued batches are dropped)."""
+        for pending in self._writes:
+            pending.cancel()
+        self._pool.shutdown(wait=True)
 
     # -- book cache --------------------------------------------------------------------------
 
@@ -318,6 +374,7 @@ def build(req: BuildRequest) -> BuildResult:
         half-written.
     """
     product = resolve_product(req.symbol)
+    _check_request(req)
     day = req.day
     if day is None:
         if req.path is None:
@@ -340,13 +397,18 @@ def build(req: BuildRequest) -> BuildResult:
         "timezone": "America/New_York", "mbp_levels": req.mbp_levels,
         "bucket": product.bucket, "tick": product.tick,
     }
-    total = source.publishers(job.selection.instrument_id).get(job.selection.publisher_id)
+    # The bar's total costs a full extra pass over the file: only when the bar is shown.
+    total = (source.publishers(job.selection.instrument_id).get(job.selection.publisher_id)
+             if req.progress and sys.stderr.isatty() else None)
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
                   if job.phases.warm is not None else "emit") as bar, \
             PartitionWriter(req.lake, product, day, config=req.config, inputs=[path],
                             params=params, mbp_levels=req.mbp_levels or None,
                             force=req.force) as writer:
-        job.run(writer, bar)
+        try:
+            job.run(writer, bar)
+        finally:
+            job.close()
         job.timings["total"] = round(time.perf_counter() - started, 6)
         writer.anomalies.update(job.engine.anomalies)
         writer.timings.update(job.timings)
@@ -358,8 +420,22 @@ def build(req: BuildRequest) -> BuildResult:
                        timings=job.timings, cache=job.cache_state)
 
 
+def _check_request(req: BuildRequest) -> None:
+    """Checks that need no input file: a missing lake, --end-time not after --start-time."""
+    if req.path is None and not Path(req.lake).is_dir():
+        raise InputError(f"{req.lake}: lake folder does not exist (give --lake or set "
+                         "VPBATCH_LAKE; raw files go under lake/raw/)")
+    if req.start_time is None and req.end_time is not None:
+        raise ConfigError("--end-time needs --start-time")
+    if req.start_time is not None and req.end_time is not None \
+            and req.end_time <= req.start_time:
+        raise ConfigError(f"--end-time {req.end_time} is not after --start-time "
+                          f"{req.start_time}")
+
+
 def build_many(req: BuildRequest, days: list[dt.date], jobs: int = 1) -> list[BuildResult]:
     """Build each day (in ``jobs`` processes); a day without a file is reported, not fatal."""
+    _check_request(req)
     requests = [replace(req, day=d, progress=req.progress and jobs == 1) for d in days]
     if jobs <= 1:
         return [_build_or_report(r) for r in requests]

@@ -880,7 +880,7 @@ def borrow_state(st):
                        borrow(st.cells), borrow(st.weights), borrow(st.anomalies))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def process_chunk(st, prm, records, start: int, out) -> tuple[int, int]:
     """Feed ``records[start:]``; stops early to let the caller grow tables or drain ``out``.
 

@@ -1,0 +1,143 @@
+"""One benchmark step per process: ``python -m benchmarks.steps <step> <args…>``.
+
+Each step prints one JSON object with its own wall time, records/s and peak RSS, so the
+figures of one step are not polluted by another's memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SESSION_DAY = dt.date(2026, 2, 6)
+SYMBOL = "MNQH6"
+BUCKET = 250_000_000
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def step_synth(path: str, records: str) -> dict[str, Any]:
+    from vpbatch.synth import synth_session
+
+    started = time.perf_counter()
+    stats = synth_session(Path(path), symbol=SYMBOL, day=SESSION_DAY, records=int(records))
+    wall = time.perf_counter() - started
+    return {"records": stats.records, "seconds": wall, "bytes": Path(path).stat().st_size}
+
+
+def step_read(path: str) -> dict[str, Any]:
+    from vpbatch.reader import open_mbo
+
+    started = time.perf_counter()
+    n = 0
+    for chunk in open_mbo(Path(path)).iter_chunks(symbol=SYMBOL):
+        n += len(chunk)
+    return {"records": n, "seconds": time.perf_counter() - started}
+
+
+def step_engine(path: str, mode: str) -> dict[str, Any]:
+    """Full engine without emission, or the book-only fast path, over the whole file."""
+    from vpbatch.book.engine import Engine
+    from vpbatch.config import EngineConfig
+    from vpbatch.reader import open_mbo
+
+    warm = Engine(EngineConfig(), bucket=BUCKET)  # compile / load the numba cache first
+    warm.process_book_only(np.zeros(0, dtype=warm_dtype()))
+    engine = Engine(EngineConfig(), bucket=BUCKET)
+    engine.set_emitting(False)
+    n = 0
+    busy = 0.0
+    max_orders = 0
+    for chunk in open_mbo(Path(path)).iter_chunks(symbol=SYMBOL):
+        started = time.perf_counter()
+        if mode == "book":
+            engine.process_book_only(chunk)
+        else:
+            engine.process(chunk)
+        busy += time.perf_counter() - started
+        n += len(chunk)
+        max_orders = max(max_orders, engine.live_orders)
+    return {"records": n, "seconds": busy, "live_orders_end": engine.live_orders,
+            "live_orders_max_at_chunk_end": max_orders}
+
+
+def warm_dtype() -> np.dtype:
+    from vpbatch.book.dtypes import MBO_DTYPE
+
+    return MBO_DTYPE
+
+
+def step_reference(path: str, records: str) -> dict[str, Any]:
+    """Compiled vs pure-Python reference on the same slice of the busiest part of the day."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.reference.engine import ReferenceEngine
+    from vpbatch.book.engine import Engine
+    from vpbatch.config import EngineConfig
+    from vpbatch.reader import open_mbo
+
+    want = int(records)
+    chunks, total = [], 0
+    for chunk in open_mbo(Path(path)).iter_chunks(symbol=SYMBOL, chunk_records=want):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total >= 4 * want:
+            break
+    head = np.concatenate(chunks)[: 4 * want]
+    config = EngineConfig()
+    fast = Engine(config, bucket=BUCKET)
+    fast.process_book_only(head[:want])
+    fast.set_emitting(False)
+    slow = ReferenceEngine(config, BUCKET)
+    slow.process(head[:want])  # same starting book (reference has no fast path)
+    body = head[want: 2 * want]
+    started = time.perf_counter()
+    fast.process(body)
+    fast_s = time.perf_counter() - started
+    started = time.perf_counter()
+    slow.process(body)
+    slow_s = time.perf_counter() - started
+    return {"records": len(body), "compiled_seconds": fast_s, "reference_seconds": slow_s,
+            "ratio": slow_s / fast_s}
+
+
+def step_build(lake: str, cache: str) -> dict[str, Any]:
+    """The product run: 09:30-16:00 ET with the default 25 ms sampling."""
+    from vpbatch.config import EngineConfig
+    from vpbatch.pipeline import BuildRequest, build
+
+    req = BuildRequest(symbol=SYMBOL, day=SESSION_DAY, lake=Path(lake),
+                       start_time=dt.time(9, 30), end_time=dt.time(16, 0),
+                       config=EngineConfig(), force=True, use_cache=cache == "on")
+    started = time.perf_counter()
+    result = build(req)
+    wall = time.perf_counter() - started
+    part = result.partitions["vp_grid"] / "part-0.parquet"
+    grid_rows = result.rows["vp_grid"]
+    return {"records": result.records, "seconds": wall, "cache": result.cache,
+            "timings": result.timings, "states": result.rows["vp_snapshot"],
+            "grid_rows": grid_rows, "grid_bytes": part.stat().st_size,
+            "anomalies": sum(result.anomalies.values())}
+
+
+STEPS = {"synth": step_synth, "read": step_read, "engine": step_engine,
+         "reference": step_reference, "build": step_build}
+
+
+def main() -> None:
+    name, *args = sys.argv[1:]
+    out = STEPS[name](*args)
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
