@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/ruff check .
 
 demo: install
-	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) --quiet && $(BIN)/vpbatch build --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --start-time 09:30 --end-time 10:30 --tables vp,mbp --lake $(LAKE) --force && $(BIN)/vpbatch verify --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && $(BIN)/vpbatch sql --lake $(LAKE) "$(DEMO_SUMMARY_SQL)" && echo "demo: raw file under $(LAKE)/raw/, grids under $(LAKE)/gold/ (query them with: $(BIN)/vpbatch sql --lake $(LAKE) \"SELECT ...\")"
+	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) --quiet && $(BIN)/vpbatch build --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --start-time 09:30 --end-time 10:30 --tables vp,mbp --lake $(LAKE) --force && $(BIN)/vpbatch verify --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && $(BIN)/vpbatch sql --lake $(LAKE) "$(DEMO_SUMMARY_SQL)" && $(BIN)/vpbatch report --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) -o $(LAKE)/report_$(DEMO_SYMBOL)_$(DEMO_DT).html && echo "demo: raw file under $(LAKE)/raw/, grids under $(LAKE)/gold/, report $(LAKE)/report_$(DEMO_SYMBOL)_$(DEMO_DT).html; heatmap:" && $(BIN)/vpbatch plot --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) --from 10:00 --to 10:05 -o $(LAKE)/heatmap_$(DEMO_SYMBOL)_$(DEMO_DT).png
 
 bench: install
 	$(BIN)/python -m benchmarks.run
