@@ -96,6 +96,9 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
     if range_start or range_end:
         if day or not (range_start and range_end):
             raise ConfigError("give either --dt, or both --start and --end")
+        if path is not None:
+            raise ConfigError("--path is one file, one day: use it with --dt (or alone), not "
+                              "with --start/--end")
         days = date_range(_date(range_start, "--start"), _date(range_end, "--end"))
         results = build_many(req, days, jobs=jobs)
     else:
@@ -105,6 +108,10 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
     _report(results, as_json)
     if all(r.status == "no-data" for r in results):
         raise VpbatchError(f"no input files for {symbol} in the requested dates")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise VpbatchError(f"{len(failed)} of {len(results)} days failed: "
+                           + "; ".join(f"{r.day}: {r.message}" for r in failed))
 
 
 def _report(results: list[BuildResult], as_json: bool) -> None:

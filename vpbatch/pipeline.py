@@ -12,6 +12,7 @@ import datetime as dt
 import re
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.config import EngineConfig
-from vpbatch.errors import ConfigError, InputError, VpbatchError
+from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.mbp_layout import mbp_dtype, mbp_kernel_dtype
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
@@ -83,7 +84,7 @@ class BuildResult:
 
     symbol: str
     day: dt.date
-    status: str  # "built", "skipped" (already complete), "no-data"
+    status: str  # "built", "skipped" (already complete), "no-data", "failed" (ranges only)
     partitions: dict[str, Path] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     records: int = 0
@@ -349,9 +350,14 @@ class _Build:
         return self.engine.event_count
 
     def _save_cached_book(self) -> None:
-        if self.req.use_cache and self.cache_state == "miss":
+        """Best effort: a cache that cannot be written costs the next build time, not this one."""
+        if not (self.req.use_cache and self.cache_state == "miss"):
+            return
+        try:
             cache.save(self.req.lake, self._cache_key(), self.engine.export_book(),
                        {"symbol": self.selection.symbol, "day": self.day.isoformat()})
+        except (VpbatchError, OSError) as exc:
+            warnings.warn(f"book cache not saved: {exc}", VpbatchWarning, stacklevel=2)
 
 
 def _fmt_ns(ns: int) -> str:
@@ -449,7 +455,10 @@ def _build_or_report(req: BuildRequest) -> BuildResult:
         find_input(req.lake, req.symbol, req.day, path=req.path)
     except InputError as exc:
         return BuildResult(req.symbol, req.day, "no-data", message=str(exc))
-    return build(req)
+    try:
+        return build(req)
+    except VpbatchError as exc:  # one bad day must not stop the others
+        return BuildResult(req.symbol, req.day, "failed", message=str(exc))
 
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -613,7 +613,7 @@ class PartitionWriter:
         #: Anomaly counts for the manifest (update before commit).
         self.anomalies: dict[str, Any] = {}
         #: Phase timings in seconds for the manifest (update before commit).
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, Any] = {}
         self._finals: dict[str, Path] = {
             t: gold_partition(self.lake, t, product, day) for t in GOLD_TABLES}
         #: Final partition folder of each table of this build.
