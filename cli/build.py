@@ -43,6 +43,8 @@ def _date(value: str | None, param: str) -> dt.date | None:
 @click.option("--end", "range_end", metavar="YYYY-MM-DD", help="Last day of a range (inclusive).")
 @click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
               help="Explicit .dbn/.dbn.zst file instead of the lake layout.")
+@click.option("--definition", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Instrument-definition DBN: its min_price_increment is the tick.")
 @click.option("--start-time", metavar="HH:MM",
               help="Emit from this America/New_York time (warm-up and fast-forward before).")
 @click.option("--end-time", metavar="HH:MM",
@@ -68,8 +70,9 @@ def _date(value: str | None, param: str) -> dt.date | None:
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def command(symbol: str, day: str | None, range_start: str | None, range_end: str | None,
-            path: Path | None, start_time: str | None, end_time: str | None, warmup: str,
-            sample: str, K: int, band: int, tables: str, mbp_levels: int, jobs: int,
+            path: Path | None, definition: Path | None, start_time: str | None,
+            end_time: str | None, warmup: str, sample: str, K: int, band: int, tables: str,
+            mbp_levels: int, jobs: int,
             force: bool, no_cache: bool, publisher_id: int | None, lake: Path, quiet: bool,
             as_json: bool) -> None:
     """Build vacuum/pressure grids for one symbol and day (or a date range) into the lake.
@@ -91,7 +94,7 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
         end_time=parse_wall_time(end_time, "--end-time"),
         warmup_ns=parse_duration_ns(warmup, "--warmup"), config=config,
         mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
-        force=force, use_cache=not no_cache, progress=not quiet,
+        force=force, use_cache=not no_cache, progress=not quiet, definition=definition,
     )
     if range_start or range_end:
         if day or not (range_start and range_end):

@@ -24,6 +24,9 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# A long local soak of the property tests: HYPOTHESIS_PROFILE=long make test (~20-30 min).
+settings.register_profile("long", max_examples=5_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE")
     or ("ci" if os.environ.get("CI", "").lower() in ("true", "1", "yes") else "dev")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import itertools
 import json
 import os
 import re
@@ -443,3 +444,25 @@ def test_build_given_top_of_book_publisher_exits_3_suggesting_full_depth_one(
         "not individual orders), so no order book can be rebuilt from it; use a full-depth "
         "publisher: --publisher 39 (DBEQ.BASIC.XCHI)\n")
     assert gold_dirs(tmp_path) == []
+
+
+def test_build_given_definition_without_the_symbol_exits_3(tmp_path: Path,
+                                                           dbn_path: DbnPath) -> None:
+    result = run("--symbol", "ESM4", "--path", dbn_path(ESM4), "--definition",
+                 dbn_path("glbx-mdp3-es-fut.definition.dbn.zst"), "--lake", tmp_path)
+    assert result.exit_code == 3
+    assert result.stderr == ("Error: glbx-mdp3-es-fut.definition.dbn.zst: no "
+                             "min_price_increment for ESM4\n")
+
+
+def test_build_given_definition_uses_its_tick_as_the_bucket(
+        tmp_path: Path, dbn_path: DbnPath, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vpbatch.pipeline
+
+    monkeypatch.setattr(vpbatch.pipeline, "read_definition_tick", lambda path, symbol: 500_000_000)
+    run("--symbol", "ESM4", "--path", dbn_path(ESM4), "--definition", dbn_path(ESM4),
+        "--sample", "event", "--lake", tmp_path, ok=True)
+    grid = pq.read_table(next((tmp_path / "gold" / "vp_grid").rglob("part-0.parquet")))
+    prices = sorted(set(grid.column("price").to_pylist()))
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(prices)}
+    assert steps == {0.5}

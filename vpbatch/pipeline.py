@@ -32,7 +32,13 @@ from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.mbp_layout import mbp_dtype, mbp_kernel_dtype
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
-from vpbatch.reader import MboSource, find_input, open_mbo, publisher_name
+from vpbatch.reader import (
+    MboSource,
+    find_input,
+    open_mbo,
+    publisher_name,
+    read_definition_tick,
+)
 from vpbatch.writer import PartitionWriter, is_complete
 
 NEW_YORK: Final = ZoneInfo("America/New_York")
@@ -57,6 +63,7 @@ class BuildRequest:
     config : engine parameters (``K``, sampling, ...).
     mbp_levels : also write the ``mbp`` table with this many levels (0 = no).
     publisher_id : required when the instrument comes from several publishers.
+    definition : instrument-definition DBN whose ``min_price_increment`` is the tick.
     force : replace a complete partition.
     use_cache : load/save the fast-forwarded book in ``lake/cache``.
     progress : show a progress bar on stderr.
@@ -76,6 +83,7 @@ class BuildRequest:
     use_cache: bool = True
     progress: bool = False
     chunk_records: int = 1_000_000
+    definition: Path | None = None
 
 
 @dataclass
@@ -380,6 +388,12 @@ def build(req: BuildRequest) -> BuildResult:
         half-written.
     """
     product = resolve_product(req.symbol)
+    if req.definition is not None:
+        tick = read_definition_tick(Path(req.definition), req.symbol)
+        if tick is None:
+            raise InputError(f"{Path(req.definition).name}: no min_price_increment for "
+                             f"{req.symbol}")
+        product = product.with_tick(tick)
     _check_request(req)
     day = req.day
     if day is None:
