@@ -248,7 +248,8 @@ def insert_order(st, prm, oid: int, side: int, price: int, size: int, pending: i
     o.pending = pending
     sc.n_orders += 1
     change_level(st, side, price, size, 1, prm.tick)
-    change_bucket_depth(st, side, bucket_of(price, prm.bucket), size)
+    if sc.full:
+        change_bucket_depth(st, side, bucket_of(price, prm.bucket), size)
 
 
 @njit(cache=True, inline="always")
@@ -260,7 +261,8 @@ def reduce_order(st, prm, slot: int, qty: int) -> None:
     price = o.price
     gone = qty >= o.size
     change_level(st, side, price, -qty, -1 if gone else 0, prm.tick)
-    change_bucket_depth(st, side, bucket_of(price, prm.bucket), -qty)
+    if sc.full:
+        change_bucket_depth(st, side, bucket_of(price, prm.bucket), -qty)
     if gone:
         delete_slot(st.orders, slot)
         sc.n_orders -= 1
@@ -278,18 +280,24 @@ def consume_pending(st, slot: int, removed: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def add_touch(tch, n: int, bucket: int, pre: int, d_add: float, d_pull: float,
-              d_fill: float) -> int:
+def record_touch(st, prm, tch, n: int, price: int, d_add: float, d_pull: float,
+                 d_fill: float) -> int:
+    """Note touch ``n`` at ``price`` with the bucket's depth *now* (call before the change).
+
+    The book-only path makes no touches, so it skips the bucket arithmetic entirely.
+    """
+    if not st.sc[0].full:
+        return n
     t = tch[n]
-    t.bucket = bucket
-    t.pre = pre
+    t.bucket = bucket_of(price, prm.bucket)
+    t.pre = bucket_total(st, t.bucket)
     t.d_add = d_add
     t.d_pull = d_pull
     t.d_fill = d_fill
     return n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def valid_add(st, price: int, side: int, size: int) -> bool:
     """SPEC §3 anomalies that skip an A (or an add-like M) entirely; counted."""
     if price == UNDEF_PRICE:
@@ -304,7 +312,7 @@ def valid_add(st, price: int, side: int, size: int) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if not valid_add(st, price, side, size):
         return 0
@@ -312,13 +320,12 @@ def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if slot >= 0:
         st.anomalies[AN_DUPLICATE_ID] += 1
         reduce_order(st, prm, slot, st.orders[slot].size)
-    b = bucket_of(price, prm.bucket)
-    pre = bucket_total(st, b)
+    n = record_touch(st, prm, tch, 0, price, float(size), 0.0, 0.0)
     insert_order(st, prm, oid, side, price, size, 0)
-    return add_touch(tch, 0, b, pre, float(size), 0.0, 0.0)
+    return n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_cancel(st, prm, oid: int, size: int, tch) -> int:
     slot = find(st.orders, oid)
     if slot < 0:
@@ -328,28 +335,26 @@ def apply_cancel(st, prm, oid: int, size: int, tch) -> int:
     if removed == 0:
         return 0
     pull = consume_pending(st, slot, removed)
-    b = bucket_of(st.orders[slot].price, prm.bucket)
-    pre = bucket_total(st, b)
+    n = record_touch(st, prm, tch, 0, st.orders[slot].price, 0.0, float(pull), 0.0)
     reduce_order(st, prm, slot, removed)
-    return add_touch(tch, 0, b, pre, 0.0, float(pull), 0.0)
+    return n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_fill(st, prm, oid: int, price: int, size: int, tch) -> int:
     """Fills are counted now; the book changes with the C/M that follows (pending fill)."""
     slot = find(st.orders, oid)
     if slot >= 0:
         st.orders[slot].pending += size
-        b = bucket_of(st.orders[slot].price, prm.bucket)
+        price = st.orders[slot].price
     else:
         st.anomalies[AN_FILL_UNKNOWN] += 1
         if price == UNDEF_PRICE:
             return 0
-        b = bucket_of(price, prm.bucket)
-    return add_touch(tch, 0, b, bucket_total(st, b), 0.0, 0.0, float(size))
+    return record_touch(st, prm, tch, 0, price, 0.0, 0.0, float(size))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_modify(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if price == UNDEF_PRICE:
         st.anomalies[AN_UNDEF_PRICE] += 1
@@ -362,37 +367,36 @@ def apply_modify(st, prm, oid: int, side: int, price: int, size: int, tch) -> in
         st.anomalies[AN_MODIFY_UNKNOWN] += 1
         if not valid_add(st, price, side, size):
             return 0
-        b = bucket_of(price, prm.bucket)
-        pre = bucket_total(st, b)
+        n = record_touch(st, prm, tch, 0, price, float(size), 0.0, 0.0)
         insert_order(st, prm, oid, side, price, size, 0)
-        return add_touch(tch, 0, b, pre, float(size), 0.0, 0.0)
+        return n
     o = st.orders[slot]
     p0 = o.price
     q0 = o.size
-    b0 = bucket_of(p0, prm.bucket)
-    pre0 = bucket_total(st, b0)
     if price == p0:
         if size > q0:
+            n = record_touch(st, prm, tch, 0, p0, float(size - q0), 0.0, 0.0)
             change_level(st, o.side, p0, size - q0, 0, prm.tick)
-            change_bucket_depth(st, o.side, b0, size - q0)
+            if st.sc[0].full:
+                change_bucket_depth(st, o.side, bucket_of(p0, prm.bucket), size - q0)
             o.size = size
-            return add_touch(tch, 0, b0, pre0, float(size - q0), 0.0, 0.0)
+            return n
         if size < q0:
             pull = consume_pending(st, slot, q0 - size)
+            n = record_touch(st, prm, tch, 0, p0, 0.0, float(pull), 0.0)
             reduce_order(st, prm, slot, q0 - size)
-            return add_touch(tch, 0, b0, pre0, 0.0, float(pull), 0.0)
-        return add_touch(tch, 0, b0, pre0, 0.0, 0.0, 0.0)
+            return n
+        return record_touch(st, prm, tch, 0, p0, 0.0, 0.0, 0.0)
     # Price change: the whole order leaves p0 and (if size > 0) rests again at the new price.
     keep_side = o.side
     pull = consume_pending(st, slot, q0)
     pending = st.orders[slot].pending
+    n = record_touch(st, prm, tch, 0, p0, 0.0, float(pull), 0.0)
     reduce_order(st, prm, slot, q0)
-    n = add_touch(tch, 0, b0, pre0, 0.0, float(pull), 0.0)
-    b1 = bucket_of(price, prm.bucket)
-    pre1 = bucket_total(st, b1)
+    n = record_touch(st, prm, tch, n, price, float(size), 0.0, 0.0)
     if size > 0:
         insert_order(st, prm, oid, keep_side, price, size, pending)
-    return add_touch(tch, n, b1, pre1, float(size), 0.0, 0.0)
+    return n
 
 
 @njit(cache=True)
@@ -430,6 +434,8 @@ def update_spot(st, prm) -> None:
     sc = st.sc[0]
     if sc.bid_levels == 0 or sc.ask_levels == 0:
         return
+    if sc.spot_defined and sc.best_bid + sc.best_ask == sc.mid2:
+        return  # same mid, same spot: skip the division (most records)
     sc.mid2 = sc.best_bid + sc.best_ask
     spot = (sc.mid2 + prm.bucket) // (2 * prm.bucket)
     if sc.spot_defined and spot != sc.spot:
@@ -441,6 +447,26 @@ def update_spot(st, prm) -> None:
             reset_cells_between(st, prm, leaving_lo, sc.spot + prm.band)
     sc.spot = spot
     sc.spot_defined = True
+
+
+@njit(cache=True)
+def rebuild_bucket_depths(st, prm) -> None:
+    """Per-bucket depth from the resting orders (the book-only path does not keep it)."""
+    sc = st.sc[0]
+    st.buckets.key[:] = EMPTY_KEY
+    sc.n_buckets = 0
+    for i in range(st.orders.shape[0]):
+        o = st.orders[i]
+        if o.key != EMPTY_KEY:
+            change_bucket_depth(st, o.side, bucket_of(o.price, prm.bucket), o.size)
+
+
+@njit(cache=True)
+def catch_up(st, prm) -> None:
+    """Entering the full engine after the book-only path (or an imported book)."""
+    rebuild_bucket_depths(st, prm)
+    resync_rest_memory(st)
+    st.sc[0].resync_due = False
 
 
 @njit(cache=True)
@@ -841,8 +867,7 @@ def process_record(st, prm, rec, tch, out) -> None:
     flags = rec.flags
     snapshot = (flags & F_SNAPSHOT) != 0
     if sc.full and sc.resync_due:
-        resync_rest_memory(st)
-        sc.resync_due = False
+        catch_up(st, prm)
     if not snapshot:
         advance_clock(st, prm, np.int64(rec.ts_event), out)
     sc.n += 1
