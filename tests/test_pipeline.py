@@ -25,6 +25,7 @@ from vpbatch.config import EngineConfig
 from vpbatch.errors import OutputError, VpbatchWarning
 from vpbatch.pipeline import BuildRequest, BuildResult, build
 from vpbatch.reader import MboSource, open_mbo
+from vpbatch.sql import run_query
 from vpbatch.synth import synth_to_lake
 from vpbatch.verify import verify
 from vpbatch.writer import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, read_manifest, read_success
@@ -297,6 +298,12 @@ def test_build_given_real_cme_file_builds_and_passes_verify(
     assert result.rows["vp_snapshot"] > 0
     assert result.rows["mbp"] > 0
     assert verify(tmp_path, symbol, result.day).passed
+    # Prices are the same floats in every table: an exact join finds the top of book.
+    unmatched = run_query(tmp_path, """
+        SELECT count(*) AS n FROM vp_snapshot s JOIN mbp m USING (event_id)
+        WHERE s.best_bid_price IS DISTINCT FROM m.bid_px_00
+           OR s.best_ask_price IS DISTINCT FROM m.ask_px_00""")
+    assert unmatched["n"][0] == 0
 
 
 def test_build_given_no_progress_bar_reads_the_file_without_a_counting_pass(
@@ -337,3 +344,18 @@ def test_build_given_no_start_time_emits_the_whole_file(tmp_path: Path,
     assert result.cache == "off"
     assert result.records == len(records)
     assert len(list((tmp_path / "gold").rglob(PART_FILE))) == 2
+
+
+def test_build_given_equity_book_prices_join_exactly_across_tables(
+        tmp_path: Path, dbn_path: Callable[[str], Path]) -> None:
+    """Cent prices are where fixed/1e9 and fixed*1e-9 disagree (~40% of them)."""
+    result = build(BuildRequest(symbol="GOOG", day=None, lake=tmp_path, publisher_id=39,
+                                path=dbn_path("dbeq-basic-goog-20240403.mbo.dbn.zst"),
+                                config=EngineConfig.from_sample("1s"), mbp_levels=1))
+    assert result.rows["mbp"] > 1000
+    counts = run_query(tmp_path, """
+        SELECT count(*) AS n, count(*) FILTER (WHERE s.best_bid_price IS DISTINCT FROM
+               m.bid_px_00 OR s.best_ask_price IS DISTINCT FROM m.ask_px_00) AS unmatched
+        FROM vp_snapshot s JOIN mbp m USING (event_id)""")
+    assert counts["n"][0] > 100
+    assert counts["unmatched"][0] == 0

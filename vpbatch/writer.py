@@ -33,7 +33,7 @@ Column types
   other float is written as is (``vpbatch verify`` rejects NaN/inf).
 * ``regime``: dictionary-encoded string, dictionary always ``['CHOP', 'UP', 'DOWN']``.
 * ``mbp``: Databento MBP-10 ``to_df()`` column order and types (see :mod:`vpbatch.mbp_layout`):
-  times ``timestamp[ns, UTC]`` (``UINT64_MAX`` -> null), prices ``float64`` = fixed / 1e9
+  times ``timestamp[ns, UTC]`` (``UINT64_MAX`` -> null), prices ``float64`` = fixed * 1e-9
   (undefined price or empty level -> null), sizes/counts/sequence ``uint32``, flags ``uint8``,
   action/side one-character strings.
 * Columns that can never be null are declared non-nullable (Parquet ``REQUIRED``).
@@ -78,7 +78,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vpbatch.book.dtypes import (
-    FIXED_PRICE_SCALE,
     GRID_DTYPE,
     GRID_FLOAT_FIELDS,
     REGIME_NAMES,
@@ -116,6 +115,8 @@ _UINT64_MAX: Final = np.iinfo(np.uint64).max
 _REGIME_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
 _NULLABLE_SNAPSHOT: Final = ("best_bid_price", "best_ask_price", "mid_price")
 _HASH_CHUNK: Final = 1 << 20
+#: Fixed-point -> currency, as the engine computes it (``vpbatch.book.kernels.PRICE_SCALE``).
+PRICE_SCALE: Final = 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +240,8 @@ def _prices(values: np.ndarray, empty: np.ndarray | None = None) -> pa.Array:
     mask = values == UNDEF_PRICE
     if empty is not None:
         mask |= empty
-    return pa.array(values / FIXED_PRICE_SCALE, type=pa.float64(), mask=mask)
+    # Same expression as the engine's prices (fixed * 1e-9), so mbp and vp_* join exactly.
+    return pa.array(values * PRICE_SCALE, type=pa.float64(), mask=mask)
 
 
 def mbp_to_arrow(arr: np.ndarray) -> pa.Table:
