@@ -46,12 +46,13 @@ def step_read(path: str) -> dict[str, Any]:
 
 def step_engine(path: str, mode: str) -> dict[str, Any]:
     """Full engine without emission, or the book-only fast path, over the whole file."""
+    from vpbatch.book.dtypes import MBO_DTYPE
     from vpbatch.book.engine import Engine
     from vpbatch.config import EngineConfig
     from vpbatch.reader import open_mbo
 
     warm = Engine(EngineConfig(), bucket=BUCKET)  # compile / load the numba cache first
-    warm.process_book_only(np.zeros(0, dtype=warm_dtype()))
+    warm.process_book_only(np.zeros(0, dtype=MBO_DTYPE))
     engine = Engine(EngineConfig(), bucket=BUCKET)
     engine.set_emitting(False)
     n = 0
@@ -68,12 +69,6 @@ def step_engine(path: str, mode: str) -> dict[str, Any]:
         max_orders = max(max_orders, engine.live_orders)
     return {"records": n, "seconds": busy, "live_orders_end": engine.live_orders,
             "live_orders_max_at_chunk_end": max_orders}
-
-
-def warm_dtype() -> np.dtype:
-    from vpbatch.book.dtypes import MBO_DTYPE
-
-    return MBO_DTYPE
 
 
 def step_reference(path: str, records: str) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def test_build_given_disk_full_at_commit_of_forced_rebuild_keeps_old_partition(
     build_feb6(lake, ok=True)
     old_bytes = part_bytes(lake)
     old_build = read_success(gold_partition(lake, "vp_grid", PRODUCT, FEB6))
-    real_write = writer_module._write_file_atomic
+    real_write = writer_module.write_file_atomic
     successes: list[Path] = []
 
     def full_on_second_success(path: Path, data: bytes) -> None:
@@ -261,7 +261,7 @@ def test_build_given_disk_full_at_commit_of_forced_rebuild_keeps_old_partition(
                 raise _enospc()
         real_write(path, data)
 
-    monkeypatch.setattr(writer_module, "_write_file_atomic", full_on_second_success)
+    monkeypatch.setattr(writer_module, "write_file_atomic", full_on_second_success)
     result = build_feb6(lake, "--force", "--K", "10")
 
     assert result.exit_code == 1

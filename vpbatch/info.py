@@ -10,7 +10,6 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -21,10 +20,10 @@ from vpbatch.book.dtypes import (
     F_SNAPSHOT,
     F_TOB,
 )
+from vpbatch.products import NEW_YORK
 from vpbatch.reader import DEFAULT_CHUNK_RECORDS, open_mbo, publisher_name
 
 #: Exchange time zone used next to UTC.
-NEW_YORK: Final = ZoneInfo("America/New_York")
 #: Flags reported by :func:`file_info`, in output order.
 FLAGS: Final = (
     ("F_LAST", F_LAST),

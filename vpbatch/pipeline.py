@@ -19,7 +19,6 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -30,7 +29,7 @@ from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.mbp_layout import mbp_dtype, mbp_kernel_dtype
-from vpbatch.products import Product, resolve_product
+from vpbatch.products import NEW_YORK, Product, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.reader import (
     MboSource,
@@ -41,7 +40,6 @@ from vpbatch.reader import (
 )
 from vpbatch.writer import PartitionWriter, is_complete
 
-NEW_YORK: Final = ZoneInfo("America/New_York")
 #: Emitted batches queued for the writer thread before the engine waits (bounds memory).
 MAX_PENDING_WRITES: Final = 4
 DEFAULT_WARMUP_NS: Final = 30 * 60 * 1_000_000_000

@@ -41,14 +41,11 @@ import datetime as dt
 import html
 import io
 import math
-import os
 import re
 import textwrap
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -56,15 +53,21 @@ import numpy as np
 from vpbatch.book.dtypes import FIXED_PRICE_SCALE
 from vpbatch.errors import ConfigError, InputError, OutputError
 from vpbatch.lake import gold_partition
-from vpbatch.products import Product, resolve_product
+from vpbatch.products import NEW_YORK, Product, resolve_product
 from vpbatch.sql import connect, execute
-from vpbatch.writer import CORE_TABLES, is_complete, list_partitions, read_manifest
+from vpbatch.writer import (
+    CORE_TABLES,
+    is_complete,
+    list_partitions,
+    read_manifest,
+    write_file_atomic,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: Time zone of the time axis and of ``--from``/``--to``.
-ET: Final = ZoneInfo("America/New_York")
+ET: Final = NEW_YORK
 #: Most time columns a heatmap is aggregated to.
 MAX_COLUMNS: Final = 2000
 #: Default picture size in pixels and resolution.
@@ -930,16 +933,9 @@ def write_atomic(path: Path, payload: bytes) -> None:
         When the file cannot be written.
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, "xb") as fh:
-                fh.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_file_atomic(path, payload)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
 

@@ -54,7 +54,7 @@ from vpbatch.book.dtypes import (
 )
 from vpbatch.errors import ConfigError, OutputError
 from vpbatch.lake import raw_dir, raw_file_name
-from vpbatch.products import FUTURE_MBO, resolve_product
+from vpbatch.products import FUTURE_MBO, NEW_YORK, resolve_product
 
 __all__ = ["SynthStats", "default_start_price", "session_intensity", "synth_session",
            "synth_to_lake"]
@@ -848,7 +848,7 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
 # ---------------------------------------------------------------------------------------
 # Session clock (Python/numpy: computed once per file).
 # ---------------------------------------------------------------------------------------
-_ET: Final = ZoneInfo("America/New_York")
+_ET: Final = NEW_YORK
 _CT: Final = ZoneInfo("America/Chicago")
 
 #: Relative activity by New York wall-clock minute. Duplicate knots are jumps (08:30 data,

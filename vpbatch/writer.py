@@ -80,6 +80,7 @@ import pyarrow.parquet as pq
 from vpbatch.book.dtypes import (
     GRID_DTYPE,
     GRID_FLOAT_FIELDS,
+    PRICE_SCALE,
     REGIME_NAMES,
     SNAPSHOT_DTYPE,
     UNDEF_PRICE,
@@ -115,8 +116,6 @@ _UINT64_MAX: Final = np.iinfo(np.uint64).max
 _REGIME_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
 _NULLABLE_SNAPSHOT: Final = ("best_bid_price", "best_ask_price", "mid_price")
 _HASH_CHUNK: Final = 1 << 20
-#: Fixed-point -> currency, as the engine computes it (``vpbatch.book.kernels.PRICE_SCALE``).
-PRICE_SCALE: Final = 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +292,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file_atomic(path: Path, data: bytes) -> None:
+def write_file_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a sibling temp file, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -846,7 +845,7 @@ class PartitionWriter:
             text = json.dumps(manifest, sort_keys=True, indent=2, default=str,
                               allow_nan=False) + "\n"
             for table in self.tables:
-                _write_file_atomic(self._tmp_root / table / MANIFEST_FILE, text.encode())
+                write_file_atomic(self._tmp_root / table / MANIFEST_FILE, text.encode())
             table = "?"
         except OSError as exc:
             self._fail(table, exc)
@@ -880,7 +879,7 @@ class PartitionWriter:
                 _fsync_dir(final.parent)
             success = (canonical_json({"build": build}) + "\n").encode()
             for table in self.tables:
-                _write_file_atomic(self._finals[table] / SUCCESS_FILE, success)
+                write_file_atomic(self._finals[table] / SUCCESS_FILE, success)
         except OSError as exc:
             for table in moved_new:
                 _rmtree(self._finals[table])

@@ -12,6 +12,9 @@ import numpy as np
 
 #: Databento fixed-point price scale: 1 unit = 1e-9.
 FIXED_PRICE_SCALE: Final = 1_000_000_000
+#: Fixed-point -> currency as every vpbatch table computes it (``price * PRICE_SCALE``),
+#: so prices join exactly across vp_snapshot, vp_grid and mbp.
+PRICE_SCALE: Final = 1e-9
 #: Databento's undefined price (``INT64_MAX``).
 UNDEF_PRICE: Final = 9_223_372_036_854_775_807
 

@@ -26,6 +26,7 @@ from vpbatch.book.dtypes import (
     ACTION_TRADE,
     F_LAST,
     F_SNAPSHOT,
+    PRICE_SCALE,
     REGIME_CHOP,
     REGIME_DOWN,
     REGIME_UP,
@@ -59,7 +60,6 @@ from vpbatch.book.state import (
 #: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
 ALPHA_SATURATION = 50.0
 NS = 1e9
-PRICE_SCALE = 1e-9
 #: Tick steps a best-price or top-of-book walk may take before it gives up on a side.
 MAX_WALK_STEPS = 100_000
 #: Magnitudes below this cannot overflow float64 when combined as in ``advance_chain``.
