@@ -23,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 
 from vpbatch import cache
-from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
+from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB, GRID_DTYPE, SNAPSHOT_DTYPE
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.config import EngineConfig
@@ -44,6 +44,9 @@ from vpbatch.writer import PartitionWriter, is_complete
 MAX_PENDING_WRITES: Final = 4
 DEFAULT_WARMUP_NS: Final = 30 * 60 * 1_000_000_000
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
+#: An empty engine batch (yielded between fast-forward chunks so a stream can stop there).
+_NO_STATES: Final = Emitted(np.zeros(0, SNAPSHOT_DTYPE), np.zeros(0, GRID_DTYPE),
+                            np.zeros((0, 0), np.int64))
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class _Build:
         self._writes: deque[Future[None]] = deque()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
         self.records_read = 0
+        self.phase = 0  # the phase the record stream ended in (set by ``emitted``)
+        self._phase_started = 0.0
         self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
 
     def _phases(self) -> _Phases:
@@ -204,11 +209,16 @@ class _Build:
             self.tob_records += int(np.count_nonzero(chunk["flags"] & F_TOB))
             yield chunk
 
-    def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
-        """Feed every record to the engine, phase by phase; write what phase 3 emits."""
+    def emitted(self, bar: Progress) -> Iterator[Emitted]:
+        """Feed every record to the engine, phase by phase; yield the engine's batches in order.
+
+        Phase 3 batches carry the states ``build`` writes (warm-up ones carry none); the last
+        batch is the trailing-edge state of the final time bin. ``build`` writes them and
+        ``vpbatch serve --source raw`` streams them: one code path for both.
+        """
         phase = 1 if self.phases.warm is not None else 3
         skip = self._load_cached_book() if phase == 1 else 0
-        phase_started = time.perf_counter()
+        self._phase_started = time.perf_counter()
         if phase == 3:
             self.engine.set_emitting(True)
         for chunk in self.chunks():
@@ -223,26 +233,28 @@ class _Build:
                 if phase == 1:
                     cut = self.phases.split(chunk, self.phases.warm)
                     self.engine.process_book_only(chunk[:cut])
+                    yield _NO_STATES  # a point where a streaming consumer can stop
                     chunk = chunk[cut:]
                     if len(chunk):
                         self._save_cached_book()
-                        phase_started = self._next_phase("fast_forward", phase_started)
+                        self._phase_started = self._next_phase("fast_forward",
+                                                               self._phase_started)
                         phase = 2
                         self.engine.set_emitting(False)
                         bar.phase("warm-up")
                 elif phase == 2:
                     cut = self.phases.split(chunk, self.phases.start)
-                    self._feed(chunk[:cut], writer)
+                    yield from self.engine.stream(chunk[:cut])
                     chunk = chunk[cut:]
                     if len(chunk):
-                        phase_started = self._next_phase("warmup", phase_started)
+                        self._phase_started = self._next_phase("warmup", self._phase_started)
                         phase = 3
                         self.engine.set_emitting(True)
                         self.engine.reset_counters()
                         bar.phase("emit")
                 elif phase == 3:
                     cut = self.phases.split(chunk, self.phases.end)
-                    self._feed(chunk[:cut], writer)
+                    yield from self.engine.stream(chunk[:cut])
                     if cut < len(chunk):
                         phase = 4
                     chunk = chunk[:0]
@@ -250,10 +262,17 @@ class _Build:
                 break
         if phase == 1:
             self._save_cached_book()
-        self._write(self.engine.finish(), writer)
+        self.phase = phase
+        yield self.engine.finish()
+
+    def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
+        """Write what phase 3 emits (see :meth:`emitted`)."""
+        for emitted in self.emitted(bar):
+            self._write(emitted, writer)
         self._wait_writes(0)
+        phase = self.phase
         self.timings["emit" if phase >= 3 else ("warmup" if phase == 2 else "fast_forward")] = \
-            round(time.perf_counter() - phase_started, 6)
+            round(time.perf_counter() - self._phase_started, 6)
         if self.emitted_states == 0:
             raise InputError(self._nothing_emitted(phase))
 
@@ -298,10 +317,6 @@ class _Build:
         now = time.perf_counter()
         self.timings[name] = round(now - started, 6)
         return now
-
-    def _feed(self, records: np.ndarray, writer: PartitionWriter | None) -> None:
-        for emitted in self.engine.stream(records):
-            self._write(emitted, writer)
 
     def _write(self, emitted: Emitted, writer: PartitionWriter | None) -> None:
         """Queue a batch for the writer thread (in order); errors surface on the next wait."""
@@ -371,6 +386,66 @@ def _fmt_ns(ns: int) -> str:
     return f"{utc:%Y-%m-%d %H:%M:%S} UTC ({utc.astimezone(NEW_YORK):%H:%M} ET)"
 
 
+def _product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
+    """The product (tick from ``--definition`` if given) and session day of a request."""
+    product = resolve_product(req.symbol)
+    if req.definition is not None:
+        tick = read_definition_tick(Path(req.definition), req.symbol)
+        if tick is None:
+            raise InputError(f"{Path(req.definition).name}: no min_price_increment for "
+                             f"{req.symbol}")
+        product = product.with_tick(tick)
+    _check_request(req)
+    day = req.day
+    if day is None:
+        if req.path is None:
+            raise ConfigError("--dt is required unless --path is given")
+        day = _infer_day(Path(req.path))
+    return product, day
+
+
+class StateStream:
+    """The states ``build`` would write for ``req``, yielded instead of written.
+
+    Same reader, engine, three phases and book cache as :func:`build` (the raw source of
+    ``vpbatch serve``). Iterate once; ``close`` when done (also on early exit).
+
+    Raises
+    ------
+    InputError, SymbolError, ConfigError
+        As :func:`build`, when opened (missing file, unknown symbol, bad times).
+    """
+
+    def __init__(self, req: BuildRequest) -> None:
+        self.product, self.day = _product_and_day(req)
+        self.path = find_input(req.lake, req.symbol, self.day, path=req.path)
+        self._job = _Build(req, self.product, self.day, open_mbo(self.path))
+        self.config = req.config
+
+    @property
+    def data_span_ns(self) -> tuple[int, int | None]:
+        """First and last (None: unknown) record time of the input file, epoch ns."""
+        meta = self._job.source.metadata
+        return int(meta.start), (int(meta.end) if meta.end is not None else None)
+
+    @property
+    def cache(self) -> str:
+        """Book cache outcome so far: ``hit``, ``miss`` or ``off``."""
+        return self._job.cache_state
+
+    def __iter__(self) -> Iterator[Emitted]:
+        bar = Progress(total=None, enabled=False)
+        states = 0
+        for emitted in self._job.emitted(bar):
+            states += len(emitted.snapshots)
+            yield emitted  # also the empty ones: a consumer may stop between any two
+        if states == 0:
+            raise InputError(self._job._nothing_emitted(self._job.phase))
+
+    def close(self) -> None:
+        self._job.close()
+
+
 def build(req: BuildRequest) -> BuildResult:
     """Run one build (one symbol, one day) into the lake.
 
@@ -385,19 +460,7 @@ def build(req: BuildRequest) -> BuildResult:
         Bad input, unresolvable symbol, bad parameters, unwritable lake; nothing is left
         half-written.
     """
-    product = resolve_product(req.symbol)
-    if req.definition is not None:
-        tick = read_definition_tick(Path(req.definition), req.symbol)
-        if tick is None:
-            raise InputError(f"{Path(req.definition).name}: no min_price_increment for "
-                             f"{req.symbol}")
-        product = product.with_tick(tick)
-    _check_request(req)
-    day = req.day
-    if day is None:
-        if req.path is None:
-            raise ConfigError("--dt is required unless --path is given")
-        day = _infer_day(Path(req.path))
+    product, day = _product_and_day(req)
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
     if not req.force and is_complete(req.lake, product, day, tables):
         return BuildResult(req.symbol, day, "skipped",

@@ -1,0 +1,193 @@
+"""The ASGI app of ``vpbatch serve``: health, the list of built days, the viewer page, the
+colour scale and the websocket stream.
+
+Routes stay thin: the stream route validates the query into a :class:`StreamRequest`, looks it
+up in the lake (:func:`~vpbatch.serve.sources.open_source`) and hands it to a
+:class:`~vpbatch.serve.stream.Stream`; a refusal is an ``error`` frame and close code 1008
+before any expensive work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import pyarrow.parquet as pq
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from vpbatch import __version__
+from vpbatch.errors import VpbatchError
+from vpbatch.serve import protocol
+from vpbatch.serve.request import parse_query
+from vpbatch.serve.scale import color_scale
+from vpbatch.serve.sources import built_days, open_source
+from vpbatch.serve.stream import Stream, et_text, runtime_fields
+from vpbatch.writer import read_manifest
+
+STATIC_DIR: Final = Path(__file__).parent / "static"
+PAGE: Final = "vacuum-pressure.html"
+
+
+class _Served:
+    """App state: the lake, the token and the live streams (for /health)."""
+
+    def __init__(self, lake: Path, token: str | None) -> None:
+        self.lake = Path(lake)
+        self.token = token
+        self.streams = 0
+
+    def allowed(self, presented: str | None) -> bool:
+        if self.token is None:
+            return True
+        return presented is not None and hmac.compare_digest(presented.encode(),
+                                                             self.token.encode())
+
+
+def _span(part_file: Path) -> tuple[int, int] | None:
+    """First and last ``ts_event`` of a ``vp_snapshot`` file from its first/last row group."""
+    try:
+        pf = pq.ParquetFile(part_file)
+        if pf.metadata.num_rows == 0:
+            return None
+        first = pf.read_row_group(0, columns=["ts_event"]).column(0)
+        last = pf.read_row_group(pf.num_row_groups - 1, columns=["ts_event"]).column(0)
+        return (first.cast("int64")[0].as_py(), last.cast("int64")[-1].as_py())
+    except OSError:
+        return None
+
+
+def days(lake: Path) -> list[dict[str, Any]]:
+    """The built days of the lake with their states and time span (ET)."""
+    out = []
+    for part in built_days(lake):
+        try:
+            rows = read_manifest(part.path).get("tables", {}).get("vp_snapshot", {}).get("rows")
+        except VpbatchError:
+            rows = None
+        span = _span(part.part_file)
+        out.append({"product_type": part.product_type, "symbol": part.symbol, "dt": part.dt,
+                    "states": rows, "first_ns": str(span[0]) if span else None,
+                    "last_ns": str(span[1]) if span else None,
+                    "start_et": et_text(span[0]) if span else None,
+                    "end_et": et_text(span[1]) if span else None})
+    return out
+
+
+def _viewer_url(day: dict[str, Any], token: str | None) -> str:
+    query = {"product_type": day["product_type"], "symbol": day["symbol"], "dt": day["dt"],
+             "speed": "1", "throttle_ms": "25"}
+    if day["start_et"]:
+        query["start_time"] = day["start_et"][:8]
+    if token:
+        query["token"] = token
+    return f"/{PAGE}?{urlencode(query)}"
+
+
+def _count(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None) -> str:
+    cells = "".join(
+        f"<tr><td>{html.escape(d['product_type'])}</td><td>{html.escape(d['symbol'])}</td>"
+        f"<td><a href=\"{html.escape(_viewer_url(d, token))}\">{html.escape(d['dt'])}</a></td>"
+        f"<td class=n>{_count(d['states'])}</td>"
+        f"<td>{html.escape(d['start_et'] or '')} – {html.escape(d['end_et'] or '')} ET</td></tr>"
+        for d in rows)
+    body = (f"<table><thead><tr><th>product type</th><th>symbol</th><th>dt</th><th>states</th>"
+            f"<th>time span</th></tr></thead><tbody>{cells}</tbody></table>" if rows else
+            "<p>No built days yet: run <code>vpbatch build --symbol MNQH6 --dt 2026-02-06 "
+            "--start-time 09:30</code>.</p>")
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>vpbatch serve</title>"
+        "<link rel=stylesheet href=/static/viewer.css></head><body class=index>"
+        f"<h1>vpbatch serve</h1><p>Lake <code>{html.escape(str(lake))}</code>: built days "
+        f"(click one to watch it).</p>{body}</body></html>")
+
+
+def create_app(lake: Path, *, token: str | None = None) -> Starlette:
+    """The ``vpbatch serve`` app over ``lake``; with ``token`` every page and stream needs it.
+
+    Parameters
+    ----------
+    lake : Path
+        Lake root (``lake/gold/...`` for built days, ``lake/raw/...`` for the raw source).
+    token : str, optional
+        Shared secret the page (``?token=``) and the websocket (``token=``) must present.
+    """
+    served = _Served(lake, token)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__,
+                             "protocol_version": protocol.PROTOCOL_VERSION,
+                             "streams": served.streams})
+
+    def _refused(request: Request) -> Response | None:
+        if served.allowed(request.query_params.get("token")):
+            return None
+        return JSONResponse({"type": "error", "message": "token: missing or wrong"},
+                            status_code=401)
+
+    async def index(request: Request) -> Response:
+        if (refusal := _refused(request)) is not None:
+            return refusal
+        rows = await asyncio.to_thread(days, served.lake)
+        return HTMLResponse(_index_html(rows, served.lake, served.token))
+
+    async def days_json(request: Request) -> Response:
+        if (refusal := _refused(request)) is not None:
+            return refusal
+        return JSONResponse(await asyncio.to_thread(days, served.lake))
+
+    async def page(request: Request) -> Response:
+        if (refusal := _refused(request)) is not None:
+            return refusal
+        return FileResponse(STATIC_DIR / PAGE, headers={"Cache-Control": "no-cache"})
+
+    async def scale(request: Request) -> Response:
+        return JSONResponse(color_scale())
+
+    async def stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        params = dict(websocket.query_params)
+        if not served.allowed(params.pop("token", None)):
+            await _refuse(websocket, "token: missing or wrong")
+            return
+        try:
+            req = parse_query(params)
+            source = await asyncio.to_thread(open_source, served.lake, req)
+        except VpbatchError as exc:
+            await _refuse(websocket, str(exc))
+            return
+        served.streams += 1
+        try:
+            await Stream(websocket, source, req).run(runtime_fields(source, req))
+        finally:
+            served.streams -= 1
+
+    routes = [
+        Route("/health", health),
+        Route("/", index),
+        Route("/v1/days", days_json),
+        Route(f"/{PAGE}", page),
+        Route("/v1/vacuum-pressure/scale.json", scale),
+        WebSocketRoute(protocol.STREAM_PATH, stream),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _refuse(websocket: WebSocket, message: str) -> None:
+    await websocket.send_text(protocol.error(message))
+    # A close reason is at most 123 bytes; the full message is in the error frame.
+    await websocket.close(protocol.CLOSE_POLICY,
+                          reason=message.encode()[:120].decode("utf-8", "ignore"))

@@ -1,0 +1,390 @@
+"""Where streamed states come from: the lake's built partitions, or the raw file through the
+pipeline of ``vpbatch build``.
+
+Both sources produce the same thing (:class:`~vpbatch.serve.protocol.State` batches in event
+order) through the same conversion: snapshot rows as Arrow tables with
+:func:`vpbatch.writer.snapshot_schema` and grid rows with :func:`vpbatch.writer.grid_schema`
+(the lake's Parquet files hold exactly what :func:`vpbatch.writer.grid_to_arrow` made; the raw
+source calls it on the engine's arrays), then one throttle and one frame encoder. So a raw
+stream and a lake stream of the same build send identical frames.
+
+Partitions are found with :func:`vpbatch.writer.list_partitions` and read with pyarrow in
+bounded batches (one Parquet row group at most), so memory is flat however long the day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vpbatch.config import EngineConfig, ForceCoefficients
+from vpbatch.errors import ConfigError, InputError
+from vpbatch.lake import find_raw_file
+from vpbatch.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream, session_ns
+from vpbatch.products import NEW_YORK, Product, resolve_product
+from vpbatch.serve import protocol
+from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
+from vpbatch.serve.request import StreamRequest
+from vpbatch.writer import (
+    CORE_TABLES,
+    Partition,
+    grid_to_arrow,
+    is_complete,
+    list_partitions,
+    read_manifest,
+    snapshots_to_arrow,
+)
+
+#: States read per batch from the lake (a batch is the unit of work between control checks).
+LAKE_BATCH_STATES: Final = 256
+#: Raw records per reader chunk: small, so a disconnect stops the engine quickly.
+RAW_CHUNK_RECORDS: Final = 100_000
+
+
+# --------------------------------------------------------------------------------------------
+# Rows -> states (shared by both sources)
+
+
+def snapshot_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """``vp_snapshot`` rows as dicts: times as int ns, regime as text, null prices as None."""
+    columns: dict[str, list[Any]] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        elif pa.types.is_dictionary(col.type):
+            col = col.cast(pa.string())
+        columns[name] = col.to_pylist()
+    return [{name: values[i] for name, values in columns.items()}
+            for i in range(table.num_rows)]
+
+
+def to_states(snapshots: pa.Table, grid: pa.Table, rows: int) -> list[State]:
+    """Pair each snapshot row with its ``rows`` grid rows (the grid frame is encoded later)."""
+    if grid.num_rows != snapshots.num_rows * rows:
+        raise InputError(f"vp_grid: {grid.num_rows} rows for {snapshots.num_rows} states "
+                         f"(expected {rows} per state)")
+    states = []
+    grid = grid.combine_chunks()
+    grid_ids = grid.column("event_id")
+    for i, snap in enumerate(snapshot_rows(snapshots)):
+        if grid_ids[i * rows].as_py() != snap["event_id"]:
+            raise InputError(f"vp_grid: rows of event {grid_ids[i * rows].as_py()} where "
+                             f"vp_snapshot has event {snap['event_id']}")
+        states.append(State(snap["ts_event"], snap["event_id"], snap, b"",
+                            grid.slice(i * rows, rows)))
+    return states
+
+
+def throttle(batches: Iterator[list[State]], throttle_ns: int) -> Iterator[list[State]]:
+    """Keep the last state of each ``throttle_ns`` bin of event time (trailing edge).
+
+    Counters of a skipped state (records, aggressor volume) are added to the state kept, so
+    totals do not depend on the throttle. Bins of the build's sampling or finer pass through.
+    """
+    pending: State | None = None
+    for batch in batches:
+        out = []
+        for state in batch:
+            if pending is not None:
+                if state.ts_ns // throttle_ns == pending.ts_ns // throttle_ns:
+                    for name in ADDITIVE_FIELDS:
+                        state.snapshot[name] += pending.snapshot[name]
+                else:
+                    out.append(pending)
+            pending = state
+        yield out  # possibly empty: the consumer regains control after every batch
+    if pending is not None:
+        yield [pending]
+
+
+def encode(batches: Iterator[list[State]]) -> Iterator[list[State]]:
+    """Encode each state's grid frame (in the stream's worker thread, not the event loop)."""
+    for batch in batches:
+        for state in batch:
+            if state.table is not None:
+                state.grid = protocol.grid_frame(state.table)
+                state.table = None
+        yield batch
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclass
+class SourceInfo:
+    """What ``runtime_config`` says about a source."""
+
+    source: str
+    product: Product
+    day: dt.date
+    config: EngineConfig
+    first_ns: int
+    last_ns: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    info: SourceInfo
+
+    def states(self, from_ns: int | None) -> Iterator[list[State]]:
+        """Unthrottled state batches in event order from the first state at or after
+        ``from_ns`` (None: the beginning)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def _config(data: dict[str, Any]) -> EngineConfig:
+    data = dict(data)
+    forces = ForceCoefficients(**data.pop("forces", {}))
+    names = {f.name for f in dataclasses.fields(EngineConfig)}
+    return EngineConfig(forces=forces, **{k: v for k, v in data.items() if k in names})
+
+
+class _RowTaker:
+    """Exactly ``n`` rows at a time from a stream of record batches."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], skip: int = 0) -> None:
+        self._batches = batches
+        self._held: list[pa.RecordBatch] = []
+        self._rows = 0
+        self._skip = skip
+
+    def take(self, n: int) -> pa.Table | None:
+        while self._rows < n + self._skip:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            self._held.append(batch)
+            self._rows += batch.num_rows
+        if not self._held:
+            return None
+        table = pa.Table.from_batches(self._held)
+        if self._skip:
+            table = table.slice(min(self._skip, table.num_rows))
+            self._rows -= min(self._skip, self._rows)
+            self._skip = 0
+        head, rest = table.slice(0, n), table.slice(n)
+        self._held = rest.to_batches() if rest.num_rows else []
+        self._rows = rest.num_rows
+        return head if head.num_rows else None
+
+
+def _row_group_start(meta: pq.FileMetaData, row: int) -> tuple[int, int]:
+    """``(row group, rows to skip in it)`` of a file row index."""
+    offset = 0
+    for i in range(meta.num_row_groups):
+        rows = meta.row_group(i).num_rows
+        if row < offset + rows:
+            return i, row - offset
+        offset += rows
+    return meta.num_row_groups, 0
+
+
+class LakeSource:
+    """A complete ``vp_snapshot``/``vp_grid`` build, replayed in event order."""
+
+    def __init__(self, snapshot: Partition, grid: Partition, manifest: dict[str, Any]) -> None:
+        self._snapshot_file = snapshot.part_file
+        self._grid_file = grid.part_file
+        config = _config(manifest.get("config", {}))
+        product = Product(**manifest["product"])
+        self.rows = 2 * config.K + 1
+        meta = pq.ParquetFile(self._snapshot_file).metadata
+        if meta.num_rows == 0:
+            raise InputError(f"{snapshot.path}: the build has no states")
+        self._ts = self._timestamps(0)
+        first = int(self._ts[0])
+        last = int(self._timestamps(meta.num_row_groups - 1)[-1])
+        params = manifest.get("parameters", {})
+        self.info = SourceInfo("lake", product, dt.date.fromisoformat(snapshot.dt), config,
+                               first, last, {"states": meta.num_rows,
+                                             "build_start_time": params.get("start_time"),
+                                             "build_end_time": params.get("end_time")})
+
+    def _timestamps(self, row_group: int) -> pa.Array:
+        table = pq.ParquetFile(self._snapshot_file).read_row_group(row_group,
+                                                                   columns=["ts_event"])
+        return table.column(0).cast(pa.int64()).to_numpy()
+
+    def first_row_at(self, ns: int) -> int:
+        """Index of the first state with ``ts_event >= ns`` (number of states if none)."""
+        meta = pq.ParquetFile(self._snapshot_file).metadata
+        offset = 0
+        for i in range(meta.num_row_groups):
+            ts = self._timestamps(i)
+            if len(ts) and ts[-1] >= ns:
+                return offset + int((ts < ns).sum())
+            offset += len(ts)
+        return offset
+
+    def states(self, from_ns: int | None) -> Iterator[list[State]]:
+        row = 0 if from_ns is None else self.first_row_at(from_ns)
+        snap_file, grid_file = pq.ParquetFile(self._snapshot_file), pq.ParquetFile(self._grid_file)
+        snap_rg, snap_skip = _row_group_start(snap_file.metadata, row)
+        grid_rg, grid_skip = _row_group_start(grid_file.metadata, row * self.rows)
+        snaps = _RowTaker(snap_file.iter_batches(
+            batch_size=LAKE_BATCH_STATES, row_groups=range(snap_rg, snap_file.num_row_groups),
+            use_threads=False), snap_skip)
+        grids = _RowTaker(grid_file.iter_batches(
+            batch_size=LAKE_BATCH_STATES * self.rows,
+            row_groups=range(grid_rg, grid_file.num_row_groups), use_threads=False), grid_skip)
+        while (snap := snaps.take(LAKE_BATCH_STATES)) is not None:
+            grid = grids.take(snap.num_rows * self.rows)
+            if grid is None:
+                raise InputError(f"{self._grid_file}: ends before vp_snapshot")
+            yield to_states(snap, grid, self.rows)
+
+    def close(self) -> None:
+        pass
+
+
+class RawSource:
+    """The raw file through ``build``'s reader, engine and phases (book cache included)."""
+
+    def __init__(self, lake: Path, product: Product, day: dt.date, config: EngineConfig,
+                 start_time: dt.time | None, end_time: dt.time | None, warmup_ns: int,
+                 extra: dict[str, Any] | None = None) -> None:
+        self._req = BuildRequest(symbol=product.symbol, day=day, lake=lake,
+                                 start_time=start_time, end_time=end_time, warmup_ns=warmup_ns,
+                                 config=config, chunk_records=RAW_CHUNK_RECORDS)
+        self.rows = 2 * config.K + 1
+        # Opening validates everything (file, symbol, times) before any engine work.
+        self._stream: StateStream | None = StateStream(self._req)
+        first, last = self._stream.data_span_ns
+        self.info = SourceInfo("raw", product, day, config, first, last,
+                               {"file": self._stream.path.name, **(extra or {})})
+
+    def states(self, from_ns: int | None) -> Iterator[list[State]]:
+        req = self._req
+        if from_ns is not None and req.start_time is not None \
+                and from_ns < session_ns(self.info.day, req.start_time):
+            # Before the first emitted state: run the phases again from the new start.
+            start = dt.datetime.fromtimestamp(from_ns / 1e9, tz=NEW_YORK).time()
+            req = dataclasses.replace(req, start_time=start)
+            self.close()
+        stream = self._stream if self._stream is not None and req is self._req \
+            else StateStream(req)
+        self._stream = None
+        try:
+            for emitted in stream:
+                if not len(emitted.snapshots):
+                    yield []  # fast-forward and warm-up: the stream may stop here
+                    continue
+                states = to_states(snapshots_to_arrow(emitted.snapshots),
+                                   grid_to_arrow(emitted.grid), self.rows)
+                if from_ns is not None:
+                    states = [s for s in states if s.ts_ns >= from_ns]
+                yield states  # empty during fast-forward and warm-up: the stream can stop
+        finally:
+            stream.close()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution against the lake
+
+
+def _partition(lake: Path, table: str, product_type: str, symbol: str,
+               day: dt.date) -> Partition | None:
+    for part in list_partitions(lake, table):
+        if (part.product_type, part.symbol, part.dt) == (product_type, symbol, day.isoformat()):
+            return part
+    return None
+
+
+def built_days(lake: Path) -> list[Partition]:
+    """``vp_snapshot`` partitions whose build is complete (``vp_grid`` of the same build)."""
+    out = []
+    for part in list_partitions(lake, "vp_snapshot"):
+        grid = _partition(lake, "vp_grid", part.product_type, part.symbol,
+                          dt.date.fromisoformat(part.dt))
+        if grid is not None:
+            out.append(part)
+    return out
+
+
+def _missing(lake: Path, req: StreamRequest) -> str:
+    days = sorted({p.dt for p in built_days(lake) if p.symbol == req.symbol})
+    hint = (f"built days of {req.symbol}: {', '.join(days[-10:])}" if days else
+            f"no builds of {req.symbol} in the lake")
+    return (f"no complete build of {req.symbol} for {req.day.isoformat()} ({hint}) and no raw "
+            f"file for it")
+
+
+def open_source(lake: Path, req: StreamRequest) -> LakeSource | RawSource:
+    """The source of a validated request, checked against the lake's partitions and files.
+
+    ``source=None`` means the lake when the day is built, else the raw file.
+
+    Raises
+    ------
+    ConfigError, InputError, SymbolError
+        Unknown symbol/day, a product type that does not match, times outside the data.
+    """
+    product = resolve_product(req.symbol)
+    if req.product_type is not None and req.product_type != product.product_type:
+        raise ConfigError(f"product_type: {req.symbol} is {product.product_type}, "
+                          f"not {req.product_type}")
+    built = is_complete(lake, product, req.day, CORE_TABLES)
+    snap = _partition(lake, "vp_snapshot", product.product_type, product.symbol, req.day) \
+        if built else None
+    grid = _partition(lake, "vp_grid", product.product_type, product.symbol, req.day) \
+        if built else None
+    manifest = read_manifest(snap.path) if snap is not None else None
+    source = req.source or ("lake" if snap is not None else "raw")
+    if source == "lake":
+        if snap is None or grid is None or manifest is None:
+            raise InputError(_missing(lake, req).replace(" and no raw file for it", "")
+                             + "; build it, or use source=raw")
+        lake_source = LakeSource(snap, grid, manifest)
+        _check_times(lake_source.info, req)
+        return lake_source
+    try:
+        find_raw_file(lake, product, req.day)
+    except InputError:
+        raise InputError(_missing(lake, req)) from None
+    config = _config(manifest["config"]) if manifest else EngineConfig(
+        sample_ns=min(req.throttle_ns, EngineConfig().sample_ns))
+    params = manifest.get("parameters", {}) if manifest else {}
+    start, end = req.start_time, req.end_time
+    built_start = params.get("start_time")
+    if built_start is not None:
+        # Start where the build started, so the states equal the lake's (then skip ahead).
+        if start is None or start >= dt.time.fromisoformat(built_start):
+            start = dt.time.fromisoformat(built_start)
+        if end is None and params.get("end_time"):
+            end = dt.time.fromisoformat(params["end_time"])
+    warmup = int(params.get("warmup_ns") or DEFAULT_WARMUP_NS)
+    raw = RawSource(lake, product, req.day, config, start, end, warmup,
+                    {"built": manifest is not None})
+    return raw
+
+
+def _check_times(info: SourceInfo, req: StreamRequest) -> None:
+    if req.start_time is None or info.last_ns is None:
+        return
+    start = session_ns(req.day, req.start_time)
+    if start > info.last_ns:
+        last = dt.datetime.fromtimestamp(info.last_ns / 1e9, tz=NEW_YORK)
+        raise ConfigError(f"start_time: {req.start_time:%H:%M:%S} ET is after the last state "
+                          f"of {req.symbol} {req.day} ({last:%H:%M:%S} ET)")
+
+
+def start_ns(req: StreamRequest) -> int | None:
+    """Epoch ns of the request's start time (None: from the first state)."""
+    return session_ns(req.day, req.start_time) if req.start_time is not None else None
