@@ -46,7 +46,7 @@ class State:
     snapshot: dict[str, Any]
     grid: bytes
     #: The grid rows until :func:`vpbatch.serve.sources.encode` turns them into ``grid``.
-    table: pa.Table | None = None
+    table: pa.RecordBatch | None = None
 
 
 def _finite(value: Any) -> Any:
@@ -109,17 +109,44 @@ def status(**fields: Any) -> str:
     return dumps({"type": "status", **fields})
 
 
-def grid_frame(table: pa.Table) -> bytes:
-    """One state's grid rows as a self-contained Arrow IPC stream (schema + one batch).
+def split_states(table: pa.Table, rows: int) -> list[pa.RecordBatch]:
+    """Cut grid rows into one record batch of ``rows`` rows per state.
 
-    The schema's key-value metadata is dropped so the bytes depend only on the columns and
-    values, whichever source (lake Parquet or the engine) produced them.
+    Fixed-width columns without nulls are cut with :meth:`pyarrow.Buffer.slice`, so every
+    piece owns a buffer of exactly its size: an ``Array.slice`` would keep its parent's buffer
+    and the IPC writer would pad with the parent's neighbouring bytes, so equal rows could
+    give unequal frames depending on where a source happened to cut its batches.
     """
-    table = table.replace_schema_metadata(None)
+    schema = table.schema.remove_metadata()
+    if table.num_rows == 0:
+        return []
+    columns = table.combine_chunks().to_batches()[0].columns
+    widths: list[int | None] = []
+    for arr in columns:
+        try:
+            bits = arr.type.bit_width
+        except ValueError:
+            bits = 0
+        widths.append(bits // 8 if bits % 8 == 0 and bits and arr.null_count == 0 else None)
+    out = []
+    for i in range(table.num_rows // rows):
+        arrays = []
+        for arr, width in zip(columns, widths, strict=True):
+            if width is None:  # bool, strings or nulls: a copy (take) owns its buffers too
+                arrays.append(arr.slice(i * rows, rows).take(pa.array(range(rows), pa.int32())))
+            else:
+                data = arr.buffers()[1].slice((arr.offset + i * rows) * width, rows * width)
+                arrays.append(pa.Array.from_buffers(arr.type, rows, [None, data]))
+        out.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    return out
+
+
+def grid_frame(batch: pa.RecordBatch) -> bytes:
+    """One state's grid rows (from :func:`split_states`) as a self-contained Arrow IPC stream
+    (schema + one batch); the schema carries no key-value metadata."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        for batch in table.combine_chunks().to_batches():
-            writer.write_batch(batch)
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
 

@@ -60,6 +60,6 @@ def run_server(lake: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     if message:
         warnings.warn(message, VpbatchWarning, stacklevel=2)
     config = uvicorn.Config(create_app(Path(lake), token=token), host=host, port=port,
-                            log_level=log_level, ws="websockets", lifespan="off",
+                            log_level=log_level, ws="websockets-sansio", lifespan="off",
                             ws_per_message_deflate=False)
     uvicorn.Server(config).run()

@@ -72,14 +72,13 @@ def to_states(snapshots: pa.Table, grid: pa.Table, rows: int) -> list[State]:
         raise InputError(f"vp_grid: {grid.num_rows} rows for {snapshots.num_rows} states "
                          f"(expected {rows} per state)")
     states = []
-    grid = grid.combine_chunks()
     grid_ids = grid.column("event_id")
+    pieces = protocol.split_states(grid, rows)
     for i, snap in enumerate(snapshot_rows(snapshots)):
         if grid_ids[i * rows].as_py() != snap["event_id"]:
             raise InputError(f"vp_grid: rows of event {grid_ids[i * rows].as_py()} where "
                              f"vp_snapshot has event {snap['event_id']}")
-        states.append(State(snap["ts_event"], snap["event_id"], snap, b"",
-                            grid.slice(i * rows, rows)))
+        states.append(State(snap["ts_event"], snap["event_id"], snap, b"", pieces[i]))
     return states
 
 
