@@ -17,7 +17,7 @@ DEMO_SUMMARY_SQL := SELECT regime, count(*) AS states, round(avg(regime_score), 
 # uv must never download a Python interpreter: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test test-slow lint demo bench build build-range clean
+.PHONY: install test test-slow lint demo bench build build-range clean chromium bench-serve
 
 install: $(STAMP)
 
@@ -27,10 +27,10 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && touch $@
 
-test: install
+test: install chromium
 	$(BIN)/ruff check . && $(BIN)/python -m pytest -q
 
-test-slow: install
+test-slow: install chromium
 	$(BIN)/python -m pytest -q --slow
 
 lint: install
@@ -38,9 +38,19 @@ lint: install
 
 demo: install
 	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) --quiet && $(BIN)/vpbatch build --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --start-time 09:30 --end-time 10:30 --tables vp,mbp --lake $(LAKE) --force && $(BIN)/vpbatch verify --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && $(BIN)/vpbatch sql --lake $(LAKE) "$(DEMO_SUMMARY_SQL)" && $(BIN)/vpbatch report --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) -o $(LAKE)/report_$(DEMO_SYMBOL)_$(DEMO_DT).html && echo "demo: raw file under $(LAKE)/raw/, grids under $(LAKE)/gold/, report $(LAKE)/report_$(DEMO_SYMBOL)_$(DEMO_DT).html; heatmap:" && $(BIN)/vpbatch plot --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) --from 10:00 --to 10:05 -o $(LAKE)/heatmap_$(DEMO_SYMBOL)_$(DEMO_DT).png
+	@echo "demo: watch the day live: $(BIN)/vpbatch serve --lake $(LAKE)" && echo "      then open http://127.0.0.1:8002/vacuum-pressure.html?product_type=future_mbo&symbol=$(DEMO_SYMBOL)&dt=$(DEMO_DT)&speed=1&start_time=09:30&throttle_ms=25"
 
-bench: install
+bench: install chromium
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.serve
+
+bench-serve: install chromium
+	$(BIN)/python -m benchmarks.serve
+
+# Debian's chromium for the browser tests (vpbatch serve's page); installed when missing and run
+# as root, otherwise a loud failure: the browser tests never skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; else echo "make: chromium is not installed and this is not root: run 'sudo apt-get install -y chromium' (the browser tests need it)" >&2; exit 1; fi
 
 build: install
 	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --dt $(or $(DT),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --lake $(LAKE)
