@@ -43,7 +43,8 @@ class ServerThread:
 
     def __init__(self, app: Any) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                ws="websockets-sansio", lifespan="off", ws_per_message_deflate=False)
+                                ws="websockets-sansio", lifespan="off",
+                                ws_per_message_deflate=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
 
@@ -90,11 +91,15 @@ class Received:
         return pa.ipc.open_stream(self.grids[i]).read_all()
 
 
-def open_stream(server: ServerThread, **params: Any) -> ClientConnection:
+def open_stream(server: ServerThread, *, max_queue: int | None = None,
+                **params: Any) -> ClientConnection:
+    """A websocket client. ``max_queue=None`` reads the socket as fast as frames come (so
+    closing is quick); a small ``max_queue`` makes a client that stops reading when it is busy
+    (a slow client: the server sees backpressure)."""
     params.setdefault("symbol", SYMBOL)
     params.setdefault("dt", DAY.isoformat())
     return connect(server.ws_url(**params), max_size=None, compression=None,
-                   open_timeout=RECV_TIMEOUT)
+                   open_timeout=RECV_TIMEOUT, max_queue=max_queue)
 
 
 def receive(ws: ClientConnection, *, limit: int | None = None) -> Received:

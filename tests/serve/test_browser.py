@@ -83,7 +83,10 @@ def canvas_pixels(page: Page) -> np.ndarray:
     data = page.evaluate("""() => {
         const c = document.getElementById('heatmap');
         const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let s = ''; for (let i = 0; i < px.length; i += 4096) s += String.fromCharCode(...px.subarray(i, i + 4096));
+        let s = '';
+        for (let i = 0; i < px.length; i += 4096) {
+            s += String.fromCharCode(...px.subarray(i, i + 4096));
+        }
         return [c.width, c.height, btoa(s)];
     }""")
     width, height, b64 = data
@@ -204,7 +207,8 @@ def test_arrow_decoder_reads_what_pyarrow_writes(server: ServerThread, watched: 
         const t = m.decodeArrow(bytes.buffer);
         const out = {length: t.length, names: t.schema.map((f) => f.name),
                      types: t.schema.map((f) => f.type.kind + f.type.bitWidth)};
-        for (const f of t.schema) out[f.name] = Array.from(m.numbers(t, f.name), (v) => Number.isNaN(v) ? 'NaN' : v);
+        const show = (v) => Number.isNaN(v) ? 'NaN' : v;
+        for (const f of t.schema) out[f.name] = Array.from(m.numbers(t, f.name), show);
         out.ts_exact = Array.from(t.columns.ts, String);
         return out;
     }""", _arrow_b64(table))

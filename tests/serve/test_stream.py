@@ -12,7 +12,6 @@ from urllib.request import urlopen
 
 import numpy as np
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from tests.serve.conftest import (
     DAY,
@@ -251,7 +250,7 @@ def test_stream_given_bad_control_message_answers_and_keeps_streaming(
 
 def test_stream_given_slow_client_drops_oldest_states_and_keeps_totals(
         server: ServerThread, lake_rows: dict[str, object]) -> None:
-    with open_stream(server, speed=2000) as ws:
+    with open_stream(server, speed=2000, max_queue=4) as ws:
         time.sleep(2.0)  # the client reads nothing: the server must not queue for it
         got = receive(ws)
     assert got.last is not None and got.last["type"] == "end"
@@ -288,12 +287,13 @@ def test_stream_given_50_connect_disconnect_cycles_releases_threads_and_memory(
         with open_stream(server, **params) as ws:
             receive(ws, limit=3)
 
-    cycle(speed=0)
-    baseline_threads, baseline_rss = threading.active_count(), _rss_mb()
+    for _ in range(5):  # warm-up: first imports, pyarrow's memory pool, uvicorn's buffers
+        cycle(speed=0)
+    baseline_threads, baseline_rss = _settled_threads(threading.active_count()), _rss_mb()
     for i in range(50):
         cycle(speed=[0, 1, 100][i % 3])
     assert _settled_threads(baseline_threads) == baseline_threads
-    assert _rss_mb() - baseline_rss < 40
+    assert _rss_mb() - baseline_rss < 25
     deadline = time.monotonic() + 3
     while _health(server)["streams"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -363,12 +363,3 @@ def test_stream_process_does_not_leak_file_descriptors(server: ServerThread) -> 
     while len(os.listdir("/proc/self/fd")) > before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(os.listdir("/proc/self/fd")) <= before + 2
-
-
-def test_stream_after_close_by_client_raises_nothing_on_the_server(server: ServerThread) -> None:
-    with open_stream(server, speed=0) as ws:
-        receive(ws, limit=1)
-        ws.close()
-        with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=5)
-    assert _health(server)["status"] == "ok"
