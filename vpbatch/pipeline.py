@@ -26,7 +26,7 @@ from vpbatch import cache
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
-from vpbatch.clock import describe_ns, et_ns
+from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.mbp_layout import records_from_raw
@@ -55,7 +55,8 @@ class BuildRequest:
     Parameters
     ----------
     symbol : contract or ticker (``MNQH6``, ``QQQ``).
-    day : session date; inferred from the file name when only ``path`` is given.
+    day : session date; inferred from the file (:func:`infer_session_day`) when only ``path``
+        is given.
     lake : lake root.
     path : explicit input file instead of the lake layout.
     start_time, end_time : America/New_York wall-clock times on ``day``.
@@ -113,12 +114,30 @@ def parse_wall_time(text: str | None, param: str) -> dt.time | None:
             from None
 
 
-def _infer_day(path: Path) -> dt.date:
+def infer_session_day(path: Path) -> tuple[dt.date, str]:
+    """The session date of a file that holds one session, and where it came from.
+
+    From the DBN header's ``start``/``end`` (:func:`vpbatch.clock.session_day`); when the
+    header has no end, from a date in the file name.
+
+    Raises
+    ------
+    ConfigError
+        When the file spans more than one session, or nothing names its date: pass ``--dt``.
+    """
+    meta = open_mbo(path).metadata
+    if meta.end is not None:
+        day = session_day(meta.start, meta.end)
+        span = f"{describe_ns(meta.start)} to {describe_ns(meta.end)}"
+        if day is None:
+            raise ConfigError(f"{path.name}: covers {span}, more than one session; "
+                              "pass --dt YYYY-MM-DD")
+        return day, f"from the file's header: {span}"
     match = _FILE_DATE_RE.search(path.name)
     if match is None:
-        raise ConfigError(f"{path.name}: cannot infer the session date from the file name; "
-                          "pass --dt")
-    return dt.date(*(int(g) for g in match.groups()))
+        raise ConfigError(f"{path.name}: the file's header has no end time and its name no "
+                          "date; pass --dt YYYY-MM-DD")
+    return dt.date(*(int(g) for g in match.groups())), "from the file name"
 
 
 @dataclass
@@ -376,7 +395,7 @@ def build(req: BuildRequest) -> BuildResult:
     if day is None:
         if req.path is None:
             raise ConfigError("--dt is required unless --path is given")
-        day = _infer_day(Path(req.path))
+        day, _ = infer_session_day(Path(req.path))
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
     if not req.force and is_complete(req.lake, product, day, tables):
         return BuildResult(req.symbol, day, "skipped",
