@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.serve.conftest import DAY, SYMBOL, ServerThread
 from vpbatch import plot
-from vpbatch.pipeline import session_ns
+from vpbatch.clock import et_ns
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.stream import BUFFER_STATES
 
@@ -128,7 +128,7 @@ def test_page_pause_resume_and_seek_control_the_stream(server: ServerThread,
     wait_for(page, f"window.vp.stats.paused === false && window.vp.stats.received > {before + 3}")
     page.fill("#seek-time", "09:37")
     page.click("#seek-form button")
-    target = session_ns(DAY, dt.time(9, 37))
+    target = et_ns(DAY, dt.time(9, 37))
     wait_for(page, f"window.vp.stats.ts && BigInt(window.vp.stats.ts) >= {target}n")
     oldest = page.evaluate("String(window.vp.heatmap.ts[window.vp.heatmap.slotOf(0)])")
     assert int(oldest) >= target  # the history restarted at the seek target
@@ -164,7 +164,7 @@ def test_page_reconnect_url_resumes_after_the_last_state(server: ServerThread,
     wait_for(page, "window.vp && window.vp.stats.received >= 5")
     url, last = page.evaluate("[window.vp.conn.url(), window.vp.conn.lastTs]")
     start = url.split("start_time=")[1].split("&")[0].replace("%3A", ":")
-    resumed = session_ns(DAY, dt.time.fromisoformat(start))
+    resumed = et_ns(DAY, dt.time.fromisoformat(start))
     assert int(last) < resumed <= int(last) + 1000
 
 

@@ -23,7 +23,7 @@ from tests.serve.conftest import (
     stream_all,
 )
 from vpbatch import plot
-from vpbatch.pipeline import session_ns
+from vpbatch.clock import et_ns
 from vpbatch.serve import create_app
 from vpbatch.serve.stream import BUFFER_STATES
 from vpbatch.sql import run_query
@@ -43,7 +43,7 @@ FROM vp_grid WHERE symbol = $symbol AND dt = $dt ORDER BY event_id, k
 def _et(hhmm: str) -> int:
     import datetime as dt
 
-    return session_ns(DAY, dt.time.fromisoformat(hhmm))
+    return et_ns(DAY, dt.time.fromisoformat(hhmm))
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@ pipeline of ``vpbatch build``.
 
 Both sources produce the same thing (:class:`~vpbatch.serve.protocol.State` batches in event
 order) through the same conversion: snapshot rows as Arrow tables with
-:func:`vpbatch.writer.snapshot_schema` and grid rows with :func:`vpbatch.writer.grid_schema`
-(the lake's Parquet files hold exactly what :func:`vpbatch.writer.grid_to_arrow` made; the raw
-source calls it on the engine's arrays), then one throttle and one frame encoder. So a raw
+:func:`vpbatch.schema.snapshot_schema` and grid rows with :func:`vpbatch.schema.grid_schema`
+(the lake's Parquet files hold exactly what :func:`vpbatch.schema.grid_to_arrow` made; the raw
+source calls it on the engine's arrays), then one frame encoder and one throttle. So a raw
 stream and a lake stream of the same build send identical frames.
 
-Partitions are found with :func:`vpbatch.writer.list_partitions` and read with pyarrow in
+Partitions are found with :func:`vpbatch.partitions.list_partitions` and read with pyarrow in
 bounded batches (one Parquet row group at most), so memory is flat however long the day.
 """
 
@@ -24,23 +24,17 @@ from typing import Any, Final, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vpbatch.clock import NEW_YORK, et_ns
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import ConfigError, InputError
-from vpbatch.lake import find_raw_file
-from vpbatch.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream, session_ns
-from vpbatch.products import NEW_YORK, Product, resolve_product
+from vpbatch.lake import CORE_TABLES, find_raw_file
+from vpbatch.partitions import Partition, is_complete, list_partitions, read_manifest
+from vpbatch.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream
+from vpbatch.products import Product, resolve_product
+from vpbatch.schema import grid_to_arrow, snapshots_to_arrow
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest
-from vpbatch.writer import (
-    CORE_TABLES,
-    Partition,
-    grid_to_arrow,
-    is_complete,
-    list_partitions,
-    read_manifest,
-    snapshots_to_arrow,
-)
 
 #: States read per batch from the lake (a batch is the unit of work between control checks).
 LAKE_BATCH_STATES: Final = 256
@@ -67,18 +61,19 @@ def snapshot_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def to_states(snapshots: pa.Table, grid: pa.Table, rows: int) -> list[State]:
-    """Pair each snapshot row with its ``rows`` grid rows (the grid frame is encoded later)."""
+    """Pair each snapshot row with the grid frame of its ``rows`` grid rows."""
     if grid.num_rows != snapshots.num_rows * rows:
         raise InputError(f"vp_grid: {grid.num_rows} rows for {snapshots.num_rows} states "
                          f"(expected {rows} per state)")
+    grid = grid.combine_chunks()
+    ids = grid.column("event_id").to_numpy()[::rows]
+    frames = protocol.grid_frames(grid, rows)
     states = []
-    grid_ids = grid.column("event_id")
-    pieces = protocol.split_states(grid, rows)
     for i, snap in enumerate(snapshot_rows(snapshots)):
-        if grid_ids[i * rows].as_py() != snap["event_id"]:
-            raise InputError(f"vp_grid: rows of event {grid_ids[i * rows].as_py()} where "
-                             f"vp_snapshot has event {snap['event_id']}")
-        states.append(State(snap["ts_event"], snap["event_id"], snap, b"", pieces[i]))
+        if ids[i] != snap["event_id"]:
+            raise InputError(f"vp_grid: rows of event {ids[i]} where vp_snapshot has event "
+                             f"{snap['event_id']}")
+        states.append(State(snap["ts_event"], snap["event_id"], snap, frames[i]))
     return states
 
 
@@ -102,16 +97,6 @@ def throttle(batches: Iterator[list[State]], throttle_ns: int) -> Iterator[list[
         yield out  # possibly empty: the consumer regains control after every batch
     if pending is not None:
         yield [pending]
-
-
-def encode(batches: Iterator[list[State]]) -> Iterator[list[State]]:
-    """Encode each state's grid frame (in the stream's worker thread, not the event loop)."""
-    for batch in batches:
-        for state in batch:
-            if state.table is not None:
-                state.grid = protocol.grid_frame(state.table)
-                state.table = None
-        yield batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +252,7 @@ class RawSource:
     def states(self, from_ns: int | None) -> Iterator[list[State]]:
         req = self._req
         if from_ns is not None and req.start_time is not None \
-                and from_ns < session_ns(self.info.day, req.start_time):
+                and from_ns < et_ns(self.info.day, req.start_time):
             # Before the first emitted state: run the phases again from the new start.
             start = dt.datetime.fromtimestamp(from_ns / 1e9, tz=NEW_YORK).time()
             req = dataclasses.replace(req, start_time=start)
@@ -377,7 +362,7 @@ def open_source(lake: Path, req: StreamRequest) -> LakeSource | RawSource:
 def _check_times(info: SourceInfo, req: StreamRequest) -> None:
     if req.start_time is None or info.last_ns is None:
         return
-    start = session_ns(req.day, req.start_time)
+    start = et_ns(req.day, req.start_time)
     if start > info.last_ns:
         last = dt.datetime.fromtimestamp(info.last_ns / 1e9, tz=NEW_YORK)
         raise ConfigError(f"start_time: {req.start_time:%H:%M:%S} ET is after the last state "
@@ -386,4 +371,4 @@ def _check_times(info: SourceInfo, req: StreamRequest) -> None:
 
 def start_ns(req: StreamRequest) -> int | None:
     """Epoch ns of the request's start time (None: from the first state)."""
-    return session_ns(req.day, req.start_time) if req.start_time is not None else None
+    return et_ns(req.day, req.start_time) if req.start_time is not None else None

@@ -30,14 +30,14 @@ from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from vpbatch.clock import NEW_YORK, et_ns
 from vpbatch.errors import ConfigError, VpbatchError
-from vpbatch.pipeline import parse_wall_time, session_ns
-from vpbatch.products import NEW_YORK
+from vpbatch.pipeline import parse_wall_time
+from vpbatch.schema import grid_schema
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest, parse_speed
-from vpbatch.serve.sources import LakeSource, RawSource, encode, throttle
-from vpbatch.writer import grid_schema
+from vpbatch.serve.sources import LakeSource, RawSource, throttle
 
 #: States waiting for a slow client before the oldest is dropped (speed > 0).
 BUFFER_STATES: Final = 4
@@ -220,8 +220,8 @@ class Stream:
         self.buffer = StateBuffer()
         self.sent = 0
         self.last_sent_ns: int | None = None
-        self._start_ns = session_ns(req.day, req.start_time) if req.start_time else None
-        self._end_ns = session_ns(req.day, req.end_time) if req.end_time else None
+        self._start_ns = et_ns(req.day, req.start_time) if req.start_time else None
+        self._end_ns = et_ns(req.day, req.end_time) if req.end_time else None
         self._seek_to: int | None = None
         self._pending_ns: int | None = None
         self._changed = asyncio.Event()
@@ -232,7 +232,7 @@ class Stream:
     # -- the producer ------------------------------------------------------------------------
 
     def _open(self, from_ns: int | None) -> Iterator[list[State]]:
-        return encode(throttle(self.source.states(from_ns), self.req.throttle_ns))
+        return throttle(self.source.states(from_ns), self.req.throttle_ns)
 
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
@@ -350,7 +350,7 @@ class Stream:
             when = parse_wall_time(str(msg.get("time", "")) or None, "seek.time")
             if when is None:
                 raise ConfigError("seek.time: required, HH:MM[:SS] America/New_York")
-            self._seek_to = session_ns(self.req.day, when)
+            self._seek_to = et_ns(self.req.day, when)
             self.buffer.clear()
             self.buffer.wake()
         else:

@@ -1,0 +1,265 @@
+"""``make bench`` (serve part): ``vpbatch serve`` as users run it, measured from outside.
+
+One synthetic MNQH6 day (``BENCH_SERVE_RECORDS`` records, default 10,000,000) is generated and
+built 09:30-09:45 ET into ``.bench/serve-lake`` (reused while it exists), then the real CLI
+(``vpbatch serve``) is started on 127.0.0.1 and measured with real clients:
+
+* states/s one websocket client receives at ``speed=0`` from the lake and from raw (the raw
+  figure after its first frame; the time to the first frame is the fast-forward + warm-up);
+* pacing at ``speed=1``: over ``BENCH_PACING_S`` seconds (default 60), how far the event time
+  of each received frame is from ``speed x wall time`` since the first frame;
+* the page in headless Chromium at ``speed=1``, ``throttle_ms=25``: states drawn per second
+  (and how many the data holds per second at that time);
+* server RSS idle and with 10 clients streaming at ``speed=1``.
+
+Appends one entry to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+import websockets
+
+from benchmarks.run import _commit, _machine
+
+ROOT = Path(__file__).resolve().parents[1]
+LAKE = ROOT / ".bench" / "serve-lake"
+RECORDS = int(os.environ.get("BENCH_SERVE_RECORDS", "10000000"))
+PACING_S = float(os.environ.get("BENCH_PACING_S", "60"))
+BROWSER_S = float(os.environ.get("BENCH_BROWSER_S", "15"))
+PORT = int(os.environ.get("BENCH_SERVE_PORT", "8093"))
+SYMBOL, DAY = "MNQH6", dt.date(2026, 2, 6)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _vpbatch(*args: str) -> None:
+    cmd = [str(ROOT / ".venv" / "bin" / "vpbatch"), *args]
+    print("$ vpbatch", " ".join(args), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def prepare() -> None:
+    marker = LAKE / f".built-{RECORDS}"
+    if marker.exists():
+        return
+    _vpbatch("synth", "--symbol", SYMBOL, "--dt", DAY.isoformat(), "--records", str(RECORDS),
+             "--lake", str(LAKE), "--quiet")
+    _vpbatch("build", "--symbol", SYMBOL, "--dt", DAY.isoformat(), "--start-time", "09:30",
+             "--end-time", "09:45", "--lake", str(LAKE), "--force", "--quiet")
+    marker.touch()
+
+
+def url(**params: Any) -> str:
+    query = {"product_type": "future_mbo", "symbol": SYMBOL, "dt": DAY.isoformat(), **params}
+    return f"ws://127.0.0.1:{PORT}/v1/vacuum-pressure/stream?" + "&".join(
+        f"{k}={v}" for k, v in query.items())
+
+
+async def firehose(source: str, limit: int) -> dict[str, Any]:
+    """States/s one client receives at speed=0 (after the first frame), first-frame latency."""
+    started = time.perf_counter()
+    first = None
+    states = 0
+    async with websockets.connect(url(speed=0, source=source, start_time="09:30"),
+                                  max_size=None, compression=None) as ws:
+        async for message in ws:
+            if isinstance(message, bytes):
+                states += 1
+                if first is None:
+                    first = time.perf_counter()
+                if states >= limit:
+                    break
+    end = time.perf_counter()
+    assert first is not None
+    return {"states": states, "first_frame_s": round(first - started, 3),
+            "states_per_s": round((states - 1) / (end - first), 1)}
+
+
+async def pacing(seconds: float) -> dict[str, Any]:
+    """Event time advanced vs wall time at speed 1, per received frame."""
+    errors, gaps = [], []
+    async with websockets.connect(url(speed=1, start_time="09:30", throttle_ms=25),
+                                  max_size=None, compression=None) as ws:
+        wall0 = ev0 = None
+        last_ev = None
+        while True:
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                continue
+            frame = json.loads(message)
+            if frame["type"] != "grid_update":
+                break
+            now, ev = time.perf_counter(), int(frame["ts_ns"])
+            if wall0 is None:
+                wall0, ev0 = now, ev
+            assert ev0 is not None
+            errors.append((ev - ev0) / 1e9 - (now - wall0))
+            if last_ev is not None:
+                gaps.append((ev - last_ev) / 1e9)
+            last_ev = ev
+            if now - wall0 >= seconds:
+                break
+    absolute = [abs(e) for e in errors]
+    return {"seconds": seconds, "frames": len(errors),
+            "final_error_ms": round(errors[-1] * 1000, 1),
+            "max_abs_error_ms": round(max(absolute) * 1000, 1),
+            "median_abs_error_ms": round(statistics.median(absolute) * 1000, 2),
+            "median_frame_interval_ms": round(statistics.median(gaps) * 1000, 1)}
+
+
+async def many_clients(n: int, seconds: float, pid: int) -> dict[str, Any]:
+    async def one() -> int:
+        count = 0
+        async with websockets.connect(url(speed=1, start_time="09:30"), max_size=None,
+                                      compression=None) as ws:
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                try:
+                    message = await asyncio.wait_for(ws.recv(), deadline - time.perf_counter())
+                except TimeoutError:
+                    break
+                count += isinstance(message, bytes)
+        return count
+
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    await asyncio.sleep(seconds * 0.8)
+    rss = _rss_mb(pid)
+    counts = await asyncio.gather(*tasks)
+    return {"clients": n, "rss_mb": rss, "states_each": min(counts)}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def browser(seconds: float) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    page_url = (f"http://127.0.0.1:{PORT}/vacuum-pressure.html?product_type=future_mbo&symbol="
+                f"{SYMBOL}&dt={DAY}&speed=1&start_time=09:30&throttle_ms=25")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=os.environ.get("VPBATCH_CHROMIUM",
+                                                                    "/usr/bin/chromium"),
+                                     args=CHROMIUM_ARGS)
+        page = chromium.new_page(viewport={"width": 1600, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_url)
+        page.wait_for_function("window.vp && window.vp.stats.drawn > 5", timeout=30_000)
+        time.sleep(1.0)
+        start = page.evaluate("[performance.now(), window.vp.stats.drawn, "
+                              "window.vp.stats.received, window.vp.stats.ts]")
+        raf = page.evaluate(f"""() => new Promise((done) => {{
+            let n = 0; const t0 = performance.now();
+            const tick = (t) => {{
+                n += 1;
+                if (t - t0 < {seconds * 1000}) requestAnimationFrame(tick);
+                else done(n * 1000 / (t - t0));
+            }};
+            requestAnimationFrame(tick); }})""")
+        end = page.evaluate("[performance.now(), window.vp.stats.drawn, "
+                            "window.vp.stats.received, window.vp.stats.ts]")
+        page.screenshot(path=str(ROOT / ".bench" / "serve-page.png"))
+        chromium.close()
+    wall = (end[0] - start[0]) / 1000
+    event = (int(end[3]) - int(start[3])) / 1e9
+    return {"seconds": round(wall, 1), "drawn_per_s": round((end[1] - start[1]) / wall, 1),
+            "received_per_s": round((end[2] - start[2]) / wall, 1),
+            "raf_per_s": round(raf, 1), "event_seconds": round(event, 1),
+            "page_errors": errors}
+
+
+def _data_rate(lake: Path) -> float:
+    """States per event second the build holds in its first minute (what speed 1 can show)."""
+    from vpbatch.sql import run_query
+
+    df = run_query(lake, "SELECT count(*) AS n FROM vp_snapshot WHERE ts_event < "
+                         "(SELECT min(ts_event) FROM vp_snapshot) + INTERVAL 60 SECOND")
+    return float(df["n"][0]) / 60
+
+
+def main() -> None:
+    prepare()
+    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "vpbatch"), "serve", "--lake",
+                               str(LAKE), "--port", str(PORT)], cwd=ROOT,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        idle = _rss_mb(server.pid)
+        results: dict[str, Any] = {"idle_rss_mb": idle}
+        results["lake"] = asyncio.run(firehose("lake", 20_000))
+        results["raw"] = asyncio.run(firehose("raw", 20_000))
+        results["pacing"] = asyncio.run(pacing(PACING_S))
+        results["browser"] = browser(BROWSER_S)
+        results["clients"] = asyncio.run(many_clients(10, 10.0, server.pid))
+        results["data_states_per_s"] = round(_data_rate(LAKE), 1)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(json.dumps(results))
+    _append(results)
+
+
+def _append(r: dict[str, Any]) -> None:
+    lake, raw, pace, page, clients = (r["lake"], r["raw"], r["pacing"], r["browser"],
+                                      r["clients"])
+    command = "python -m benchmarks.serve"
+    lines = [
+        f"## {dt.date.today().isoformat()} — commit {_commit()} — `make bench` (serve)",
+        "",
+        f"Machine: {_machine()}. Shared by other jobs while measured (load varies).",
+        f"Input: synthetic {RECORDS:,}-record MNQH6 day built 09:30-09:45 ET "
+        f"(`vpbatch synth` + `vpbatch build`), {r['data_states_per_s']} states per event second "
+        "in its first minute. Server: `vpbatch serve` (uvicorn, websockets-sansio) on 127.0.0.1; "
+        "clients: Python `websockets`, Chromium via Playwright.",
+        "",
+        "| what | figure | command |",
+        "|---|---|---|",
+        f"| states/s, one client, speed=0, lake | {lake['states_per_s']:,} states/s over "
+        f"{lake['states']:,} states; first frame {lake['first_frame_s']} s after connecting | "
+        f"`{command}` |",
+        f"| states/s, one client, speed=0, raw | {raw['states_per_s']:,} states/s after the first "
+        f"frame; first frame {raw['first_frame_s']} s (fast-forward from cache + 30 min warm-up)"
+        f" | `{command}` |",
+        f"| pacing at speed=1, {pace['seconds']:g} s | event time - wall time after "
+        f"{pace['seconds']:g} s: {pace['final_error_ms']} ms; max |error| "
+        f"{pace['max_abs_error_ms']} ms, median {pace['median_abs_error_ms']} ms over "
+        f"{pace['frames']:,} frames (median frame interval {pace['median_frame_interval_ms']} ms)"
+        f" | `{command}` |",
+        f"| browser (headless Chromium), speed=1, throttle 25 ms | {page['drawn_per_s']} states "
+        f"drawn/s ({page['received_per_s']} received/s, {page['raf_per_s']} animation frames/s) "
+        f"over {page['seconds']} s | `{command}` |",
+        f"| server RSS | {r['idle_rss_mb']} MB idle; {clients['rss_mb']} MB with "
+        f"{clients['clients']} clients at speed=1 | `{command}` |",
+        "",
+    ]
+    bench = ROOT / "BENCHMARKS.md"
+    with bench.open("a") as fh:
+        fh.write("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
