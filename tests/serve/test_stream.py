@@ -276,6 +276,16 @@ def _settled_threads(expected: int, timeout: float = 3.0) -> int:
     return threading.active_count()
 
 
+def _quiet_threads(seconds: float = 1.0) -> int:
+    """The thread count once the previous streams' workers are gone (lowest over a second)."""
+    lowest = threading.active_count()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        lowest = min(lowest, threading.active_count())
+    return lowest
+
+
 def _health(server: ServerThread) -> dict[str, object]:
     with urlopen(f"{server.base}/health", timeout=10) as resp:
         return json.loads(resp.read())
@@ -289,10 +299,10 @@ def test_stream_given_50_connect_disconnect_cycles_releases_threads_and_memory(
 
     for _ in range(5):  # warm-up: first imports, pyarrow's memory pool, uvicorn's buffers
         cycle(speed=0)
-    baseline_threads, baseline_rss = _settled_threads(threading.active_count()), _rss_mb()
+    baseline_threads, baseline_rss = _quiet_threads(), _rss_mb()
     for i in range(50):
         cycle(speed=[0, 1, 100][i % 3])
-    assert _settled_threads(baseline_threads) == baseline_threads
+    assert _settled_threads(baseline_threads) <= baseline_threads
     assert _rss_mb() - baseline_rss < 25
     deadline = time.monotonic() + 3
     while _health(server)["streams"] and time.monotonic() < deadline:
@@ -302,12 +312,12 @@ def test_stream_given_50_connect_disconnect_cycles_releases_threads_and_memory(
 
 def test_stream_given_disconnect_during_raw_warmup_stops_the_engine_within_a_second(
         server: ServerThread) -> None:
-    baseline = threading.active_count()
+    baseline = _quiet_threads()
     for _ in range(3):
         with open_stream(server, speed=0, source="raw", start_time="09:30") as ws:
             assert json.loads(ws.recv(timeout=30))["type"] == "runtime_config"
         # The engine thread runs the warm-up; closing must stop it within a second.
-        assert _settled_threads(baseline, timeout=1.5) == baseline
+        assert _settled_threads(baseline, timeout=1.5) <= baseline
 
 
 def test_stream_clients_are_independent(server: ServerThread) -> None:
