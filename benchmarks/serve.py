@@ -99,6 +99,8 @@ async def pacing(seconds: float) -> dict[str, Any]:
             if isinstance(message, bytes):
                 continue
             frame = json.loads(message)
+            if frame["type"] in ("runtime_config", "status"):
+                continue
             if frame["type"] != "grid_update":
                 break
             now, ev = time.perf_counter(), int(frame["ts_ns"])
@@ -216,6 +218,8 @@ def main() -> None:
         results["browser"] = browser(BROWSER_S)
         results["clients"] = asyncio.run(many_clients(10, 10.0, server.pid))
         results["data_states_per_s"] = round(_data_rate(LAKE), 1)
+        for key, value in results.items():
+            print(key, value, file=sys.stderr)
     finally:
         server.terminate()
         server.wait(timeout=10)

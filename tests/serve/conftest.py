@@ -41,8 +41,8 @@ def serve_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ServerThread:
     """uvicorn serving an app on 127.0.0.1 and a free port, in a background thread."""
 
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+    def __init__(self, app: Any, port: int = 0) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                 ws="websockets-sansio", lifespan="off",
                                 ws_per_message_deflate=False)
         self.server = uvicorn.Server(config)

@@ -9,8 +9,10 @@ import base64
 import datetime as dt
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.serve.conftest import DAY, SYMBOL, ServerThread
 from vpbatch import plot
 from vpbatch.clock import et_ns
+from vpbatch.serve import create_app
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.stream import BUFFER_STATES
 
@@ -249,3 +252,35 @@ def test_index_page_links_each_built_day_to_the_viewer(server: ServerThread,
     page.click(f"text={DAY.isoformat()}")
     wait_for(page, "window.vp && window.vp.stats.received >= 1")
     assert "start_time=09" in page.url and watched.errors == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_page_reconnects_after_a_server_restart_and_resumes_where_it_was(
+        serve_lake: Path, watched: Watched) -> None:
+    page = watched.page
+    port = _free_port()
+    first = ServerThread(create_app(serve_lake), port=port).__enter__()
+    try:
+        page.goto(viewer(first, speed=20, start_time="09:30"))
+        wait_for(page, "window.vp && window.vp.stats.received >= 20")
+    finally:
+        first.__exit__()  # the server goes away mid-stream (close 1012), no `end`
+    wait_for(page, "window.vp.stats.connection === 'reconnecting'")
+    before = stats(page)
+    with ServerThread(create_app(serve_lake), port=port):
+        wait_for(page, f"window.vp.stats.received >= {before['received'] + 10}")
+        after = page.evaluate("""() => {
+            const h = window.vp.heatmap;
+            const ts = [];
+            for (let c = 0; c < h.count; c++) ts.push(String(h.ts[h.slotOf(c)]));
+            return {ts, connection: window.vp.stats.connection};
+        }""")
+    assert after["connection"] == "open" and len(watched.sockets) >= 2
+    stamps = [int(t) for t in after["ts"]]
+    assert stamps == sorted(set(stamps))  # the history kept going: no gap back, no repeat
+    assert int(before["ts"]) in stamps and stamps[-1] > int(before["ts"])

@@ -341,6 +341,9 @@ def open_source(lake: Path, req: StreamRequest) -> LakeSource | RawSource:
     try:
         find_raw_file(lake, product, req.day)
     except InputError:
+        if manifest is not None:
+            raise InputError(f"no raw file of {req.symbol} for {req.day.isoformat()} in the "
+                             "lake; the built day streams with source=lake") from None
         raise InputError(_missing(lake, req)) from None
     config = _config(manifest["config"]) if manifest else EngineConfig(
         sample_ns=min(req.throttle_ns, EngineConfig().sample_ns))
