@@ -87,6 +87,13 @@ async def firehose(source: str, limit: int) -> dict[str, Any]:
             "states_per_s": round((states - 1) / (end - first), 1)}
 
 
+async def _together(n: int, limit: int) -> dict[str, Any]:
+    """Aggregate states/s of ``n`` simultaneous firehose clients (server vs client bound)."""
+    runs = await asyncio.gather(*(firehose("lake", limit) for _ in range(n)))
+    return {"clients": n, "each": [r["states_per_s"] for r in runs],
+            "total_states_per_s": round(sum(r["states_per_s"] for r in runs), 1)}
+
+
 async def pacing(seconds: float) -> dict[str, Any]:
     """Event time advanced vs wall time at speed 1, per received frame."""
     errors, gaps = [], []
@@ -190,13 +197,14 @@ def _data_rate(lake: Path) -> float:
     """States per event second the build holds in its first minute (what speed 1 can show)."""
     from vpbatch.sql import run_query
 
-    df = run_query(lake, "SELECT count(*) AS n FROM vp_snapshot WHERE ts_event < "
-                         "(SELECT min(ts_event) FROM vp_snapshot) + INTERVAL 60 SECOND")
+    df = run_query(lake, "SELECT count(*) AS n FROM vp_snapshot WHERE epoch_ns(ts_event) < "
+                         "(SELECT min(epoch_ns(ts_event)) FROM vp_snapshot) + 60000000000")
     return float(df["n"][0]) / 60
 
 
 def main() -> None:
     prepare()
+    data_rate = round(_data_rate(LAKE), 1)
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "vpbatch"), "serve", "--lake",
                                str(LAKE), "--port", str(PORT)], cwd=ROOT,
                               stderr=subprocess.DEVNULL)
@@ -211,15 +219,21 @@ def main() -> None:
                     raise
                 time.sleep(0.2)
         idle = _rss_mb(server.pid)
-        results: dict[str, Any] = {"idle_rss_mb": idle}
+        results: dict[str, Any] = {"idle_rss_mb": idle, "load_before": os.getloadavg()[0]}
         results["lake"] = asyncio.run(firehose("lake", 20_000))
+        print("lake", results["lake"], file=sys.stderr, flush=True)
+        results["two_lake_clients"] = asyncio.run(_together(2, 20_000))
+        print("two_lake_clients", results["two_lake_clients"], file=sys.stderr, flush=True)
         results["raw"] = asyncio.run(firehose("raw", 20_000))
+        print("raw", results["raw"], file=sys.stderr, flush=True)
         results["pacing"] = asyncio.run(pacing(PACING_S))
+        print("pacing", results["pacing"], file=sys.stderr, flush=True)
         results["browser"] = browser(BROWSER_S)
+        print("browser", results["browser"], file=sys.stderr, flush=True)
         results["clients"] = asyncio.run(many_clients(10, 10.0, server.pid))
-        results["data_states_per_s"] = round(_data_rate(LAKE), 1)
-        for key, value in results.items():
-            print(key, value, file=sys.stderr)
+        print("clients", results["clients"], file=sys.stderr, flush=True)
+        results["data_states_per_s"] = data_rate
+        results["load_after"] = os.getloadavg()[0]
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -234,7 +248,8 @@ def _append(r: dict[str, Any]) -> None:
     lines = [
         f"## {dt.date.today().isoformat()} — commit {_commit()} — `make bench` (serve)",
         "",
-        f"Machine: {_machine()}. Shared by other jobs while measured (load varies).",
+        f"Machine: {_machine()}. Shared by other jobs while measured: load average "
+        f"{r['load_before']:.1f} before, {r['load_after']:.1f} after.",
         f"Input: synthetic {RECORDS:,}-record MNQH6 day built 09:30-09:45 ET "
         f"(`vpbatch synth` + `vpbatch build`), {r['data_states_per_s']} states per event second "
         "in its first minute. Server: `vpbatch serve` (uvicorn, websockets-sansio) on 127.0.0.1; "
@@ -245,11 +260,14 @@ def _append(r: dict[str, Any]) -> None:
         f"| states/s, one client, speed=0, lake | {lake['states_per_s']:,} states/s over "
         f"{lake['states']:,} states; first frame {lake['first_frame_s']} s after connecting | "
         f"`{command}` |",
+        f"| states/s, {r['two_lake_clients']['clients']} clients at once, speed=0, lake | "
+        f"{r['two_lake_clients']['total_states_per_s']:,} states/s together "
+        f"({', '.join(f'{x:,}' for x in r['two_lake_clients']['each'])}) | `{command}` |",
         f"| states/s, one client, speed=0, raw | {raw['states_per_s']:,} states/s after the first "
         f"frame; first frame {raw['first_frame_s']} s (fast-forward from cache + 30 min warm-up)"
         f" | `{command}` |",
         f"| pacing at speed=1, {pace['seconds']:g} s | event time - wall time after "
-        f"{pace['seconds']:g} s: {pace['final_error_ms']} ms; max |error| "
+        f"{pace['seconds']:g} s: {pace['final_error_ms']} ms; max abs error "
         f"{pace['max_abs_error_ms']} ms, median {pace['median_abs_error_ms']} ms over "
         f"{pace['frames']:,} frames (median frame interval {pace['median_frame_interval_ms']} ms)"
         f" | `{command}` |",

@@ -14,6 +14,7 @@ const TYPE_INT = 2;
 const TYPE_FLOAT = 3;
 const TYPE_BOOL = 6;
 const TYPE_TIMESTAMP = 10;
+const UTF8 = new TextDecoder();
 
 class Table {
   constructor(view, pos) {
@@ -45,7 +46,7 @@ class Table {
     const at = this.ref(id);
     if (!at) return null;
     const len = this.v.getUint32(at, true);
-    return new TextDecoder().decode(new Uint8Array(this.v.buffer, this.v.byteOffset + at + 4, len));
+    return UTF8.decode(new Uint8Array(this.v.buffer, this.v.byteOffset + at + 4, len));
   }
   vector(id) {
     const at = this.ref(id);

@@ -55,8 +55,13 @@ export class ColorScale {
 
   /** Packed little-endian RGBA (for a Uint32Array view of ImageData). */
   rgba(net, depth) {
-    const [r, g, b] = this.rgb(net, depth);
-    return (255 << 24) | (Math.round(b * 255) << 16) | (Math.round(g * 255) << 8) | Math.round(r * 255);
+    // Same arithmetic as rgb(), without allocating (called for every cell of every state).
+    const unit = Math.min(1, Math.max(-1, net / this.netLimit)) * 0.5 + 0.5;
+    const i = 3 * this.index(unit);
+    const k = this.brightness(depth) * 255;
+    const lut = this.lut;
+    return ((255 << 24) | (Math.round(lut[i + 2] * k) << 16) | (Math.round(lut[i + 1] * k) << 8)
+      | Math.round(lut[i] * k)) >>> 0;
   }
 
   /**
