@@ -12,6 +12,10 @@ from vpbatch.errors import ConfigError
 from vpbatch.lake import parse_date
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 @click.command("download")
 @click.option("--symbol", required=True, metavar="SYMBOL",
               help="Contract (MNQH6), futures parent (MNQ.FUT: every contract of each day) "
@@ -79,7 +83,7 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
             click.echo("Nothing to download: every file is already complete.")
         return
     if plan.cost > 0 and not yes:
-        if not sys.stdin.isatty():
+        if not _stdin_is_terminal():
             raise ConfigError(f"the download costs ${plan.cost:,.2f}: confirm on a terminal, "
                               f"or pass --yes (with --max-cost as a limit)")
         if not click.confirm(f"Download for ${plan.cost:,.2f}?", default=False, err=True):

@@ -246,8 +246,17 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _detail(exc: BentoHttpError) -> str:
+    """The server's own sentence: ``detail.message`` when structured, else ``detail``."""
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    detail = body.get("detail")
+    if isinstance(detail, dict) and detail.get("message"):
+        return _one_line(detail["message"])
+    return _one_line(exc.message or "no detail")
+
+
 def _http_error(exc: BentoHttpError, what: str) -> DownloadError | ConfigError:
-    detail = _one_line(exc.message or "no detail")
+    detail = _detail(exc)
     if exc.http_status == 401:
         return ConfigError(f"{API_KEY_ENV} was rejected by Databento "
                            f"(HTTP 401: {detail})")
