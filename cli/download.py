@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.options import lake_option, quiet_option
-from vpbatch.errors import ConfigError
-from vpbatch.lake import parse_date
+
+if TYPE_CHECKING:
+    from vpbatch.download import Fetched
 
 
 def _stdin_is_terminal() -> bool:
@@ -68,6 +70,8 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
         plan_download,
         run_download,
     )
+    from vpbatch.errors import ConfigError
+    from vpbatch.lake import parse_date
 
     req = DownloadRequest(
         symbol=symbol, start=parse_date(start, "--start"),
@@ -89,10 +93,7 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
         if not click.confirm(f"Download for ${plan.cost:,.2f}?", default=False, err=True):
             raise ConfigError("not confirmed; nothing downloaded")
 
-    def report(f: object) -> None:
-        from vpbatch.download import Fetched
-
-        assert isinstance(f, Fetched)
+    def report(f: Fetched) -> None:
         retried = f" after {f.attempts} attempts" if f.attempts > 1 else ""
         click.echo(f"{f.day} {f.schema}: {f.records:,} records, {f.bytes:,} bytes{retried} "
                    f"-> {f.path}")

@@ -132,10 +132,11 @@ class Catalog:
 
 @dataclass
 class Script:
-    """Faults to inject: statuses before success per endpoint, and cut streams."""
+    """Faults to inject: statuses before success per endpoint, cut streams, empty answers."""
 
     statuses: dict[str, list[int]] = field(default_factory=dict)
     cuts: int = 0
+    empty: int = 0
     cut_with_length: bool = True
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
@@ -207,6 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, form: dict[str, str]) -> None:
         data = self.server.catalog.stream(form)
         script = self.server.script
+        if script.empty > 0:
+            script.empty -= 1
+            data = b""
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         if script.cuts > 0:

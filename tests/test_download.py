@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 from click.testing import CliRunner, Result
 
 from cli.main import cli
@@ -292,3 +293,45 @@ def test_real_day_fixture_is_the_shared_file() -> None:
     with open_dbn(shared_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst")) as (meta, _):
         day = dt.datetime.fromtimestamp(meta.start / 1e9, dt.UTC).date()
     assert day == REAL_DAY
+
+
+def test_download_given_a_day_not_over_yet_refuses_it(fake: Script, tmp_path: Path) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    result = download(tmp_path / "lake", "--symbol", SYMBOL, "--start", str(today), "--yes")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"Error: --end {today}: the UTC day is not over yet; download days up to "
+        f"{today - dt.timedelta(days=1)}")
+    assert not fake.requests
+
+
+def test_download_given_an_uncompressed_day_file_of_the_old_system_skips_that_day(
+        fake: Script, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    assert download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--no-definitions",
+                    "--yes").exit_code == 0
+    packed = lake / FOLDER / "glbx-mdp3-20240508.mbo.dbn.zst"
+    with open_dbn(packed) as (_, body):
+        count = count_records(body)
+    plain = packed.with_name("glbx-mdp3-20240508.mbo.dbn")
+    plain.write_bytes(zstandard.ZstdDecompressor().stream_reader(
+        packed.open("rb"), read_across_frames=True).read())
+    packed.unlink()
+    fake.requests.clear()
+    again = download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--no-definitions",
+                     "--yes")
+    assert "Nothing to download" in again.output, again.output
+    assert not fake.calls("timeseries.get_range")
+    with open_dbn(plain) as (_, body):
+        assert count_records(body) == count == 13796
+
+
+def test_download_given_an_empty_200_answer_retries_and_reports_it(
+        fake: Script, tmp_path: Path) -> None:
+    fake.empty = 100
+    lake = tmp_path / "lake"
+    result = download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--retries", "1",
+                      "--no-definitions", "--yes")
+    assert result.exit_code == 1
+    assert "gave up after 2 attempt(s): unreadable response" in result.output.splitlines()[-1]
+    assert files(lake) == ["symbology.json"]

@@ -217,9 +217,14 @@ def _validate_dataset(dataset: str) -> str:
     return text
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+def _days(start: dt.date, end: dt.date, now: dt.datetime | None = None) -> list[dt.date]:
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}")
+    today = (now or dt.datetime.now(dt.UTC)).date()
+    if end >= today:
+        # A day still in progress would be saved as complete and never fetched again.
+        raise ConfigError(f"--end {end}: the UTC day is not over yet; download days up to "
+                          f"{today - dt.timedelta(days=1)}")
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
@@ -345,9 +350,10 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     for day in days:
         for schema in schemas:
             path = folder / _file_name(dataset, day, schema)
-            if not req.force and path.is_file():
-                _check_existing(path, plan)
-                plan.present.append(path)
+            existing = _existing(path)
+            if not req.force and existing is not None:
+                _check_existing(existing, plan)
+                plan.present.append(existing)
                 continue
             window: dict[str, Any] = {
                 "dataset": dataset, "start": day, "end": day + dt.timedelta(days=1),
@@ -383,6 +389,12 @@ def check_cost(plan: Plan) -> None:
                           f"limit of ${limit:,.2f}; nothing downloaded")
 
 
+def _existing(path: Path) -> Path | None:
+    """The complete file of ``path``: itself, or an uncompressed ``.dbn`` copy of it."""
+    plain = path.with_name(path.name.removesuffix(".zst"))
+    return next((p for p in (path, plain) if p.is_file()), None)
+
+
 def _file_name(dataset: str, day: dt.date, schema: str) -> str:
     return raw_file_name(dataset, day) if schema == MBO else definition_file_name(dataset, day)
 
@@ -392,7 +404,7 @@ def _file_name(dataset: str, day: dt.date, schema: str) -> str:
 
 @contextmanager
 def open_dbn(path: Path) -> Iterator[tuple[Metadata, Iterator[bytes]]]:
-    """DBN metadata of a zstd file and an iterator over its decompressed record bytes.
+    """DBN metadata of a DBN file (zstd or plain) and an iterator over its record bytes.
 
     Raises
     ------
@@ -400,7 +412,10 @@ def open_dbn(path: Path) -> Iterator[tuple[Metadata, Iterator[bytes]]]:
         Not a (zstd) DBN file, or its header is cut short.
     """
     with open(path, "rb") as fh:
-        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+        plain = fh.read(3) == b"DBN"
+        fh.seek(0)
+        reader: Any = fh if plain else zstandard.ZstdDecompressor().stream_reader(
+            fh, read_across_frames=True)
 
         def read_exact(n: int) -> bytes:
             out = b""
@@ -589,11 +604,15 @@ def _fetch(client: db.Historical, plan: Plan, target: Target) -> Fetched:
         with _byte_progress(tmp, req.progress, f"{target.day} {target.schema}"), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")  # backend notices are not errors
-            client.timeseries.get_range(
-                dataset=plan.dataset, start=target.day,
-                end=target.day + dt.timedelta(days=1), symbols=plan.symbols,
-                schema=target.schema, stype_in=plan.stype_in, stype_out="instrument_id",
-                path=tmp)
+            try:
+                client.timeseries.get_range(
+                    dataset=plan.dataset, start=target.day,
+                    end=target.day + dt.timedelta(days=1), symbols=plan.symbols,
+                    schema=target.schema, stype_in=plan.stype_in, stype_out="instrument_id",
+                    path=tmp)
+            except ValueError as exc:
+                # The client reads back the file it wrote: an empty or cut-short header.
+                raise _Retryable(f"unreadable response ({_one_line(exc)})") from None
         verify_file(tmp, target, plan)
 
     try:
