@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -335,3 +336,16 @@ def test_download_given_an_empty_200_answer_retries_and_reports_it(
     assert result.exit_code == 1
     assert "gave up after 2 attempt(s): unreadable response" in result.output.splitlines()[-1]
     assert files(lake) == ["symbology.json"]
+
+
+def test_make_download_given_symbol_and_dates_runs_the_command(
+        fake: Script, tmp_path: Path) -> None:
+    repo = Path(__file__).parents[1]
+    lake = tmp_path / "lake"
+    done = subprocess.run(
+        ["make", "-s", "-o", "install", "download", f"SYMBOL={SYMBOL}", "START=2024-05-08",
+         "END=2024-05-09", "MAX_COST=5", "YES=1", f"LAKE={lake}"],
+        cwd=repo, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Cost: $" in done.stderr and "Downloaded 4 file(s)" in done.stdout
+    assert "glbx-mdp3-20240509.mbo.dbn.zst" in files(lake)
