@@ -95,7 +95,7 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
 
     def report(f: Fetched) -> None:
         retried = f" after {f.attempts} attempts" if f.attempts > 1 else ""
-        click.echo(f"{f.day} {f.schema}: {f.records:,} records, {f.bytes:,} bytes{retried} "
+        click.echo(f"{f.day} {f.schema}: {f.records:,} records, {f.size:,} bytes{retried} "
                    f"-> {f.path}")
 
     done = run_download(client, plan, on_file=report)

@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +49,10 @@ DEFINITION: Final = "definition"
 PARENT_SUFFIX: Final = ".FUT"
 #: HTTP statuses worth retrying: rate limit, then any server-side failure.
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+#: Metadata calls (record counts, costs) in flight at once while planning.
+PLAN_WORKERS: Final = 4
+#: Symbols per ``symbology.resolve`` call (the service's limit).
+RESOLVE_BATCH: Final = 2_000
 #: Longest wait between two attempts, whatever ``Retry-After`` or the backoff say (seconds).
 MAX_BACKOFF: Final = 60.0
 _DATASET_RE: Final = re.compile(r"[A-Z0-9]+\.[A-Z0-9]+")
@@ -160,7 +165,7 @@ class Fetched:
     schema: str
     path: Path
     records: int
-    bytes: int
+    size: int
     attempts: int
 
 
@@ -340,13 +345,13 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     if not_found or not any(str(e.get("s") or "") for e in intervals):
         raise SymbolError(f"{', '.join(symbols)}: not found in {dataset} between "
                           f"{req.start} and {req.end}")
-    ids = sorted({str(e["s"]) for e in intervals if str(e.get("s") or "").isdigit()}, key=int)
-    symbology = _call(lambda: client.symbology.resolve(
-        dataset=dataset, symbols=ids, stype_in="instrument_id", stype_out="raw_symbol",
-        start_date=req.start, end_date=end_excl), "symbology.resolve", req)
+    symbology = (_by_instrument(ids_doc) if stype_in == "raw_symbol"
+                 else _resolve_raw_symbols(client, req, dataset, intervals, end_excl))
 
     plan = Plan(req, product, dataset, symbols, stype_in, folder, [], symbology=symbology)
     schemas = (MBO, DEFINITION) if req.definitions else (MBO,)
+    missing: list[tuple[dt.date, str, Path]] = []
+    mbo_present: set[dt.date] = set()
     for day in days:
         for schema in schemas:
             path = folder / _file_name(dataset, day, schema)
@@ -354,25 +359,65 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
             if not req.force and existing is not None:
                 _check_existing(existing, plan)
                 plan.present.append(existing)
-                continue
-            window: dict[str, Any] = {
-                "dataset": dataset, "start": day, "end": day + dt.timedelta(days=1),
-                "symbols": symbols, "schema": schema, "stype_in": stype_in}
-            records = int(_call(partial(client.metadata.get_record_count, **window),
-                                "metadata.get_record_count", req))
-            if records == 0:
                 if schema == MBO:
-                    plan.empty_days.append(day)
-                    break  # no book that day: no definitions needed either
-                continue
-            cost = float(_call(partial(client.metadata.get_cost, **window),
-                               "metadata.get_cost", req))
+                    mbo_present.add(day)
+            else:
+                missing.append((day, schema, path))
+    # Free metadata calls, a few at a time: a month is ~120 of them.
+    with ThreadPoolExecutor(PLAN_WORKERS) as pool:
+        priced = list(pool.map(lambda job: _price(client, plan, job[0], job[1]), missing))
+    empty = {day for (day, schema, _), (records, _) in zip(missing, priced, strict=True)
+             if schema == MBO and records == 0}
+    plan.empty_days = sorted(empty)
+    for (day, schema, path), (records, cost) in zip(missing, priced, strict=True):
+        # No book that day: its definitions are not needed either.
+        if records and day not in empty:
             plan.targets.append(Target(day, schema, path, records, cost))
     if len(plan.empty_days) == len(days):
         which = str(req.start) if len(days) == 1 else f"any day from {req.start} to {req.end}"
         raise InputError(f"{', '.join(symbols)} on {dataset}: no MBO data for {which} "
                          f"(weekend, holiday, or outside the dataset's range)")
     return plan
+
+
+def _price(client: db.Historical, plan: Plan, day: dt.date, schema: str) -> tuple[int, float]:
+    """Records and dollars of one day file (no cost call for a day without records)."""
+    window: dict[str, Any] = {
+        "dataset": plan.dataset, "start": day, "end": day + dt.timedelta(days=1),
+        "symbols": plan.symbols, "schema": schema, "stype_in": plan.stype_in}
+    records = int(_call(partial(client.metadata.get_record_count, **window),
+                        "metadata.get_record_count", plan.request))
+    if records == 0:
+        return 0, 0.0
+    cost = float(_call(partial(client.metadata.get_cost, **window), "metadata.get_cost",
+                       plan.request))
+    return records, cost
+
+
+def _by_instrument(doc: dict[str, Any]) -> dict[str, Any]:
+    """A ``raw_symbol -> instrument_id`` resolution turned around (``id -> raw symbol``)."""
+    result: dict[str, list[dict[str, str]]] = {}
+    for symbol, entries in (doc.get("result") or {}).items():
+        for e in entries:
+            if str(e.get("s") or "").isdigit():
+                result.setdefault(str(e["s"]), []).append(
+                    {"d0": str(e["d0"]), "d1": str(e["d1"]), "s": str(symbol)})
+    return {**doc, "result": result, "symbols": sorted(result, key=int),
+            "stype_in": "instrument_id", "stype_out": "raw_symbol"}
+
+
+def _resolve_raw_symbols(client: db.Historical, req: DownloadRequest, dataset: str,
+                         intervals: list[dict[str, Any]], end: dt.date) -> dict[str, Any]:
+    """``instrument_id -> raw_symbol`` for the ids of a parent (2,000 ids per call)."""
+    ids = sorted({str(e["s"]) for e in intervals if str(e.get("s") or "").isdigit()}, key=int)
+    merged: dict[str, Any] = {"result": {}}
+    for i in range(0, len(ids), RESOLVE_BATCH):
+        batch = ids[i:i + RESOLVE_BATCH]
+        doc = _call(partial(client.symbology.resolve, dataset=dataset, symbols=batch,
+                            stype_in="instrument_id", stype_out="raw_symbol",
+                            start_date=req.start, end_date=end), "symbology.resolve", req)
+        merged = {**doc, "result": {**merged["result"], **(doc.get("result") or {})}}
+    return merged
 
 
 def check_cost(plan: Plan) -> None:
