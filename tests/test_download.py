@@ -30,7 +30,8 @@ from tests.download_fake import (
     Script,
     serve,
 )
-from vpbatch.download import count_records, open_dbn, parse_symbol
+from vpbatch.download import count_records, merge_symbology, open_dbn, parse_symbol
+from vpbatch.errors import OutputError
 from vpbatch.reader import read_definition_tick
 
 FOLDER = Path("raw/source=databento/product_type=future_mbo/symbol=ES/table=market_by_order_dbn")
@@ -349,3 +350,44 @@ def test_make_download_given_symbol_and_dates_runs_the_command(
     assert done.returncode == 0, done.stderr
     assert "Cost: $" in done.stderr and "Downloaded 4 file(s)" in done.stdout
     assert "glbx-mdp3-20240509.mbo.dbn.zst" in files(lake)
+
+
+def resolution(stype_in: str, result: dict[str, list[dict[str, str]]]) -> dict[str, object]:
+    return {"result": result, "stype_in": stype_in, "start_date": "2024-05-08",
+            "end_date": "2024-05-10"}
+
+
+def test_merge_symbology_given_runs_on_other_days_keeps_every_interval(tmp_path: Path) -> None:
+    merge_symbology(tmp_path, resolution("instrument_id", {
+        "5602": [{"d0": "2024-05-08", "d1": "2024-05-09", "s": "ESM4"}]}))
+    # A Databento batch-job file (raw_symbol -> id) already there is turned around, not lost.
+    (tmp_path / "symbology.json").write_text(json.dumps(resolution("raw_symbol", {
+        "ESU4": [{"d0": "2024-05-09", "d1": "2024-05-10", "s": "7001"}]})))
+    merge_symbology(tmp_path, resolution("instrument_id", {
+        "5602": [{"d0": "2024-05-09", "d1": "2024-05-10", "s": "ESM4"}]}))
+    doc = json.loads((tmp_path / "symbology.json").read_text())
+    assert doc["stype_in"] == "instrument_id" and doc["stype_out"] == "raw_symbol"
+    assert doc["result"] == {
+        "5602": [{"d0": "2024-05-09", "d1": "2024-05-10", "s": "ESM4"}],
+        "7001": [{"d0": "2024-05-09", "d1": "2024-05-10", "s": "ESU4"}],
+    }
+    merge_symbology(tmp_path, resolution("instrument_id", {
+        "5602": [{"d0": "2024-05-08", "d1": "2024-05-09", "s": "ESM4"}]}))
+    doc = json.loads((tmp_path / "symbology.json").read_text())
+    assert [e["d0"] for e in doc["result"]["5602"]] == ["2024-05-08", "2024-05-09"]
+
+
+def test_merge_symbology_given_a_parent_file_refuses_and_leaves_it(tmp_path: Path) -> None:
+    original = json.dumps(resolution("parent", {
+        "ES.FUT": [{"d0": "2024-05-08", "d1": "2024-05-09", "s": "5602"}]}))
+    (tmp_path / "symbology.json").write_text(original)
+    with pytest.raises(OutputError, match="stype_in is 'parent'"):
+        merge_symbology(tmp_path, resolution("instrument_id", {}))
+    assert (tmp_path / "symbology.json").read_text() == original
+
+
+def test_count_records_given_a_cut_record_reports_ragged() -> None:
+    record = bytes([14]) + bytes(55)  # length byte 14 -> 56-byte records
+    assert count_records(iter([record * 3])) == 3
+    assert count_records(iter([record * 3 + record[:20]])) == -1
+    assert count_records(iter([])) == 0

@@ -575,13 +575,21 @@ def merge_symbology(folder: Path, doc: dict[str, Any]) -> Path:
     """Merge an ``instrument_id -> raw_symbol`` resolution into the folder's ``symbology.json``.
 
     The file keeps Databento's ``symbology.resolve`` shape (``result``: id -> list of
-    ``{d0, d1, s}``), so days downloaded at different times share one file.
+    ``{d0, d1, s}``), so days downloaded at different times share one file. An existing
+    ``raw_symbol`` file (a Databento batch download) is turned around and kept.
+
+    Raises
+    ------
+    OutputError
+        The existing file is unreadable or maps another symbology (e.g. ``parent``).
     """
     path = folder / SYMBOLOGY_JSON
     merged: dict[str, Any] = {}
     if path.is_file():
         try:
             merged = json.loads(path.read_text())
+            if merged.get("stype_in") == "raw_symbol":  # e.g. from a Databento batch job
+                merged = _by_instrument(merged)
             if merged.get("stype_in") != "instrument_id":
                 raise ValueError(f"stype_in is {merged.get('stype_in')!r}")
         except (OSError, ValueError, AttributeError) as exc:
@@ -619,15 +627,18 @@ def _byte_progress(path: Path, enabled: bool, label: str) -> Iterator[None]:
     """A bytes bar fed by watching the temporary file grow (the client owns the stream)."""
     with Progress(total=None, enabled=enabled, phase=label, unit="B") as bar:
         stop = threading.Event()
+        seen = [0]
+
+        def catch_up() -> None:
+            with suppress(OSError):
+                size = path.stat().st_size
+                if size > seen[0]:
+                    bar.update(size - seen[0])
+                    seen[0] = size
 
         def watch() -> None:
-            seen = 0
             while not stop.wait(0.25):
-                with suppress(OSError):
-                    size = path.stat().st_size
-                    if size > seen:
-                        bar.update(size - seen)
-                        seen = size
+                catch_up()
 
         thread = threading.Thread(target=watch, daemon=True)
         thread.start()
@@ -636,9 +647,10 @@ def _byte_progress(path: Path, enabled: bool, label: str) -> Iterator[None]:
         finally:
             stop.set()
             thread.join()
+            catch_up()
 
 
-def _fetch(client: db.Historical, plan: Plan, target: Target) -> Fetched:
+def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fetched:
     tmp = _temp_path(target.path)
     req = plan.request
     attempts = [0]
@@ -646,7 +658,7 @@ def _fetch(client: db.Historical, plan: Plan, target: Target) -> Fetched:
     def attempt() -> None:
         with suppress(FileNotFoundError):
             tmp.unlink()
-        with _byte_progress(tmp, req.progress, f"{target.day} {target.schema}"), \
+        with _byte_progress(tmp, req.progress, label), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")  # backend notices are not errors
             try:
@@ -693,8 +705,9 @@ def run_download(client: db.Historical, plan: Plan,
         raise OutputError(f"{plan.folder}: cannot create ({exc.strerror or exc})") from None
     merge_symbology(plan.folder, plan.symbology)
     done: list[Fetched] = []
-    for target in plan.targets:
-        fetched = _fetch(client, plan, target)
+    for i, target in enumerate(plan.targets, 1):
+        label = f"[{i}/{len(plan.targets)}] {target.day} {target.schema}"
+        fetched = _fetch(client, plan, target, label)
         done.append(fetched)
         if on_file is not None:
             on_file(fetched)
