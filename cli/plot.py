@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from cli.options import lake_option, symbol_dt_options
-from vpbatch.plot import DEFAULT_DPI, parse_clock, parse_size, plot_heatmap
+from vpbatch.clock import parse_clock
+from vpbatch.plot import DEFAULT_DPI, parse_size, plot_heatmap
 
 
 def _default_output(symbol: str, day: dt.date, start: str | None, end: str | None) -> Path:
