@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import certifi
 import pytest
 import zstandard
 from click.testing import CliRunner, Result
@@ -391,3 +392,12 @@ def test_count_records_given_a_cut_record_reports_ragged() -> None:
     assert count_records(iter([record * 3])) == 3
     assert count_records(iter([record * 3 + record[:20]])) == -1
     assert count_records(iter([])) == 0
+
+
+def test_download_given_an_untrusted_certificate_fails_at_once_without_retrying(
+        fake: Script, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # the public CAs only
+    result = download(tmp_path / "lake", "--symbol", SYMBOL, "--start", "2024-05-08", "--yes")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("Error: symbology.resolve: TLS failed (")
+    assert not fake.requests and not (tmp_path / "lake").exists()

@@ -292,6 +292,9 @@ def _call(fn: Callable[[], T], what: str, req: DownloadRequest,
                 if exc.http_status == 429:
                     raise _Retryable("HTTP 429: rate limited", _retry_after(exc)) from None
                 raise _http_error(exc, what) from None
+            except requests.exceptions.SSLError as exc:
+                # A certificate problem does not go away by asking again.
+                raise DownloadError(f"{what}: TLS failed ({_one_line(exc)})") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise _Retryable(f"connection failed ({_one_line(exc)})") from None
             except BentoError as exc:
