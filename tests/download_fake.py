@@ -6,7 +6,8 @@ MBO records from the shared Databento files: the ESM4 records of 2024-05-08 verb
 the same records moved by whole days (timestamps, header start/end and symbol mappings
 shifted together) to stand in for other days. The header is written for each request
 (its dataset, schema, symbols and stype_in), as the real service does. Definitions are the
-real ES definition record of the shared file, renamed to the served contract.
+real ES definition record of the shared file, renamed to the served contract. An equity
+(GOOG on DBEQ.BASIC, its own records of the shared file, no definitions) is served too.
 
 Faults are scripted per endpoint: statuses to answer before succeeding, streams cut after
 half of the body (with or without a Content-Length), so tests can check retries and that no
@@ -40,6 +41,9 @@ DATASET = "GLBX.MDP3"
 SYMBOL = "ESM4"
 PARENT = "ES.FUT"
 INSTRUMENT_ID = 5602
+#: The equity served: GOOG's records of the shared DBEQ.BASIC file (no definitions).
+EQUITY = "GOOG"
+EQUITY_ID = 7151
 #: The real day of the shared ESM4 file (Wednesday), and the days served (Wed..Fri).
 REAL_DAY = dt.date(2024, 5, 8)
 DAYS = (REAL_DAY, dt.date(2024, 5, 9), dt.date(2024, 5, 10))
@@ -90,14 +94,34 @@ def _parse_day(text: str) -> dt.date:
 
 
 @dataclass
-class Catalog:
-    """Record bytes per (schema, day) for ESM4 on GLBX.MDP3, and the DBN version to write."""
+class Listing:
+    """One instrument the fake knows: its names, and record bytes per (schema, day)."""
 
-    bodies: dict[tuple[str, dt.date], bytes]
+    dataset: str
+    symbol: str
+    parent: str | None
+    instrument_id: int
     version: int
+    bodies: dict[tuple[str, dt.date], bytes]
+
+    def names(self) -> set[str]:
+        return {self.symbol, str(self.instrument_id)} | ({self.parent} if self.parent else set())
+
+    def records(self, schema: str, day: dt.date) -> int:
+        body = self.bodies.get((schema, day), b"")
+        return len(body) // (body[0] * 4) if body else 0
+
+
+@dataclass
+class Catalog:
+    """Every listing served."""
+
+    listings: list[Listing]
 
     @classmethod
-    def from_shared(cls, mbo_file: Path, definition_file: Path) -> Catalog:
+    def from_shared(cls, mbo_file: Path, definition_file: Path,
+                    equity_file: Path | None = None) -> Catalog:
+        """ESM4 (GLBX.MDP3, with definitions) on DAYS; GOOG (DBEQ.BASIC, none) on its day."""
         _, mbo, version = _decompress(mbo_file)
         _, definitions, _ = _decompress(definition_file)
         bodies: dict[tuple[str, dt.date], bytes] = {}
@@ -105,28 +129,42 @@ class Catalog:
             shift = (day - REAL_DAY).days
             bodies["mbo", day] = mbo if shift == 0 else _shift_mbo(mbo, shift)
             bodies["definition", day] = _definition(definitions, day)
-        return cls(bodies, version)
+        listings = [Listing(DATASET, SYMBOL, PARENT, INSTRUMENT_ID, version, bodies)]
+        if equity_file is not None:
+            meta, body, version = _decompress(equity_file)
+            records = np.frombuffer(body, dtype=np.uint8).reshape(-1, _MBO_SIZE)
+            ids = records[:, 4:8].copy().view("<u4").ravel()
+            day = dt.datetime.fromtimestamp(meta.start / 1e9, dt.UTC).date()
+            listings.append(Listing(str(meta.dataset), EQUITY, None, EQUITY_ID, version, {
+                ("mbo", day): records[ids == EQUITY_ID].tobytes()}))
+        return cls(listings)
 
-    def records(self, schema: str, day: dt.date) -> int:
-        body = self.bodies.get((schema, day), b"")
-        return len(body) // (body[0] * 4) if body else 0
+    def find(self, dataset: str, symbols: list[str]) -> Listing | None:
+        for listing in self.listings:
+            if listing.dataset == dataset and set(symbols) <= listing.names():
+                return listing
+        return None
+
+    def datasets(self) -> set[str]:
+        return {listing.dataset for listing in self.listings}
 
     def stream(self, form: dict[str, str]) -> bytes:
         """The zstd DBN answer of a one-day ``get_range``."""
         day = _parse_day(form["start"])
         schema = form["schema"]
         symbols = form["symbols"].split(",")
+        listing = self.find(form["dataset"], symbols)
         start = _day_ns(day)
         interval = SimpleNamespace(start_date=day, end_date=day + dt.timedelta(days=1),
-                                   symbol=str(INSTRUMENT_ID))
+                                   symbol=str(listing.instrument_id if listing else 0))
         header = dbn.Metadata(
             dataset=form["dataset"], start=start, end=start + _NS_PER_DAY,
             stype_in=dbn.SType(form["stype_in"]), stype_out=dbn.SType("instrument_id"),
             schema=dbn.Schema(schema), symbols=symbols,
             mappings=[SimpleNamespace(raw_symbol=s, intervals=[interval]) for s in symbols],
-            version=self.version,
+            version=listing.version if listing else 3,
         ).encode()
-        body = self.bodies.get((schema, day), b"")
+        body = listing.bodies.get((schema, day), b"") if listing else b""
         return zstandard.ZstdCompressor().compress(header + body)
 
 
@@ -163,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = pending.pop(0)
             extra = {"Retry-After": "0"} if status == 429 else {}
             return self._json(status, {"detail": f"scripted {status}"}, extra)
-        if form.get("dataset") not in (None, DATASET):
+        if form.get("dataset") not in self.server.catalog.datasets():
             return self._json(422, {"detail": {
                 "case": "dataset_invalid", "docs": "https://databento.com/docs",
                 "message": f"Invalid dataset '{form.get('dataset')}'."}})
@@ -181,25 +219,22 @@ class _Handler(BaseHTTPRequestHandler):
         expected = "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
         return self.headers.get("Authorization") == expected
 
-    def _known(self, form: dict[str, str]) -> bool:
-        symbols = set(form.get("symbols", "").split(","))
-        return symbols in ({SYMBOL}, {PARENT}, {str(INSTRUMENT_ID)})
-
     def _count(self, form: dict[str, str]) -> int:
-        if not self._known(form):
-            return 0
-        return self.server.catalog.records(form["schema"], _parse_day(form["start"]))
+        listing = self.server.catalog.find(form["dataset"], form.get("symbols", "").split(","))
+        return listing.records(form["schema"], _parse_day(form["start"])) if listing else 0
 
     def _resolve(self, form: dict[str, str]) -> dict[str, Any]:
         symbols = form["symbols"].split(",")
         first, end = _parse_day(form["start_date"]), _parse_day(form["end_date"])
         result: dict[str, list[dict[str, str]]] = {}
         not_found = []
-        for s in symbols:  # the contract is listed on every day asked, with or without data
-            if s not in (SYMBOL, PARENT, str(INSTRUMENT_ID)):
+        for s in symbols:  # listed on every day asked, with or without data
+            listing = self.server.catalog.find(form["dataset"], [s])
+            if listing is None:
                 not_found.append(s)
                 continue
-            out = SYMBOL if form["stype_out"] == "raw_symbol" else str(INSTRUMENT_ID)
+            out = (listing.symbol if form["stype_out"] == "raw_symbol"
+                   else str(listing.instrument_id))
             result[s] = [{"d0": str(first), "d1": str(end), "s": out}]
         return {"result": result, "symbols": symbols, "stype_in": form["stype_in"],
                 "stype_out": form["stype_out"], "start_date": str(first), "end_date": str(end),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import certifi
+import databento as db
 import pytest
 import zstandard
 from click.testing import CliRunner, Result
@@ -42,7 +43,8 @@ START, END = "2024-05-08", "2024-05-11"  # Wed .. Sat: Saturday has no data
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return Catalog.from_shared(shared_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"),
-                               shared_file("glbx-mdp3-es-fut.definition.dbn.zst"))
+                               shared_file("glbx-mdp3-es-fut.definition.dbn.zst"),
+                               shared_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
 
 
 @pytest.fixture
@@ -401,3 +403,27 @@ def test_download_given_an_untrusted_certificate_fails_at_once_without_retrying(
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith("Error: symbology.resolve: TLS failed (")
     assert not fake.requests and not (tmp_path / "lake").exists()
+
+
+def test_download_given_an_equity_on_its_dataset_writes_the_equity_folder_and_builds(
+        fake: Script, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    result = download(lake, "--symbol", "GOOG", "--dataset", "DBEQ.BASIC", "--start",
+                      "2024-04-03", "--yes")
+    assert result.exit_code == 0, result.output
+    folder = lake / "raw/source=databento/product_type=equity_mbo/symbol=GOOG" \
+        / "table=market_by_order_dbn"
+    # No definition records that day: only the MBO file (and the symbology) are written.
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "dbeq-basic-20240403.mbo.dbn.zst", "symbology.json"]
+    with open_dbn(folder / "dbeq-basic-20240403.mbo.dbn.zst") as (meta, body):
+        assert (str(meta.dataset), meta.symbols, count_records(body)) == (
+            "DBEQ.BASIC", ["GOOG"], 128_943)
+    built = CliRunner().invoke(cli, ["build", "--symbol", "GOOG", "--dt", "2024-04-03",
+                                     "--publisher", "39", "--lake", str(lake), "--quiet",
+                                     "--json"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    shared = db.DBNStore.from_file(shared_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
+    records = shared.to_ndarray()
+    expected = int(((records["instrument_id"] == 7151) & (records["publisher_id"] == 39)).sum())
+    assert json.loads(built.output)[0]["records"] == expected
