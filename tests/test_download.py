@@ -271,13 +271,17 @@ def test_download_given_bad_input_fails_with_one_line_and_writes_nothing(
     assert not lake.exists()
 
 
-def test_download_given_a_day_file_of_another_contract_refuses_to_mix_them(
+def test_download_given_a_day_file_of_another_contract_refuses_unless_forced(
         fake: Script, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     assert download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--yes").exit_code == 0
     other = download(lake, "--symbol", "ES.FUT", "--start", "2024-05-08", "--yes")
     assert other.exit_code == 1
     assert "already holds ESM4 (GLBX.MDP3), not ES.FUT" in other.output.splitlines()[-1]
+    forced = download(lake, "--symbol", "ES.FUT", "--start", "2024-05-08", "--yes", "--force")
+    assert forced.exit_code == 0, forced.output
+    with open_dbn(lake / FOLDER / "glbx-mdp3-20240508.mbo.dbn.zst") as (meta, body):
+        assert (meta.symbols, count_records(body)) == (["ES.FUT"], 13796)
 
 
 @pytest.mark.parametrize(("symbol", "dataset", "product_type", "root", "stype"), [
