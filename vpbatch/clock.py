@@ -20,6 +20,8 @@ NEW_YORK: Final = ZoneInfo("America/New_York")
 CHICAGO: Final = ZoneInfo("America/Chicago")
 #: Nanoseconds per second.
 NS_PER_SECOND: Final = 1_000_000_000
+#: A CME Globex session opens at 18:00 ET and belongs to the next day: +6 h maps it onto it.
+GLOBEX_SHIFT: Final = dt.timedelta(hours=6)
 
 
 def et_ns(day: dt.date, value: dt.time | dt.datetime) -> int:
@@ -73,6 +75,24 @@ def describe_ns(ns: int) -> str:
 def ns_date_et(ns: int) -> dt.date:
     """The America/New_York calendar date of an instant."""
     return dt.datetime.fromtimestamp(ns // NS_PER_SECOND, tz=NEW_YORK).date()
+
+
+def session_day(start_ns: int, end_ns: int) -> dt.date | None:
+    """The one session day that ``[start_ns, end_ns)`` lies in, or None when it spans more.
+
+    Tried in order: one UTC day (Databento's day files and their names), one America/New_York
+    calendar day, one CME Globex session (18:00 ET the day before to 18:00 ET, named by the day
+    it ends on, as CME names its trading days).
+    """
+    last = max(start_ns, end_ns - 1)
+    utc = [dt.datetime.fromtimestamp(t // NS_PER_SECOND, tz=dt.UTC) for t in (start_ns, last)]
+    if utc[0].date() == utc[1].date():
+        return utc[0].date()
+    local = [t.astimezone(NEW_YORK) for t in utc]
+    if local[0].date() == local[1].date():
+        return local[0].date()
+    globex = [(t.replace(tzinfo=None) + GLOBEX_SHIFT).date() for t in local]
+    return globex[0] if globex[0] == globex[1] else None
 
 
 def parse_clock(text: str, param: str = "--from") -> dt.time | dt.datetime:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
 import time
 import warnings
 from collections import deque
@@ -26,7 +25,7 @@ from vpbatch import cache
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
-from vpbatch.clock import describe_ns, et_ns
+from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.lake import find_definition_file
@@ -56,7 +55,8 @@ class BuildRequest:
     Parameters
     ----------
     symbol : contract or ticker (``MNQH6``, ``QQQ``).
-    day : session date; inferred from the file name when only ``path`` is given.
+    day : session date; inferred from the file (:func:`infer_session_day`) when only ``path``
+        is given.
     lake : lake root.
     path : explicit input file instead of the lake layout.
     start_time, end_time : America/New_York wall-clock times on ``day``.
@@ -114,12 +114,30 @@ def parse_wall_time(text: str | None, param: str) -> dt.time | None:
             from None
 
 
-def _infer_day(path: Path) -> dt.date:
+def infer_session_day(path: Path) -> tuple[dt.date, str]:
+    """The session date of a file that holds one session, and where it came from.
+
+    From the DBN header's ``start``/``end`` (:func:`vpbatch.clock.session_day`); when the
+    header has no end, from a date in the file name.
+
+    Raises
+    ------
+    ConfigError
+        When the file spans more than one session, or nothing names its date: pass ``--dt``.
+    """
+    meta = open_mbo(path).metadata
+    if meta.end is not None:
+        day = session_day(meta.start, meta.end)
+        span = f"{describe_ns(meta.start)} to {describe_ns(meta.end)}"
+        if day is None:
+            raise ConfigError(f"{path.name}: covers {span}, more than one session; "
+                              "pass --dt YYYY-MM-DD")
+        return day, f"from the file's header: {span}"
     match = _FILE_DATE_RE.search(path.name)
     if match is None:
-        raise ConfigError(f"{path.name}: cannot infer the session date from the file name; "
-                          "pass --dt")
-    return dt.date(*(int(g) for g in match.groups()))
+        raise ConfigError(f"{path.name}: the file's header has no end time and its name no "
+                          "date; pass --dt YYYY-MM-DD")
+    return dt.date(*(int(g) for g in match.groups())), "from the file name"
 
 
 @dataclass
@@ -158,6 +176,7 @@ class _Build:
         self._writes: deque[Future[None]] = deque()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
         self.records_read = 0
+        self._progress_ns = source.metadata.start
         self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
 
     def _phases(self) -> _Phases:
@@ -197,7 +216,7 @@ class _Build:
         if phase == 3:
             self.engine.set_emitting(True)
         for chunk in self.chunks():
-            bar.update(len(chunk))
+            self._show_progress(bar, chunk)
             if skip:
                 take = min(skip, len(chunk))
                 skip -= take
@@ -241,6 +260,12 @@ class _Build:
             round(time.perf_counter() - phase_started, 6)
         if self.emitted_states == 0:
             raise InputError(self._nothing_emitted(phase))
+
+    def _show_progress(self, bar: Progress, chunk: np.ndarray) -> None:
+        now = int(chunk["ts_event"][-1]) if len(chunk) else self._progress_ns
+        if now > self._progress_ns:
+            bar.update((now - self._progress_ns) / 1e9)
+            self._progress_ns = now
 
     def _nothing_emitted(self, phase: int) -> str:
         name = self.source.name
@@ -377,7 +402,7 @@ def build(req: BuildRequest) -> BuildResult:
     if day is None:
         if req.path is None:
             raise ConfigError("--dt is required unless --path is given")
-        day = _infer_day(Path(req.path))
+        day, _ = infer_session_day(Path(req.path))
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
     if not req.force and is_complete(req.lake, product, day, tables):
         return BuildResult(req.symbol, day, "skipped",
@@ -406,11 +431,11 @@ def build(req: BuildRequest) -> BuildResult:
         "timezone": "America/New_York", "mbp_levels": req.mbp_levels,
         "bucket": product.bucket, "tick": product.tick,
     }
-    # The bar's total costs a full extra pass over the file: only when the bar is shown.
-    total = (source.publishers(job.selection.instrument_id).get(job.selection.publisher_id)
-             if req.progress and sys.stderr.isatty() else None)
+    # The bar counts seconds of market time: its total costs no pass over the file.
+    end = job.phases.end if job.phases.end is not None else source.metadata.end
+    total = None if end is None else max(end - source.metadata.start, 0) / 1e9
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
-                  if job.phases.warm is not None else "emit") as bar, \
+                  if job.phases.warm is not None else "emit", unit="s market") as bar, \
             PartitionWriter(req.lake, product, day, config=req.config,
                             inputs=[path, *([definition] if definition else [])],
                             params=params, mbp_levels=req.mbp_levels or None,

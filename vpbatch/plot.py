@@ -49,17 +49,11 @@ import numpy as np
 from vpbatch.clock import NEW_YORK, NS_PER_SECOND, format_et
 from vpbatch.errors import ConfigError, OutputError
 from vpbatch.files import write_file_atomic
-from vpbatch.plot_data import (
-    HeatmapData,
-    column_count,
-    load_heatmap,
-    open_session,
-    resolve_window,
-)
-from vpbatch.sql import connect
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from vpbatch.plot_data import HeatmapData
 
 #: Time zone of the time axis and of ``--from``/``--to``.
 ET: Final = NEW_YORK
@@ -650,6 +644,9 @@ def plot_heatmap(lake: Path, symbol: str, day: dt.date, start: dt.time | dt.date
     if not 10 <= dpi <= 1000:
         raise ConfigError(f"--dpi: {dpi}; use 10-1000")
     require_matplotlib()
+    from vpbatch.plot_data import column_count, load_heatmap, open_session, resolve_window
+    from vpbatch.sql import connect
+
     con = connect(Path(lake))
     try:
         session = open_session(con, Path(lake), symbol, day)
