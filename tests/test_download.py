@@ -431,3 +431,9 @@ def test_download_given_an_equity_on_its_dataset_writes_the_equity_folder_and_bu
     records = shared.to_ndarray()
     expected = int(((records["instrument_id"] == 7151) & (records["publisher_id"] == 39)).sum())
     assert json.loads(built.output)[0]["records"] == expected
+
+
+def test_download_help_given_fresh_interpreter_imports_no_heavy_module() -> None:
+    from tests.test_cli_startup import _imported_after
+
+    assert _imported_after("download", "--help") == []
