@@ -437,3 +437,14 @@ def test_download_help_given_fresh_interpreter_imports_no_heavy_module() -> None
     from tests.test_cli_startup import _imported_after
 
     assert _imported_after("download", "--help") == []
+
+
+def test_download_given_a_databento_notice_shows_it_on_stderr(
+        fake: Script, tmp_path: Path) -> None:
+    fake.notice = "Reduced quality data on 2024-05-08 (feed gap)."
+    result = CliRunner().invoke(cli, ["download", "--lake", str(tmp_path / "lake"), "--symbol",
+                                      SYMBOL, "--start", "2024-05-08", "--no-definitions",
+                                      "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert ("Databento notice for glbx-mdp3-20240508.mbo.dbn.zst: Reduced quality data on "
+            "2024-05-08 (feed gap).") in result.stderr

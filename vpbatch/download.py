@@ -167,6 +167,7 @@ class Fetched:
     records: int
     size: int
     attempts: int
+    notices: tuple[str, ...] = ()
 
 
 # -- client and request validation --------------------------------------------------------
@@ -354,7 +355,6 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     plan = Plan(req, product, dataset, symbols, stype_in, folder, [], symbology=symbology)
     schemas = (MBO, DEFINITION) if req.definitions else (MBO,)
     missing: list[tuple[dt.date, str, Path]] = []
-    mbo_present: set[dt.date] = set()
     for day in days:
         for schema in schemas:
             path = folder / _file_name(dataset, day, schema)
@@ -362,8 +362,6 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
             if not req.force and existing is not None:
                 _check_existing(existing, plan)
                 plan.present.append(existing)
-                if schema == MBO:
-                    mbo_present.add(day)
             else:
                 missing.append((day, schema, path))
     # Free metadata calls, a few at a time: a month is ~120 of them.
@@ -657,13 +655,14 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
     tmp = _temp_path(target.path)
     req = plan.request
     attempts = [0]
+    notices: list[str] = []
 
     def attempt() -> None:
         with suppress(FileNotFoundError):
             tmp.unlink()
         with _byte_progress(tmp, req.progress, label), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # backend notices are not errors
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 client.timeseries.get_range(
                     dataset=plan.dataset, start=target.day,
@@ -673,6 +672,8 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
             except ValueError as exc:
                 # The client reads back the file it wrote: an empty or cut-short header.
                 raise _Retryable(f"unreadable response ({_one_line(exc)})") from None
+        # Databento's notices about the data (X-Warning header), e.g. degraded quality.
+        notices[:] = [_one_line(w.message) for w in caught]
         verify_file(tmp, target, plan)
 
     try:
@@ -682,7 +683,8 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
-    return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0])
+    return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0],
+                   tuple(notices))
 
 
 def run_download(client: db.Historical, plan: Plan,
