@@ -30,7 +30,13 @@ from typing import Any, Final, TypeVar
 import databento as db
 import requests
 import zstandard
-from databento.common.error import BentoClientError, BentoError, BentoHttpError, BentoServerError
+from databento.common.error import (
+    BentoClientError,
+    BentoError,
+    BentoHttpError,
+    BentoServerError,
+    BentoWarning,
+)
 from databento_dbn import DBNDecoder, Metadata
 
 from vpbatch.errors import ConfigError, DownloadError, InputError, OutputError, SymbolError
@@ -365,8 +371,13 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
             else:
                 missing.append((day, schema, path))
     # Free metadata calls, a few at a time: a month is ~120 of them.
-    with ThreadPoolExecutor(PLAN_WORKERS) as pool:
-        priced = list(pool.map(lambda job: _price(client, plan, job[0], job[1]), missing))
+    priced: list[tuple[int, float]] = []
+    with ThreadPoolExecutor(PLAN_WORKERS) as pool, \
+            Progress(total=len(missing), enabled=req.progress and len(missing) > PLAN_WORKERS,
+                     phase="pricing", unit="file") as bar:
+        for result in pool.map(lambda job: _price(client, plan, job[0], job[1]), missing):
+            priced.append(result)
+            bar.update(1)
     empty = {day for (day, schema, _), (records, _) in zip(missing, priced, strict=True)
              if schema == MBO and records == 0}
     plan.empty_days = sorted(empty)
@@ -672,8 +683,13 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
             except ValueError as exc:
                 # The client reads back the file it wrote: an empty or cut-short header.
                 raise _Retryable(f"unreadable response ({_one_line(exc)})") from None
-        # Databento's notices about the data (X-Warning header), e.g. degraded quality.
-        notices[:] = [_one_line(w.message) for w in caught]
+        # Databento's notices about the data (X-Warning header), e.g. degraded quality; the
+        # client's own unclosed-file ResourceWarnings are not the user's business.
+        notices[:] = [_one_line(w.message) for w in caught
+                      if issubclass(w.category, BentoWarning)]
+        for w in caught:
+            if not issubclass(w.category, (BentoWarning, ResourceWarning)):
+                warnings.warn(w.message, w.category, stacklevel=2)
         verify_file(tmp, target, plan)
 
     try:
