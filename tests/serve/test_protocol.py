@@ -10,7 +10,7 @@ import pytest
 
 from vpbatch.book.dtypes import GRID_DTYPE
 from vpbatch.errors import ConfigError
-from vpbatch.schema import grid_to_arrow
+from vpbatch.schema import grid_view_schema
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import State
 from vpbatch.serve.request import parse_query, parse_symbol
@@ -26,7 +26,10 @@ def _grid(states: int, rows: int = 5, seed: int = 0) -> pa.Table:
         arr[name] = rng.normal(size=arr.size) if kind == "f" else rng.integers(0, 1000, arr.size)
     arr["event_id"] = np.repeat(np.arange(states) + 1, rows)
     arr["k"] = np.tile(np.arange(rows) - rows // 2, states)
-    return grid_to_arrow(arr)
+    schema = grid_view_schema()  # what the frames carry: vp_grid as users see it
+    return pa.Table.from_arrays(
+        [pa.array(arr[f.name].view(np.int64) if f.name == "last_ts" else arr[f.name])
+         .cast(f.type) for f in schema], schema=schema)
 
 
 @pytest.mark.parametrize("rows", [1, 5, 101])

@@ -2,11 +2,14 @@
 pipeline of ``vpbatch build``.
 
 Both sources produce the same thing (:class:`~vpbatch.serve.protocol.State` batches in event
-order) through the same conversion: snapshot rows as Arrow tables with
-:func:`vpbatch.schema.snapshot_schema` and grid rows with :func:`vpbatch.schema.grid_schema`
-(the lake's Parquet files hold exactly what :func:`vpbatch.schema.grid_to_arrow` made; the raw
-source calls it on the engine's arrays), then one frame encoder and one throttle. So a raw
-stream and a lake stream of the same build send identical frames.
+order) through the same steps: snapshot rows as Arrow tables with
+:func:`vpbatch.schema.snapshot_schema`; grid rows in the *stored* layout (the lake's Parquet
+files hold exactly what :func:`vpbatch.schema.grid_to_arrow` made, and the raw source calls it
+on the engine's arrays); then :class:`GridView` turns them into ``vp_grid`` as users see it
+(the DuckDB view's SELECT from :func:`vpbatch.sql.grid_select`: ``rest_depth``, ``pressure``,
+``vacuum``, ``pressure_now``, ``vacuum_now`` computed by the same SQL as ``vpbatch sql``);
+then one frame encoder and one throttle. So a raw stream and a lake stream of the same build
+send identical frames, equal to the rows of the ``vp_grid`` view.
 
 Partitions are found with :func:`vpbatch.partitions.list_partitions` and read with pyarrow in
 bounded batches (one Parquet row group at most), so memory is flat however long the day.
@@ -21,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vpbatch import sql
 from vpbatch.clock import NEW_YORK, et_ns
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import ConfigError, InputError
@@ -31,7 +36,13 @@ from vpbatch.lake import CORE_TABLES, find_raw_file
 from vpbatch.partitions import Partition, is_complete, list_partitions, read_manifest
 from vpbatch.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream
 from vpbatch.products import Product, resolve_product
-from vpbatch.schema import grid_to_arrow, snapshots_to_arrow
+from vpbatch.schema import (
+    GRID_LAYOUT,
+    grid_to_arrow,
+    grid_view_schema,
+    snapshots_to_arrow,
+    state_times,
+)
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest
@@ -60,13 +71,47 @@ def snapshot_rows(table: pa.Table) -> list[dict[str, Any]]:
             for i in range(table.num_rows)]
 
 
+class GridView:
+    """Stored ``vp_grid`` rows -> the view's columns, through :func:`vpbatch.sql.grid_select`.
+
+    One in-memory DuckDB connection per stream (one thread, so row order is kept); the build's
+    layout and parameters come from its manifest (or, for a raw run, the engine's config).
+    """
+
+    _TABLE: Final = "vpbatch_stream_grid"
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.layout, self.params = sql.grid_parameters(manifest)
+        self.schema = grid_view_schema().remove_metadata()
+        self._con = sql.new_connection()
+        self._con.execute("SET threads = 1")
+        self._select: str | None = None
+
+    def __call__(self, stored: pa.Table) -> pa.Table:
+        self._con.register(self._TABLE, stored)
+        try:
+            if self._select is None:
+                self._select = sql.grid_select(self._con, "vpbatch_stream_params", self.layout,
+                                               self.params, f"SELECT * FROM {self._TABLE}")
+            out = self._con.sql(self._select).to_arrow_table()
+        finally:
+            self._con.unregister(self._TABLE)
+        return out.select(self.schema.names).cast(self.schema)
+
+    def close(self) -> None:
+        self._con.close()
+
+
 def to_states(snapshots: pa.Table, grid: pa.Table, rows: int) -> list[State]:
-    """Pair each snapshot row with the grid frame of its ``rows`` grid rows."""
+    """Pair each snapshot row with the grid frame of its ``rows`` grid rows (view columns)."""
     if grid.num_rows != snapshots.num_rows * rows:
         raise InputError(f"vp_grid: {grid.num_rows} rows for {snapshots.num_rows} states "
                          f"(expected {rows} per state)")
     grid = grid.combine_chunks()
     ids = grid.column("event_id").to_numpy()[::rows]
+    k = grid.column("k").to_numpy().reshape(-1, rows) if grid.num_rows else None
+    if k is not None and not (k == np.arange(rows) - rows // 2).all():
+        raise InputError("vp_grid: a state's rows are not k = -K..K in order")
     frames = protocol.grid_frames(grid, rows)
     states = []
     for i, snap in enumerate(snapshot_rows(snapshots)):
@@ -181,6 +226,7 @@ class LakeSource:
     def __init__(self, snapshot: Partition, grid: Partition, manifest: dict[str, Any]) -> None:
         self._snapshot_file = snapshot.part_file
         self._grid_file = grid.part_file
+        self.view = GridView(read_manifest(grid.path))
         config = _config(manifest.get("config", {}))
         product = Product(**manifest["product"])
         self.rows = 2 * config.K + 1
@@ -227,10 +273,10 @@ class LakeSource:
             grid = grids.take(snap.num_rows * self.rows)
             if grid is None:
                 raise InputError(f"{self._grid_file}: ends before vp_snapshot")
-            yield to_states(snap, grid, self.rows)
+            yield to_states(snap, self.view(grid), self.rows)
 
     def close(self) -> None:
-        pass
+        self.view.close()
 
 
 class RawSource:
@@ -243,6 +289,7 @@ class RawSource:
                                  start_time=start_time, end_time=end_time, warmup_ns=warmup_ns,
                                  config=config, chunk_records=RAW_CHUNK_RECORDS)
         self.rows = 2 * config.K + 1
+        self.view = GridView({"config": config.to_dict(), "writer": {"grid_layout": GRID_LAYOUT}})
         # Opening validates everything (file, symbol, times) before any engine work.
         self._stream: StateStream | None = StateStream(self._req)
         first, last = self._stream.data_span_ns
@@ -256,7 +303,7 @@ class RawSource:
             # Before the first emitted state: run the phases again from the new start.
             start = dt.datetime.fromtimestamp(from_ns / 1e9, tz=NEW_YORK).time()
             req = dataclasses.replace(req, start_time=start)
-            self.close()
+            self._close_stream()
         stream = self._stream if self._stream is not None and req is self._req \
             else StateStream(req)
         self._stream = None
@@ -265,8 +312,11 @@ class RawSource:
                 if not len(emitted.snapshots):
                     yield []  # fast-forward and warm-up: the stream may stop here
                     continue
-                states = to_states(snapshots_to_arrow(emitted.snapshots),
-                                   grid_to_arrow(emitted.grid), self.rows)
+                snaps = emitted.snapshots
+                times = state_times(emitted.grid["event_id"], snaps["event_id"],
+                                    snaps["ts_event"])
+                states = to_states(snapshots_to_arrow(snaps),
+                                   self.view(grid_to_arrow(emitted.grid, times)), self.rows)
                 if from_ns is not None:
                     states = [s for s in states if s.ts_ns >= from_ns]
                 yield states  # empty during fast-forward and warm-up: the stream can stop
@@ -274,6 +324,11 @@ class RawSource:
             stream.close()
 
     def close(self) -> None:
+        """Close the open run (a new ``states`` call opens another) and the view."""
+        self._close_stream()
+        self.view.close()
+
+    def _close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
             self._stream = None

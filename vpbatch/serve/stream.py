@@ -33,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from vpbatch.clock import NEW_YORK, et_ns
 from vpbatch.errors import ConfigError, VpbatchError
 from vpbatch.pipeline import parse_wall_time
-from vpbatch.schema import grid_schema
+from vpbatch.schema import grid_view_schema
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest, parse_speed
@@ -195,7 +195,7 @@ def runtime_fields(source: LakeSource | RawSource, req: StreamRequest) -> dict[s
         "symbol_root": product.root, "tick_size": product.tick_size,
         "bucket_size_dollars": product.bucket_size, "grid_max_ticks": config.K,
         "grid_rows": 2 * config.K + 1, "contract_multiplier": product.multiplier,
-        "mode": "replay", "grid_schema_fields": protocol.schema_fields(grid_schema()),
+        "mode": "replay", "grid_schema_fields": protocol.schema_fields(grid_view_schema()),
         "source": info.source, "sample": sample, "dt": info.day.isoformat(),
         "data_start_ns": str(info.first_ns),
         "data_end_ns": str(info.last_ns) if info.last_ns is not None else None,
