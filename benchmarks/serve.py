@@ -72,8 +72,10 @@ async def firehose(source: str, limit: int) -> dict[str, Any]:
     started = time.perf_counter()
     first = None
     states = 0
+    # max_queue=None: the client reads the socket as fast as frames come (with the default of
+    # 16 queued messages the client's own flow control, not the server, sets the pace).
     async with websockets.connect(url(speed=0, source=source, start_time="09:30"),
-                                  max_size=None, compression=None) as ws:
+                                  max_size=None, compression=None, max_queue=None) as ws:
         async for message in ws:
             if isinstance(message, bytes):
                 states += 1
@@ -253,7 +255,8 @@ def _append(r: dict[str, Any]) -> None:
         f"Input: synthetic {RECORDS:,}-record MNQH6 day built 09:30-09:45 ET "
         f"(`vpbatch synth` + `vpbatch build`), {r['data_states_per_s']} states per event second "
         "in its first minute. Server: `vpbatch serve` (uvicorn, websockets-sansio) on 127.0.0.1; "
-        "clients: Python `websockets`, Chromium via Playwright.",
+        "clients: Python `websockets` (firehose clients with `max_queue=None`: no client-side flow "
+        "control), Chromium via Playwright.",
         "",
         "| what | figure | command |",
         "|---|---|---|",

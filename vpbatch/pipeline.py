@@ -409,6 +409,24 @@ def _product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
     return product, day
 
 
+def _input(req: BuildRequest, product: Product,
+           day: dt.date) -> tuple[Path, Product, Path | None]:
+    """The MBO file, and the product with the tick of a downloaded definition beside it."""
+    path = find_input(req.lake, req.symbol, day, path=req.path)
+    definition = Path(req.definition) if req.definition is not None else None
+    if definition is None and req.path is None:
+        # `vpbatch download` keeps the day's definitions beside the MBO file (docs/download.md).
+        definition = find_definition_file(path)
+        tick = read_definition_tick(definition, req.symbol) if definition else None
+        if tick is not None:
+            product = product.with_tick(tick)
+        elif definition is not None:
+            warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
+                          f"table's tick", VpbatchWarning, stacklevel=3)
+            definition = None
+    return path, product, definition
+
+
 class StateStream:
     """The states ``build`` would write for ``req``, yielded instead of written.
 
@@ -422,8 +440,8 @@ class StateStream:
     """
 
     def __init__(self, req: BuildRequest) -> None:
-        self.product, self.day = _product_and_day(req)
-        self.path = find_input(req.lake, req.symbol, self.day, path=req.path)
+        product, self.day = _product_and_day(req)
+        self.path, self.product, _ = _input(req, product, self.day)
         self._job = _Build(req, self.product, self.day, open_mbo(self.path))
         self.config = req.config
 
@@ -470,18 +488,7 @@ def build(req: BuildRequest) -> BuildResult:
     if not req.force and is_complete(req.lake, product, day, tables):
         return BuildResult(req.symbol, day, "skipped",
                            message="partition already built (use --force to rebuild)")
-    path = find_input(req.lake, req.symbol, day, path=req.path)
-    definition = Path(req.definition) if req.definition is not None else None
-    if definition is None and req.path is None:
-        # `vpbatch download` keeps the day's definitions beside the MBO file (docs/download.md).
-        definition = find_definition_file(path)
-        tick = read_definition_tick(definition, req.symbol) if definition else None
-        if tick is not None:
-            product = product.with_tick(tick)
-        elif definition is not None:
-            warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
-                          f"table's tick", VpbatchWarning, stacklevel=2)
-            definition = None
+    path, product, definition = _input(req, product, day)
     started = time.perf_counter()
     source = open_mbo(path)
     job = _Build(req, product, day, source)

@@ -293,7 +293,7 @@ class RawSource:
         # Opening validates everything (file, symbol, times) before any engine work.
         self._stream: StateStream | None = StateStream(self._req)
         first, last = self._stream.data_span_ns
-        self.info = SourceInfo("raw", product, day, config, first, last,
+        self.info = SourceInfo("raw", self._stream.product, day, config, first, last,
                                {"file": self._stream.path.name, **(extra or {})})
 
     def states(self, from_ns: int | None) -> Iterator[list[State]]:
