@@ -99,11 +99,23 @@ O_FIELDS: Final = 10
 # Integer state.
 (S_BB, S_BA, S_NFREE, S_OID, S_SEQ, S_TS, S_RECV, S_GROUPS, S_WRITTEN, S_CHILD, S_EXCITE,
  S_TREND, S_NS_TGT, S_NF_TGT, S_BUDGET, S_DAY0, S_EMIT, S_BURN_T0, S_BURN_DT, S_TICK, S_BASE,
- S_RPOS0, S_RPOS1) = range(23)
-N_ST: Final = 23
+ S_RPOS0, S_RPOS1, S_AHEAD_POS) = range(24)
+N_ST: Final = 24
 # Float state.
-FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN = range(8)
-N_FS: Final = 8
+FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED, \
+    FS_AHEAD_SUM = range(10)
+N_FS: Final = 10
+
+# Planted signal (``informed > 0``): the fair value's innovations are drawn INFORMED_LOOKAHEAD
+# event groups ahead, and with probability ``informed`` per group an informed trader who knows
+# their sum acts first: pulls the touch order on the side the fair value is about to move to
+# (vacuum ahead of the move) or joins the touch on the other side (pressure behind it).
+#: Event groups the informed flow sees ahead.
+INFORMED_LOOKAHEAD: Final = 64
+#: Smallest coming fair-value move (ticks) the informed flow acts on.
+INFORMED_MIN_MOVE: Final = 0.5
+#: Share of informed actions that pull liquidity (the rest add on the other side).
+INFORMED_PULL_SHARE: Final = 0.6
 
 # Event mix (per event), measured on MESH5: A 45.5%, C 39.3%, M 12.2%, trade 2.9%.
 # Add and cancel weights are per side (the two sides sum to the measured share).
@@ -508,16 +520,52 @@ def _init_book(lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray
     fs[FS_FAIR] = center - 0.5
 
 
+@njit(cache=True)
+def _ahead_step(ahead: np.ndarray, st: np.ndarray, fs: np.ndarray, rng2: np.ndarray) -> float:
+    """This group's fair-value innovation; draws the one INFORMED_LOOKAHEAD groups ahead."""
+    pos = st[S_AHEAD_POS]
+    now = ahead[pos]
+    nxt = fs[FS_SIGMA] * _randn(rng2)
+    ahead[pos] = nxt
+    fs[FS_AHEAD_SUM] += nxt - now
+    st[S_AHEAD_POS] = (pos + 1) % ahead.shape[0]
+    return now
+
+
+@njit(cache=True)
+def _informed_kind(kind: int, coming: float, nfb: int, nsb: int, nfa: int, nsa: int,
+                   room: bool, rng2: np.ndarray) -> tuple[int, bool]:
+    """The informed action for a coming fair-value move of ``coming`` ticks, as an event kind
+    (4/5 fast cancel bid/ask, 0/1 fast add bid/ask) acting at the touch; else ``kind``."""
+    if abs(coming) < INFORMED_MIN_MOVE:
+        return kind, False
+    up = coming > 0.0
+    if _u01(rng2) < INFORMED_PULL_SHARE:
+        # Pull the touch on the side price is about to move into, keeping a book behind it.
+        if up and nfa > 0 and nfa + nsa > 10:
+            return 5, True
+        if not up and nfb > 0 and nfb + nsb > 10:
+            return 4, True
+        return kind, False
+    if not room:
+        return kind, False
+    return (0 if up else 1), True
+
+
 @njit(cache=True, nogil=True)
 def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray,
          dense: np.ndarray, nd: np.ndarray, recent: np.ndarray, st: np.ndarray, fs: np.ndarray,
          rng: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
-         max_groups: int) -> int:
+         max_groups: int, rng2: np.ndarray, ahead: np.ndarray) -> int:
     """Simulate event groups; write them to ``out`` when ``st[S_EMIT]``. Returns records written.
 
     Emitting: stops once ``max_records`` are in ``out`` (a group never straddles calls) or the
     live budget is spent. Silent (burn-in): runs ``max_groups`` groups on a synthetic clock.
+    With ``fs[FS_INFORMED] > 0`` the planted signal is on: ``rng2`` draws the fair value's
+    innovations into the ring ``ahead`` and the informed decisions (``rng`` is not touched by
+    either, so ``informed = 0`` is the unplanted stream exactly).
     """
+    informed = fs[FS_INFORMED]
     emit = st[S_EMIT] != 0
     n = 0
     g = 0
@@ -555,7 +603,11 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
         # Latent fair value: event-time random walk with trend episodes.
         if _u01(rng) < fs[FS_PSW]:
             st[S_TREND] = _randint(rng, 3) - 1
-        f = fs[FS_FAIR] + fs[FS_SIGMA] * _randn(rng) + fs[FS_MU] * st[S_TREND]
+        if informed > 0.0:
+            innovation = _ahead_step(ahead, st, fs, rng2)
+        else:
+            innovation = fs[FS_SIGMA] * _randn(rng)
+        f = fs[FS_FAIR] + innovation + fs[FS_MU] * st[S_TREND]
         if f < EDGE:
             f = 2.0 * EDGE - f
             st[S_TREND] = 1
@@ -594,6 +646,10 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             kind += 1
         if kind > 9:
             kind = 0
+        touch = False
+        if informed > 0.0 and _u01(rng2) < informed:
+            kind, touch = _informed_kind(kind, fs[FS_AHEAD_SUM], nfb, nsb, nfa, nsa, room,
+                                         rng2)
 
         if kind == 9:
             # ---------------- trade: T per level + FIFO F's, then C/M per filled order ----
@@ -787,7 +843,9 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             cls = 0 if kind < 6 else 1
             s = -1
             wrong = (side == 1 and x > 0.5) or (side == 0 and x < -0.5)
-            if wrong and _u01(rng) < min(0.7, 0.25 * abs(x)):
+            if touch:
+                s = lv[L_TAIL, side * NLEV + (bb if side == 0 else ba)]
+            elif wrong and _u01(rng) < min(0.7, 0.25 * abs(x)):
                 s = lv[L_TAIL, side * NLEV + (bb if side == 0 else ba)]
             elif cls == 0 and _u01(rng) < P_FLICKER:
                 pos = st[S_RPOS0 + side]
@@ -816,7 +874,10 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             cls = 0 if kind < 2 else 1
             bb = st[S_BB]
             ba = st[S_BA]
-            if cls == 0:
+            if touch:
+                size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
+                lvl = bb if side == 0 else ba
+            elif cls == 0:
                 spread = ba - bb
                 size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
                 if spread > 1 and _u01(rng) < P_IMPROVE:
@@ -959,7 +1020,8 @@ def _record_buffer(n: int, instrument_id: int, publisher_id: int) -> np.ndarray:
 class _Sim:
     """The kernel's arrays, one object so the call sites stay readable."""
 
-    def __init__(self, seed_words: np.ndarray) -> None:
+    def __init__(self, seed_words: np.ndarray, informed: float = 0.0,
+                 informed_words: np.ndarray | None = None) -> None:
         self.lv = np.zeros((4, 2 * NLEV), np.int64)
         self.lv[L_HEAD] = -1
         self.lv[L_TAIL] = -1
@@ -975,12 +1037,16 @@ class _Sim:
         self.st[S_NFREE] = MAXO
         self.st[S_BB] = -1
         self.st[S_BA] = NLEV
+        self.fs[FS_INFORMED] = informed
+        self.rng2 = (np.ones(4, np.uint64) if informed_words is None
+                     else informed_words.astype(np.uint64))
+        self.ahead = np.zeros(INFORMED_LOOKAHEAD if informed > 0 else 1, np.float64)
 
     def run(self, out: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
             max_groups: int = 0) -> int:
         return int(_run(out, self.lv, self.od, self.ids, self.free, self.dense, self.nd,
                         self.recent, self.st, self.fs, self.rng, h, hcum, max_records,
-                        max_groups))
+                        max_groups, self.rng2, self.ahead))
 
     def snapshot(self, day0: int, instrument_id: int, publisher_id: int) -> np.ndarray:
         """The live book as Databento's start-of-day snapshot: ``R`` then adds by age."""
@@ -1079,10 +1145,20 @@ def _seed_words(seed: int, symbol: str, day: dt.date) -> np.ndarray:
     return words
 
 
+def _informed_words(words: np.ndarray) -> np.ndarray:
+    """The planted signal's own generator state, derived from the file's seed words."""
+    out = np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words] + [0x1F0]
+                                 ).generate_state(4, np.uint64)
+    if not out.any():
+        out[0] = 1
+    return out
+
+
 def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
                   records: int = 1_000_000, seed: int = 0, start_price: float | None = None,
                   instrument_id: int = 42_000_001, publisher_id: int = 1,
-                  progress: Callable[[int], None] | None = None) -> SynthStats:
+                  progress: Callable[[int], None] | None = None,
+                  informed: float = 0.0) -> SynthStats:
     """Write one synthetic CME MBO day for ``symbol`` to ``path`` (DBN; zstd if ``.zst``).
 
     Parameters
@@ -1105,6 +1181,13 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
         Written on every record; ``instrument_id`` is also the metadata mapping target.
     progress : callable, optional
         Called with the number of records written after each chunk.
+    informed : float
+        Planted signal, default 0 (off: the unplanted stream, byte for byte). The share of
+        event groups in which an informed trader, who knows the fair value's next
+        ``INFORMED_LOOKAHEAD`` innovations, acts at the touch ahead of the move: pulls the
+        touch order on the side price is about to move into, or joins the touch behind it.
+        Deterministic with the seed. Used to check that ``vpbatch evaluate`` finds a signal
+        that is there.
 
     Returns
     -------
@@ -1128,6 +1211,9 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
         raise ConfigError(f"seed: must be in [0, 2**64), was {seed}")
     if not 0 < instrument_id < 2**32:
         raise ConfigError(f"instrument_id: must be in (0, 2**32), was {instrument_id}")
+    if isinstance(informed, bool) or not isinstance(informed, (int, float)) \
+            or not 0.0 <= informed <= 1.0:
+        raise ConfigError(f"informed: must be a share in [0, 1], was {informed!r}")
     if not 0 < publisher_id < 2**16:
         raise ConfigError(f"publisher_id: must be in (0, 2**16), was {publisher_id}")
     if day.weekday() >= 5:
@@ -1146,7 +1232,8 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     hcum = np.concatenate(([0.0], np.cumsum(h)))
     day0 = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
 
-    sim = _Sim(_seed_words(seed, product.symbol, day))
+    words = _seed_words(seed, product.symbol, day)
+    sim = _Sim(words, float(informed), _informed_words(words) if informed > 0 else None)
     st, fs = sim.st, sim.fs
     st[S_TICK] = tick
     st[S_DAY0] = day0
@@ -1162,6 +1249,9 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     fs[FS_PSW] = 20.0 / groups
     fs[FS_HTARGET] = hcum[-1] * (1.0 - 1e-3)
     fs[FS_HMIN] = hcum[-1] * 1e-5
+    if informed > 0:
+        sim.ahead[:] = sigma * np.random.default_rng(sim.rng2).standard_normal(sim.ahead.size)
+        fs[FS_AHEAD_SUM] = sim.ahead.sum()
 
     # Book before the day: the stationary profile restated at the weekly open, then a
     # silent burn-in on a clock running up to midnight, so snapshot orders have history.

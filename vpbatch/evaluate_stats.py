@@ -1,0 +1,274 @@
+"""Thresholds, confusion-matrix metrics and the moving-block bootstrap of ``vpbatch evaluate``.
+
+Everything here works on whole arrays (SPEC §13): no Python loop per state or per resample.
+
+Why the bootstrap is a matrix product: every metric we report is a function of sums over
+states (a 3 x 3 confusion matrix per predictor, and the five sums of a Pearson correlation of
+ranks for the information coefficient). The test states are cut into time *cells* of a
+quarter block; a block is four consecutive cells, starting at any cell (a moving block on a
+quarter-block grid). A resample is a vector of how often each cell is drawn, so the sums of
+all resamples are one product ``counts (R x cells) @ cell_sums (cells x columns)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+#: Labels of a target or a call: down, flat (or no call), up.
+CLASSES: Final = (-1, 0, 1)
+#: Cells per bootstrap block (blocks start on a grid of a quarter block).
+CELLS_PER_BLOCK: Final = 4
+#: Candidate cut points per continuous score (quantiles of the training part).
+THRESHOLD_QUANTILES: Final = 101
+#: Resamples per matrix product (bounds memory: chunk x cells floats).
+_CHUNK: Final = 100
+
+#: Metric names, in table order.
+METRICS: Final = ("coverage", "hit_rate", "balanced_accuracy", "mcc", "ic")
+
+
+# ------------------------------------------------------------------------------------------
+# Thresholds
+
+
+def _candidates(train: np.ndarray) -> np.ndarray:
+    """Cut points between distinct quantiles of ``train`` (never equal to a data value)."""
+    q = np.unique(np.quantile(train, np.linspace(0.0, 1.0, THRESHOLD_QUANTILES)))
+    mids = (q[:-1] + q[1:]) / 2.0 if q.size > 1 else np.empty(0)
+    return np.concatenate(([-np.inf], mids, [np.inf]))
+
+
+def fit_thresholds(score: np.ndarray, y: np.ndarray, three_class: bool) -> tuple[float, float]:
+    """``(lo, hi)`` maximising balanced accuracy of the call ``+1 if s > hi, -1 if s < lo``.
+
+    Two-class targets (event time, always up or down) gain nothing from a no-call band, so
+    ``lo == hi`` there. Three-class targets (clock time) read "no call" as "flat". NaN scores
+    are ignored. A training part without a usable class gives ``(-inf, inf)`` (never call).
+    """
+    ok = np.isfinite(score)
+    s, t = score[ok], y[ok]
+    if s.size == 0:
+        return -np.inf, np.inf
+    cand = _candidates(s)
+    # below[c][i]: share of class-c states with score < cand[i].
+    below = {}
+    for c in CLASSES:
+        sc = np.sort(s[t == c])
+        if sc.size:
+            below[c] = np.searchsorted(sc, cand, side="left") / sc.size
+    if not three_class:
+        if -1 not in below or 1 not in below:
+            return -np.inf, np.inf
+        ba = 0.5 * (below[-1] + 1.0 - below[1])
+        i = int(np.argmax(ba))
+        return float(cand[i]), float(cand[i])
+    parts = []
+    lo_idx, hi_idx = np.triu_indices(cand.size)
+    if -1 in below:
+        parts.append(below[-1][lo_idx])
+    if 0 in below:
+        parts.append(below[0][hi_idx] - below[0][lo_idx])
+    if 1 in below:
+        parts.append(1.0 - below[1][hi_idx])
+    if len(parts) < 2:
+        return -np.inf, np.inf
+    ba = np.mean(parts, axis=0)
+    i = int(np.argmax(ba))
+    return float(cand[lo_idx[i]]), float(cand[hi_idx[i]])
+
+
+def apply_thresholds(score: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Calls in {-1, 0, +1} (0 = no call; NaN scores make no call)."""
+    call = np.zeros(score.shape, np.int8)
+    with np.errstate(invalid="ignore"):
+        call[score > hi] = 1
+        call[score < lo] = -1
+    return call
+
+
+# ------------------------------------------------------------------------------------------
+# Per-state sums and metrics
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties averaged (the ranks of Spearman's coefficient)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    first = np.concatenate(([True], xs[1:] != xs[:-1]))
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.concatenate((starts[1:], [xs.size]))
+    avg = (starts + ends + 1) / 2.0
+    ranks = np.empty(x.size)
+    ranks[order] = avg[group]
+    return ranks
+
+
+#: Columns of one predictor's block in the per-state matrix.
+CONF_COLS: Final = 9
+IC_COLS: Final = 6
+PRED_COLS: Final = CONF_COLS + IC_COLS
+
+
+def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
+                  change: np.ndarray) -> np.ndarray:
+    """Per-state additive statistics, ``(n, P * 15)`` float64.
+
+    Per predictor: 9 one-hot cells of the confusion matrix (call x target, each in -1/0/+1),
+    then ``n, sx, sy, sxx, syy, sxy`` of the centred ranks of the score and of the forward mid
+    change, over states where the score is finite (all zero when the predictor has no score).
+
+    Parameters
+    ----------
+    calls : int8 (P, n)
+    scores : float64 (P, n), NaN where the predictor has no continuous score
+    y : int8 (n,) target classes
+    change : float64 (n,) forward mid change
+    """
+    n_pred, n = calls.shape
+    out = np.zeros((n, n_pred * PRED_COLS))
+    code = (calls.astype(np.int64) + 1) * 3 + (y.astype(np.int64) + 1)
+    rows = np.arange(n)
+    for p in range(n_pred):
+        base = p * PRED_COLS
+        out[rows, base + code[p]] = 1.0
+        ok = np.isfinite(scores[p])
+        if ok.sum() < 3:
+            continue
+        rx = average_ranks(scores[p, ok])
+        ry = average_ranks(change[ok])
+        rx = (rx - rx.mean()) / ok.sum()
+        ry = (ry - ry.mean()) / ok.sum()
+        cols = out[ok]
+        cols[:, base + 9] = 1.0
+        cols[:, base + 10] = rx
+        cols[:, base + 11] = ry
+        cols[:, base + 12] = rx * rx
+        cols[:, base + 13] = ry * ry
+        cols[:, base + 14] = rx * ry
+        out[ok] = cols
+    return out
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def metrics_from_sums(sums: np.ndarray, n_pred: int, three_class: bool) -> np.ndarray:
+    """Metrics ``(..., P, 5)`` from summed columns ``(..., P * 15)`` (see :data:`METRICS`).
+
+    * coverage: share of states with a call;
+    * hit rate: share of calls equal to the target;
+    * balanced accuracy and Matthews correlation: two-class targets over the states with a
+      call (chance 0.5 and 0); three-class targets over every state, no call = flat (chance
+      1/3 and 0; Gorodkin's multi-class MCC);
+    * ic: Pearson correlation of the ranks (Spearman), NaN without a score.
+    """
+    s = sums.reshape(*sums.shape[:-1], n_pred, PRED_COLS)
+    conf = s[..., :CONF_COLS].reshape(*s.shape[:-1], 3, 3)  # [call, target]
+    total = conf.sum(axis=(-1, -2))
+    called = conf[..., 0, :].sum(-1) + conf[..., 2, :].sum(-1)
+    hits = conf[..., 0, 0] + conf[..., 2, 2]
+    coverage = _div(called, total)
+    hit_rate = _div(hits, called)
+    if three_class:
+        m = conf
+    else:
+        m = conf[..., [0, 2], :][..., :, [0, 2]]
+    diag = np.diagonal(m, axis1=-2, axis2=-1)
+    per_class = m.sum(-2)  # targets of each class
+    recall = _div(diag, per_class)
+    present = per_class > 0
+    with np.errstate(invalid="ignore"):
+        ba = np.where(present.any(-1),
+                      np.nansum(np.where(present, recall, 0.0), -1)
+                      / np.maximum(present.sum(-1), 1), np.nan)
+    # Gorodkin: (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2)).
+    n = m.sum(axis=(-1, -2))
+    c = diag.sum(-1)
+    p_k = m.sum(-1)  # predicted per class
+    t_k = per_class
+    num = c * n - (p_k * t_k).sum(-1)
+    den = np.sqrt((n * n - (p_k * p_k).sum(-1)) * (n * n - (t_k * t_k).sum(-1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mcc = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(n > 0, 0.0, np.nan))
+    k, sx, sy, sxx, syy, sxy = (s[..., CONF_COLS + i] for i in range(IC_COLS))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kk = np.where(k > 0, k, 1.0)
+        cov = sxy - sx * sy / kk
+        vx = sxx - sx * sx / kk
+        vy = syy - sy * sy / kk
+        ic = np.where((k >= 3) & (vx > 0) & (vy > 0), cov / np.sqrt(np.abs(vx * vy)), np.nan)
+    return np.stack([coverage, hit_rate, ba, mcc, ic], axis=-1)
+
+
+# ------------------------------------------------------------------------------------------
+# Moving-block bootstrap
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Bootstrap settings: resamples, interval level and seed."""
+
+    resamples: int = 1_000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+def cell_index(ts: np.ndarray, block_ns: int) -> np.ndarray:
+    """Dense cell number of each state: quarter-block clock bins, empty bins dropped.
+
+    Dropping empty bins keeps the market's closed hours from turning into empty blocks.
+    """
+    width = max(int(block_ns) // CELLS_PER_BLOCK, 1)
+    bins = (ts - ts[0]) // width if ts.size else ts
+    return np.unique(bins, return_inverse=True)[1].astype(np.int64).reshape(-1)
+
+
+def block_bootstrap(columns: np.ndarray, cells: np.ndarray, settings: Bootstrap,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Summed columns of each resample, ``(R, columns)``.
+
+    A resample draws ``ceil(cells / 4)`` blocks of four consecutive cells, each starting at a
+    uniformly drawn cell (blocks running past the end wrap around: a circular block bootstrap,
+    so every cell is equally likely to be drawn).
+    """
+    n_cells = int(cells.max()) + 1 if cells.size else 0
+    if n_cells == 0:
+        return np.zeros((settings.resamples, columns.shape[1]))
+    cell_sums = np.zeros((n_cells, columns.shape[1]))
+    _sum_rows(cell_sums, cells, columns)
+    n_blocks = -(-n_cells // CELLS_PER_BLOCK)
+    out = np.empty((settings.resamples, columns.shape[1]))
+    for lo in range(0, settings.resamples, _CHUNK):
+        r = min(_CHUNK, settings.resamples - lo)
+        starts = rng.integers(0, n_cells, size=(r, n_blocks))
+        flat = (np.arange(r)[:, None] * n_cells + starts).ravel()
+        counts = np.bincount(flat, minlength=r * n_cells).reshape(r, n_cells).astype(float)
+        # A block covers its start cell and the next three (circularly).
+        weights = counts.copy()
+        for k in range(1, CELLS_PER_BLOCK):
+            weights += np.roll(counts, k, axis=1)
+        out[lo:lo + r] = weights @ cell_sums
+    return out
+
+
+def _sum_rows(acc: np.ndarray, cells: np.ndarray, columns: np.ndarray) -> None:
+    """``acc[cells[i]] += columns[i]`` for sorted ``cells`` (a segmented sum)."""
+    starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+    acc[cells[starts]] = np.add.reduceat(columns, starts, axis=0)
+
+
+def interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, ignoring NaN resamples."""
+    alpha = (1.0 - confidence) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
+        lo = np.nanquantile(samples, alpha, axis=0)
+        hi = np.nanquantile(samples, 1.0 - alpha, axis=0)
+    return lo, hi
