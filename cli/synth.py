@@ -29,7 +29,7 @@ PROGRESS_MIN_RECORDS = 2_000_000
               help="Same seed and options give a byte-identical file.")
 @click.option("--informed", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               metavar="SHARE",
-              help="Planted signal: share of event groups in which an informed trader acts at "
+              help="Planted signal: share of event groups in which an informed trader acts near "
                    "the touch ahead of the coming move (0 = off, the default stream).")
 @lake_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",

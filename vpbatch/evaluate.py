@@ -419,14 +419,14 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
         block = _block_ns(tg, s, test_all)
         boot = block_bootstrap(cols, cell_index(s.ts[idx], block), settings, rng)
         samples = metrics_from_sums(boot, n_pred, tg.three_class)
-        lo, hi = interval(samples, settings.confidence)
-        counts = {str(c): int((tg.y[idx] == c).sum()) for c in (-1, 0, 1)}
+        ci_lo, ci_hi = interval(samples, settings.confidence)
+        per_class = {str(c): int((tg.y[idx] == c).sum()) for c in (-1, 0, 1)}
         target_info.append({
             "target": tg.name, "classes": 3 if tg.three_class else 2,
             "horizon_s": tg.horizon_ns / NS if tg.horizon_ns else None,
             "test_states": int(idx.size),
             "missing": int((test_all & ~avail).sum()),
-            "down": counts["-1"], "flat": counts["0"], "up": counts["1"],
+            "down": per_class["-1"], "flat": per_class["0"], "up": per_class["1"],
             "block_s": block / NS, "small_sample": bool(idx.size < SMALL_SAMPLE),
             "chance_balanced_accuracy": 1 / 3 if tg.three_class else 0.5,
         })
@@ -436,8 +436,8 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
                 if not np.isfinite(value):
                     continue
                 results.append({"predictor": pr.name, "target": tg.name, "metric": metric,
-                                "estimate": value, "ci_low": _f(lo[p, m]),
-                                "ci_high": _f(hi[p, m]), "n": int(idx.size)})
+                                "estimate": value, "ci_low": _f(ci_lo[p, m]),
+                                "ci_high": _f(ci_hi[p, m]), "n": int(idx.size)})
     cal = calibration(s, targets, test_all)
     return Evaluation(
         symbol=symbol, days=[d if isinstance(d, str) else d.isoformat() for d in s.days],

@@ -2,12 +2,14 @@
 
 Everything here works on whole arrays (SPEC §13): no Python loop per state or per resample.
 
-Why the bootstrap is a matrix product: every metric we report is a function of sums over
-states (a 3 x 3 confusion matrix per predictor, and the five sums of a Pearson correlation of
-ranks for the information coefficient). The test states are cut into time *cells* of a
-quarter block; a block is four consecutive cells, starting at any cell (a moving block on a
-quarter-block grid). A resample is a vector of how often each cell is drawn, so the sums of
-all resamples are one product ``counts (R x cells) @ cell_sums (cells x columns)``.
+Why the bootstrap is cheap: every metric we report is a function of sums over states (a
+3 x 3 confusion matrix per predictor, and the sums of a Pearson correlation of ranks for the
+information coefficient). The test states are cut into time *cells* of a quarter block; a
+block is four consecutive cells, starting at any cell (a moving block on a quarter-block
+grid). The sums of every possible block are computed once (``blocks x columns``); a resample
+is then the sum of the rows of its drawn blocks, done by one small compiled kernel over all
+resamples at once (:func:`_sum_drawn_blocks`). The metrics of all resamples are then
+computed as whole arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+from numba import njit
 
 #: Labels of a target or a call: down, flat (or no call), up.
 CLASSES: Final = (-1, 0, 1)
@@ -24,8 +27,6 @@ CLASSES: Final = (-1, 0, 1)
 CELLS_PER_BLOCK: Final = 4
 #: Candidate cut points per continuous score (quantiles of the training part).
 THRESHOLD_QUANTILES: Final = 101
-#: Resamples per matrix product (bounds memory: chunk x cells floats).
-_CHUNK: Final = 100
 
 #: Metric names, in table order.
 METRICS: Final = ("coverage", "hit_rate", "balanced_accuracy", "mcc", "ic")
@@ -133,24 +134,32 @@ def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
     out = np.zeros((n, n_pred * PRED_COLS))
     code = (calls.astype(np.int64) + 1) * 3 + (y.astype(np.int64) + 1)
     rows = np.arange(n)
+    ry_all: np.ndarray | None = None
     for p in range(n_pred):
         base = p * PRED_COLS
         out[rows, base + code[p]] = 1.0
         ok = np.isfinite(scores[p])
-        if ok.sum() < 3:
+        k = int(ok.sum())
+        if k < 3:
             continue
-        rx = average_ranks(scores[p, ok])
-        ry = average_ranks(change[ok])
-        rx = (rx - rx.mean()) / ok.sum()
-        ry = (ry - ry.mean()) / ok.sum()
-        cols = out[ok]
-        cols[:, base + 9] = 1.0
-        cols[:, base + 10] = rx
-        cols[:, base + 11] = ry
-        cols[:, base + 12] = rx * rx
-        cols[:, base + 13] = ry * ry
-        cols[:, base + 14] = rx * ry
-        out[ok] = cols
+        rx = np.zeros(n)
+        rx[ok] = average_ranks(scores[p, ok])
+        if k == n:
+            if ry_all is None:
+                ry_all = average_ranks(change)
+            ry = ry_all.copy()
+        else:
+            ry = np.zeros(n)
+            ry[ok] = average_ranks(change[ok])
+        # Centred and scaled ranks keep the sums small and exact enough in float64.
+        rx[ok] = (rx[ok] - (k + 1) / 2.0) / k
+        ry[ok] = (ry[ok] - (k + 1) / 2.0) / k
+        out[:, base + 9] = ok
+        out[:, base + 10] = rx
+        out[:, base + 11] = ry
+        out[:, base + 12] = rx * rx
+        out[:, base + 13] = ry * ry
+        out[:, base + 14] = rx * ry
     return out
 
 
@@ -176,10 +185,7 @@ def metrics_from_sums(sums: np.ndarray, n_pred: int, three_class: bool) -> np.nd
     hits = conf[..., 0, 0] + conf[..., 2, 2]
     coverage = _div(called, total)
     hit_rate = _div(hits, called)
-    if three_class:
-        m = conf
-    else:
-        m = conf[..., [0, 2], :][..., :, [0, 2]]
+    m = conf if three_class else conf[..., [0, 2], :][..., :, [0, 2]]
     diag = np.diagonal(m, axis1=-2, axis2=-1)
     per_class = m.sum(-2)  # targets of each class
     recall = _div(diag, per_class)
@@ -230,6 +236,21 @@ def cell_index(ts: np.ndarray, block_ns: int) -> np.ndarray:
     return np.unique(bins, return_inverse=True)[1].astype(np.int64).reshape(-1)
 
 
+@njit(cache=True)
+def _sum_drawn_blocks(block_sums: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``out[r] = sum_j block_sums[starts[r, j]]``: the column sums of every resample."""
+    n_res, n_draw = starts.shape
+    n_col = block_sums.shape[1]
+    out = np.zeros((n_res, n_col))
+    for r in range(n_res):
+        acc = out[r]
+        for j in range(n_draw):
+            row = block_sums[starts[r, j]]
+            for k in range(n_col):
+                acc[k] += row[k]
+    return out
+
+
 def block_bootstrap(columns: np.ndarray, cells: np.ndarray, settings: Bootstrap,
                     rng: np.random.Generator) -> np.ndarray:
     """Summed columns of each resample, ``(R, columns)``.
@@ -243,19 +264,13 @@ def block_bootstrap(columns: np.ndarray, cells: np.ndarray, settings: Bootstrap,
         return np.zeros((settings.resamples, columns.shape[1]))
     cell_sums = np.zeros((n_cells, columns.shape[1]))
     _sum_rows(cell_sums, cells, columns)
+    # Sums of the block starting at each cell (it covers that cell and the next three).
+    block_sums = cell_sums.copy()
+    for k in range(1, min(CELLS_PER_BLOCK, n_cells)):
+        block_sums += np.roll(cell_sums, -k, axis=0)
     n_blocks = -(-n_cells // CELLS_PER_BLOCK)
-    out = np.empty((settings.resamples, columns.shape[1]))
-    for lo in range(0, settings.resamples, _CHUNK):
-        r = min(_CHUNK, settings.resamples - lo)
-        starts = rng.integers(0, n_cells, size=(r, n_blocks))
-        flat = (np.arange(r)[:, None] * n_cells + starts).ravel()
-        counts = np.bincount(flat, minlength=r * n_cells).reshape(r, n_cells).astype(float)
-        # A block covers its start cell and the next three (circularly).
-        weights = counts.copy()
-        for k in range(1, CELLS_PER_BLOCK):
-            weights += np.roll(counts, k, axis=1)
-        out[lo:lo + r] = weights @ cell_sums
-    return out
+    starts = rng.integers(0, n_cells, size=(settings.resamples, n_blocks))
+    return _sum_drawn_blocks(block_sums, starts)
 
 
 def _sum_rows(acc: np.ndarray, cells: np.ndarray, columns: np.ndarray) -> None:

@@ -108,12 +108,15 @@ N_FS: Final = 10
 
 # Planted signal (``informed > 0``): the fair value's innovations are drawn INFORMED_LOOKAHEAD
 # event groups ahead, and with probability ``informed`` per group an informed trader who knows
-# their sum acts first: pulls the touch order on the side the fair value is about to move to
-# (vacuum ahead of the move) or joins the touch on the other side (pressure behind it).
+# their sum acts first, within INFORMED_DEPTH ticks of the touch: pulls an order on the side
+# the fair value is about to move into (vacuum ahead of the move) or adds on the other side
+# (pressure behind it).
 #: Event groups the informed flow sees ahead.
 INFORMED_LOOKAHEAD: Final = 64
 #: Smallest coming fair-value move (ticks) the informed flow acts on.
 INFORMED_MIN_MOVE: Final = 0.5
+#: Informed orders act within this many ticks of the touch (where the regime looks).
+INFORMED_DEPTH: Final = 10
 #: Share of informed actions that pull liquidity (the rest add on the other side).
 INFORMED_PULL_SHARE: Final = 0.6
 
@@ -533,10 +536,21 @@ def _ahead_step(ahead: np.ndarray, st: np.ndarray, fs: np.ndarray, rng2: np.ndar
 
 
 @njit(cache=True)
+def _informed_pull(lv: np.ndarray, side: int, best: int, rng2: np.ndarray) -> int:
+    """The order an informed trader pulls: the newest at a level drawn within INFORMED_DEPTH
+    ticks of the touch on ``side`` (the nearest non-empty level at or inside it)."""
+    step = -1 if side == 0 else 1
+    lvl = best + step * _randint(rng2, INFORMED_DEPTH)
+    while lvl != best and lv[L_CNT, side * NLEV + lvl] == 0:
+        lvl -= step
+    return lv[L_TAIL, side * NLEV + lvl]
+
+
+@njit(cache=True)
 def _informed_kind(kind: int, coming: float, nfb: int, nsb: int, nfa: int, nsa: int,
                    room: bool, rng2: np.ndarray) -> tuple[int, bool]:
     """The informed action for a coming fair-value move of ``coming`` ticks, as an event kind
-    (4/5 fast cancel bid/ask, 0/1 fast add bid/ask) acting at the touch; else ``kind``."""
+    (4/5 fast cancel bid/ask, 0/1 fast add bid/ask) acting near the touch; else ``kind``."""
     if abs(coming) < INFORMED_MIN_MOVE:
         return kind, False
     up = coming > 0.0
@@ -844,7 +858,7 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             s = -1
             wrong = (side == 1 and x > 0.5) or (side == 0 and x < -0.5)
             if touch:
-                s = lv[L_TAIL, side * NLEV + (bb if side == 0 else ba)]
+                s = _informed_pull(lv, side, bb if side == 0 else ba, rng2)
             elif wrong and _u01(rng) < min(0.7, 0.25 * abs(x)):
                 s = lv[L_TAIL, side * NLEV + (bb if side == 0 else ba)]
             elif cls == 0 and _u01(rng) < P_FLICKER:
@@ -876,7 +890,8 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             ba = st[S_BA]
             if touch:
                 size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
-                lvl = bb if side == 0 else ba
+                d = _randint(rng2, INFORMED_DEPTH)
+                lvl = bb - d if side == 0 else ba + d
             elif cls == 0:
                 spread = ba - bb
                 size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
@@ -1184,8 +1199,9 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     informed : float
         Planted signal, default 0 (off: the unplanted stream, byte for byte). The share of
         event groups in which an informed trader, who knows the fair value's next
-        ``INFORMED_LOOKAHEAD`` innovations, acts at the touch ahead of the move: pulls the
-        touch order on the side price is about to move into, or joins the touch behind it.
+        ``INFORMED_LOOKAHEAD`` innovations, acts within ``INFORMED_DEPTH`` ticks of the touch
+        ahead of the move: pulls an order on the side price is about to move into, or adds on
+        the other side.
         Deterministic with the seed. Used to check that ``vpbatch evaluate`` finds a signal
         that is there.
 
