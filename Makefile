@@ -42,6 +42,10 @@ demo: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
+.PHONY: bench-evaluate
+bench-evaluate: install
+	$(BIN)/python -m benchmarks.evaluate
+
 build: install
 	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --dt $(or $(DT),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --lake $(LAKE)
 

@@ -273,9 +273,15 @@ def test_block_bootstrap_given_autocorrelated_data_is_wider_than_without_blocks(
     x = level + rng.normal(0, 0.1, n)
     cols = np.stack([np.ones(n), x], axis=1)
     settings = Bootstrap(resamples=300, seed=1)
-    wide = block_bootstrap(cols, cell_index(ts, 5 * NS), settings, np.random.default_rng(1))
-    narrow = block_bootstrap(cols, cell_index(ts, NS // 100 * 4), settings,
-                             np.random.default_rng(1))
+
+    def per_cell(block_ns: int) -> np.ndarray:
+        cells = cell_index(ts, block_ns)
+        out = np.zeros((cells.max() + 1, 2))
+        np.add.at(out, cells, cols)
+        return out
+
+    wide = block_bootstrap(per_cell(5 * NS), settings, np.random.default_rng(1))
+    narrow = block_bootstrap(per_cell(NS // 100 * 4), settings, np.random.default_rng(1))
     mean_w = wide[:, 1] / wide[:, 0]
     mean_n = narrow[:, 1] / narrow[:, 0]
     lo, hi = interval(mean_w, 0.95)

@@ -414,10 +414,11 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
         use = test_all & avail
         idx = np.flatnonzero(use)
         scores = np.stack([pr.score[idx] for pr in predictors])
-        cols = state_columns(calls[:, idx], scores, tg.y[idx], tg.change[idx])
-        point = metrics_from_sums(cols.sum(0), n_pred, tg.three_class)
         block = _block_ns(tg, s, test_all)
-        boot = block_bootstrap(cols, cell_index(s.ts[idx], block), settings, rng)
+        sums = state_columns(calls[:, idx], scores, tg.y[idx], tg.change[idx],
+                             cells=cell_index(s.ts[idx], block))
+        point = metrics_from_sums(sums.sum(0), n_pred, tg.three_class)
+        boot = block_bootstrap(sums, settings, rng)
         samples = metrics_from_sums(boot, n_pred, tg.three_class)
         ci_lo, ci_hi = interval(samples, settings.confidence)
         per_class = {str(c): int((tg.y[idx] == c).sum()) for c in (-1, 0, 1)}
@@ -427,7 +428,7 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
             "test_states": int(idx.size),
             "missing": int((test_all & ~avail).sum()),
             "down": per_class["-1"], "flat": per_class["0"], "up": per_class["1"],
-            "block_s": block / NS, "small_sample": bool(idx.size < SMALL_SAMPLE),
+            "block_s": round(block / NS, 3), "small_sample": bool(idx.size < SMALL_SAMPLE),
             "chance_balanced_accuracy": 1 / 3 if tg.three_class else 0.5,
         })
         for p, pr in enumerate(predictors):

@@ -116,12 +116,14 @@ PRED_COLS: Final = CONF_COLS + IC_COLS
 
 
 def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
-                  change: np.ndarray) -> np.ndarray:
-    """Per-state additive statistics, ``(n, P * 15)`` float64.
+                  change: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+    """Additive statistics per state, or summed per cell: ``(n or cells, P * 15)`` float64.
 
     Per predictor: 9 one-hot cells of the confusion matrix (call x target, each in -1/0/+1),
     then ``n, sx, sy, sxx, syy, sxy`` of the centred ranks of the score and of the forward mid
     change, over states where the score is finite (all zero when the predictor has no score).
+    With ``cells`` (sorted cell number per state) the rows are summed per cell, one predictor
+    at a time, so memory stays at one predictor's ``n x 15``.
 
     Parameters
     ----------
@@ -129,37 +131,45 @@ def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
     scores : float64 (P, n), NaN where the predictor has no continuous score
     y : int8 (n,) target classes
     change : float64 (n,) forward mid change
+    cells : int64 (n,), optional
     """
     n_pred, n = calls.shape
-    out = np.zeros((n, n_pred * PRED_COLS))
-    code = (calls.astype(np.int64) + 1) * 3 + (y.astype(np.int64) + 1)
+    if cells is None:
+        starts = np.arange(n)
+    else:
+        starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+    out = np.zeros((starts.size, n_pred * PRED_COLS))
+    ycode = y.astype(np.int64) + 1
     rows = np.arange(n)
     ry_all: np.ndarray | None = None
+    block = np.empty((n, PRED_COLS))
     for p in range(n_pred):
-        base = p * PRED_COLS
-        out[rows, base + code[p]] = 1.0
+        block[:] = 0.0
+        block[rows, (calls[p].astype(np.int64) + 1) * 3 + ycode] = 1.0
         ok = np.isfinite(scores[p])
         k = int(ok.sum())
-        if k < 3:
-            continue
-        rx = np.zeros(n)
-        rx[ok] = average_ranks(scores[p, ok])
-        if k == n:
-            if ry_all is None:
-                ry_all = average_ranks(change)
-            ry = ry_all.copy()
-        else:
-            ry = np.zeros(n)
-            ry[ok] = average_ranks(change[ok])
-        # Centred and scaled ranks keep the sums small and exact enough in float64.
-        rx[ok] = (rx[ok] - (k + 1) / 2.0) / k
-        ry[ok] = (ry[ok] - (k + 1) / 2.0) / k
-        out[:, base + 9] = ok
-        out[:, base + 10] = rx
-        out[:, base + 11] = ry
-        out[:, base + 12] = rx * rx
-        out[:, base + 13] = ry * ry
-        out[:, base + 14] = rx * ry
+        if k >= 3:
+            rx = np.zeros(n)
+            rx[ok] = average_ranks(scores[p, ok])
+            if k == n:
+                if ry_all is None:
+                    ry_all = average_ranks(change)
+                ry = ry_all.copy()
+            else:
+                ry = np.zeros(n)
+                ry[ok] = average_ranks(change[ok])
+            # Centred and scaled ranks keep the sums small and exact enough in float64.
+            rx[ok] = (rx[ok] - (k + 1) / 2.0) / k
+            ry[ok] = (ry[ok] - (k + 1) / 2.0) / k
+            block[:, 9] = ok
+            block[:, 10] = rx
+            block[:, 11] = ry
+            block[:, 12] = rx * rx
+            block[:, 13] = ry * ry
+            block[:, 14] = rx * ry
+        base = p * PRED_COLS
+        out[:, base:base + PRED_COLS] = (block if cells is None
+                                         else np.add.reduceat(block, starts, axis=0))
     return out
 
 
@@ -251,19 +261,17 @@ def _sum_drawn_blocks(block_sums: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def block_bootstrap(columns: np.ndarray, cells: np.ndarray, settings: Bootstrap,
+def block_bootstrap(cell_sums: np.ndarray, settings: Bootstrap,
                     rng: np.random.Generator) -> np.ndarray:
-    """Summed columns of each resample, ``(R, columns)``.
+    """Summed columns of each resample, ``(R, columns)``, from per-cell sums ``(cells, columns)``.
 
     A resample draws ``ceil(cells / 4)`` blocks of four consecutive cells, each starting at a
     uniformly drawn cell (blocks running past the end wrap around: a circular block bootstrap,
     so every cell is equally likely to be drawn).
     """
-    n_cells = int(cells.max()) + 1 if cells.size else 0
+    n_cells = cell_sums.shape[0]
     if n_cells == 0:
-        return np.zeros((settings.resamples, columns.shape[1]))
-    cell_sums = np.zeros((n_cells, columns.shape[1]))
-    _sum_rows(cell_sums, cells, columns)
+        return np.zeros((settings.resamples, cell_sums.shape[1]))
     # Sums of the block starting at each cell (it covers that cell and the next three).
     block_sums = cell_sums.copy()
     for k in range(1, min(CELLS_PER_BLOCK, n_cells)):
@@ -271,12 +279,6 @@ def block_bootstrap(columns: np.ndarray, cells: np.ndarray, settings: Bootstrap,
     n_blocks = -(-n_cells // CELLS_PER_BLOCK)
     starts = rng.integers(0, n_cells, size=(settings.resamples, n_blocks))
     return _sum_drawn_blocks(block_sums, starts)
-
-
-def _sum_rows(acc: np.ndarray, cells: np.ndarray, columns: np.ndarray) -> None:
-    """``acc[cells[i]] += columns[i]`` for sorted ``cells`` (a segmented sum)."""
-    starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
-    acc[cells[starts]] = np.add.reduceat(columns, starts, axis=0)
 
 
 def interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:

@@ -103,8 +103,8 @@ O_FIELDS: Final = 10
 N_ST: Final = 24
 # Float state.
 FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED, \
-    FS_AHEAD_SUM = range(10)
-N_FS: Final = 10
+    FS_AHEAD_SUM, FS_INFORMED_MIN = range(11)
+N_FS: Final = 11
 
 # Planted signal (``informed > 0``): the fair value's innovations are drawn INFORMED_LOOKAHEAD
 # event groups ahead, and with probability ``informed`` per group an informed trader who knows
@@ -547,11 +547,11 @@ def _informed_pull(lv: np.ndarray, side: int, best: int, rng2: np.ndarray) -> in
 
 
 @njit(cache=True)
-def _informed_kind(kind: int, coming: float, nfb: int, nsb: int, nfa: int, nsa: int,
-                   room: bool, rng2: np.ndarray) -> tuple[int, bool]:
+def _informed_kind(kind: int, coming: float, min_move: float, nfb: int, nsb: int, nfa: int,
+                   nsa: int, room: bool, rng2: np.ndarray) -> tuple[int, bool]:
     """The informed action for a coming fair-value move of ``coming`` ticks, as an event kind
     (4/5 fast cancel bid/ask, 0/1 fast add bid/ask) acting near the touch; else ``kind``."""
-    if abs(coming) < INFORMED_MIN_MOVE:
+    if abs(coming) < min_move:
         return kind, False
     up = coming > 0.0
     if _u01(rng2) < INFORMED_PULL_SHARE:
@@ -662,8 +662,8 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             kind = 0
         touch = False
         if informed > 0.0 and _u01(rng2) < informed:
-            kind, touch = _informed_kind(kind, fs[FS_AHEAD_SUM], nfb, nsb, nfa, nsa, room,
-                                         rng2)
+            kind, touch = _informed_kind(kind, fs[FS_AHEAD_SUM], fs[FS_INFORMED_MIN], nfb, nsb,
+                                         nfa, nsa, room, rng2)
 
         if kind == 9:
             # ---------------- trade: T per level + FIFO F's, then C/M per filled order ----
@@ -1053,6 +1053,7 @@ class _Sim:
         self.st[S_BB] = -1
         self.st[S_BA] = NLEV
         self.fs[FS_INFORMED] = informed
+        self.fs[FS_INFORMED_MIN] = INFORMED_MIN_MOVE
         self.rng2 = (np.ones(4, np.uint64) if informed_words is None
                      else informed_words.astype(np.uint64))
         self.ahead = np.zeros(INFORMED_LOOKAHEAD if informed > 0 else 1, np.float64)
