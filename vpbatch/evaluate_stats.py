@@ -134,6 +134,8 @@ def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
     cells : int64 (n,), optional
     """
     n_pred, n = calls.shape
+    if n == 0:
+        return np.zeros((0, n_pred * PRED_COLS))
     if cells is None:
         starts = np.arange(n)
     else:

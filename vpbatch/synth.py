@@ -99,23 +99,27 @@ O_FIELDS: Final = 10
 # Integer state.
 (S_BB, S_BA, S_NFREE, S_OID, S_SEQ, S_TS, S_RECV, S_GROUPS, S_WRITTEN, S_CHILD, S_EXCITE,
  S_TREND, S_NS_TGT, S_NF_TGT, S_BUDGET, S_DAY0, S_EMIT, S_BURN_T0, S_BURN_DT, S_TICK, S_BASE,
- S_RPOS0, S_RPOS1, S_AHEAD_POS) = range(24)
-N_ST: Final = 24
+ S_RPOS0, S_RPOS1, S_EP_LEFT, S_EP_DIR) = range(25)
+N_ST: Final = 25
 # Float state.
-FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED, \
-    FS_AHEAD_SUM, FS_INFORMED_MIN = range(11)
-N_FS: Final = 11
+FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED = range(9)
+N_FS: Final = 9
 
-# Planted signal (``informed > 0``): the fair value's innovations are drawn INFORMED_LOOKAHEAD
-# event groups ahead, and with probability ``informed`` per group an informed trader who knows
-# their sum acts first, within INFORMED_DEPTH ticks of the touch: pulls an order on the side
-# the fair value is about to move into (vacuum ahead of the move) or adds on the other side
-# (pressure behind it).
-#: Event groups the informed flow sees ahead.
-INFORMED_LOOKAHEAD: Final = 64
-#: Smallest coming fair-value move (ticks) the informed flow acts on.
-INFORMED_MIN_MOVE: Final = 0.5
-#: Informed orders act within this many ticks of the touch (where the regime looks).
+# Planted signal (``informed > 0``): informed episodes. An episode lasts INFORMED_EPISODE event
+# groups with a direction drawn at its start; in each of its groups, with probability
+# INFORMED_ACT, the informed trader pulls an order 1..INFORMED_DEPTH ticks beyond the touch on
+# the side price is about to move into (vacuum ahead of the move) or adds one 1..INFORMED_DEPTH
+# ticks behind the touch on the other side (pressure behind it), never at the touch itself.
+# When the episode ends the fair value jumps INFORMED_JUMP ticks in its direction, and the
+# ordinary flow carries the mid there. Episodes start at a rate that puts about ``informed``
+# of the event groups inside one. All planted randomness comes from a second generator.
+#: Event groups per informed episode.
+INFORMED_EPISODE: Final = 40
+#: Chance of an informed action in each group of an episode.
+INFORMED_ACT: Final = 0.6
+#: The fair value's jump (ticks) at the end of an episode.
+INFORMED_JUMP: Final = 3.0
+#: Informed orders act 1..INFORMED_DEPTH ticks away from the touch (where the regime looks).
 INFORMED_DEPTH: Final = 10
 #: Share of informed actions that pull liquidity (the rest add on the other side).
 INFORMED_PULL_SHARE: Final = 0.6
@@ -524,38 +528,35 @@ def _init_book(lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray
 
 
 @njit(cache=True)
-def _ahead_step(ahead: np.ndarray, st: np.ndarray, fs: np.ndarray, rng2: np.ndarray) -> float:
-    """This group's fair-value innovation; draws the one INFORMED_LOOKAHEAD groups ahead."""
-    pos = st[S_AHEAD_POS]
-    now = ahead[pos]
-    nxt = fs[FS_SIGMA] * _randn(rng2)
-    ahead[pos] = nxt
-    fs[FS_AHEAD_SUM] += nxt - now
-    st[S_AHEAD_POS] = (pos + 1) % ahead.shape[0]
-    return now
+def _informed_step(st: np.ndarray, fs: np.ndarray, rng2: np.ndarray) -> float:
+    """Advance the informed episode by one group; the fair-value jump (ticks) it releases."""
+    if st[S_EP_LEFT] == 0:
+        if _u01(rng2) < fs[FS_INFORMED] / INFORMED_EPISODE:
+            st[S_EP_LEFT] = INFORMED_EPISODE
+            st[S_EP_DIR] = 1 if _u01(rng2) < 0.5 else -1
+        return 0.0
+    st[S_EP_LEFT] -= 1
+    return INFORMED_JUMP * st[S_EP_DIR] if st[S_EP_LEFT] == 0 else 0.0
 
 
 @njit(cache=True)
 def _informed_pull(lv: np.ndarray, side: int, best: int, rng2: np.ndarray) -> int:
-    """The order an informed trader pulls: the newest at a level drawn within INFORMED_DEPTH
-    ticks of the touch on ``side`` (the nearest non-empty level at or inside it)."""
+    """The order an informed trader pulls: the newest at a level drawn 1..INFORMED_DEPTH ticks
+    beyond the touch on ``side`` (the nearest non-empty level towards the touch; the touch only
+    when all of them are empty)."""
     step = -1 if side == 0 else 1
-    lvl = best + step * _randint(rng2, INFORMED_DEPTH)
+    lvl = best + step * (1 + _randint(rng2, INFORMED_DEPTH))
     while lvl != best and lv[L_CNT, side * NLEV + lvl] == 0:
         lvl -= step
     return lv[L_TAIL, side * NLEV + lvl]
 
 
 @njit(cache=True)
-def _informed_kind(kind: int, coming: float, min_move: float, nfb: int, nsb: int, nfa: int,
-                   nsa: int, room: bool, rng2: np.ndarray) -> tuple[int, bool]:
-    """The informed action for a coming fair-value move of ``coming`` ticks, as an event kind
-    (4/5 fast cancel bid/ask, 0/1 fast add bid/ask) acting near the touch; else ``kind``."""
-    if abs(coming) < min_move:
-        return kind, False
-    up = coming > 0.0
+def _informed_kind(kind: int, up: bool, nfb: int, nsb: int, nfa: int, nsa: int, room: bool,
+                   rng2: np.ndarray) -> tuple[int, bool]:
+    """The informed action as an event kind (4/5 fast cancel bid/ask, 0/1 fast add bid/ask)
+    and True, or the ordinary ``kind`` and False when the book has no room for it."""
     if _u01(rng2) < INFORMED_PULL_SHARE:
-        # Pull the touch on the side price is about to move into, keeping a book behind it.
         if up and nfa > 0 and nfa + nsa > 10:
             return 5, True
         if not up and nfb > 0 and nfb + nsb > 10:
@@ -570,14 +571,13 @@ def _informed_kind(kind: int, coming: float, min_move: float, nfb: int, nsb: int
 def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray,
          dense: np.ndarray, nd: np.ndarray, recent: np.ndarray, st: np.ndarray, fs: np.ndarray,
          rng: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
-         max_groups: int, rng2: np.ndarray, ahead: np.ndarray) -> int:
+         max_groups: int, rng2: np.ndarray) -> int:
     """Simulate event groups; write them to ``out`` when ``st[S_EMIT]``. Returns records written.
 
     Emitting: stops once ``max_records`` are in ``out`` (a group never straddles calls) or the
     live budget is spent. Silent (burn-in): runs ``max_groups`` groups on a synthetic clock.
-    With ``fs[FS_INFORMED] > 0`` the planted signal is on: ``rng2`` draws the fair value's
-    innovations into the ring ``ahead`` and the informed decisions (``rng`` is not touched by
-    either, so ``informed = 0`` is the unplanted stream exactly).
+    With ``fs[FS_INFORMED] > 0`` the planted signal is on (informed episodes, drawn from
+    ``rng2``; ``informed = 0`` never touches ``rng2`` and is the unplanted stream exactly).
     """
     informed = fs[FS_INFORMED]
     emit = st[S_EMIT] != 0
@@ -617,11 +617,8 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
         # Latent fair value: event-time random walk with trend episodes.
         if _u01(rng) < fs[FS_PSW]:
             st[S_TREND] = _randint(rng, 3) - 1
-        if informed > 0.0:
-            innovation = _ahead_step(ahead, st, fs, rng2)
-        else:
-            innovation = fs[FS_SIGMA] * _randn(rng)
-        f = fs[FS_FAIR] + innovation + fs[FS_MU] * st[S_TREND]
+        jump = _informed_step(st, fs, rng2) if informed > 0.0 else 0.0
+        f = fs[FS_FAIR] + fs[FS_SIGMA] * _randn(rng) + fs[FS_MU] * st[S_TREND] + jump
         if f < EDGE:
             f = 2.0 * EDGE - f
             st[S_TREND] = 1
@@ -661,9 +658,8 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
         if kind > 9:
             kind = 0
         touch = False
-        if informed > 0.0 and _u01(rng2) < informed:
-            kind, touch = _informed_kind(kind, fs[FS_AHEAD_SUM], fs[FS_INFORMED_MIN], nfb, nsb,
-                                         nfa, nsa, room, rng2)
+        if informed > 0.0 and st[S_EP_LEFT] > 0 and _u01(rng2) < INFORMED_ACT:
+            kind, touch = _informed_kind(kind, st[S_EP_DIR] > 0, nfb, nsb, nfa, nsa, room, rng2)
 
         if kind == 9:
             # ---------------- trade: T per level + FIFO F's, then C/M per filled order ----
@@ -890,7 +886,7 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             ba = st[S_BA]
             if touch:
                 size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
-                d = _randint(rng2, INFORMED_DEPTH)
+                d = 1 + _randint(rng2, INFORMED_DEPTH)
                 lvl = bb - d if side == 0 else ba + d
             elif cls == 0:
                 spread = ba - bb
@@ -1053,16 +1049,14 @@ class _Sim:
         self.st[S_BB] = -1
         self.st[S_BA] = NLEV
         self.fs[FS_INFORMED] = informed
-        self.fs[FS_INFORMED_MIN] = INFORMED_MIN_MOVE
         self.rng2 = (np.ones(4, np.uint64) if informed_words is None
                      else informed_words.astype(np.uint64))
-        self.ahead = np.zeros(INFORMED_LOOKAHEAD if informed > 0 else 1, np.float64)
 
     def run(self, out: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
             max_groups: int = 0) -> int:
         return int(_run(out, self.lv, self.od, self.ids, self.free, self.dense, self.nd,
                         self.recent, self.st, self.fs, self.rng, h, hcum, max_records,
-                        max_groups, self.rng2, self.ahead))
+                        max_groups, self.rng2))
 
     def snapshot(self, day0: int, instrument_id: int, publisher_id: int) -> np.ndarray:
         """The live book as Databento's start-of-day snapshot: ``R`` then adds by age."""
@@ -1198,11 +1192,12 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     progress : callable, optional
         Called with the number of records written after each chunk.
     informed : float
-        Planted signal, default 0 (off: the unplanted stream, byte for byte). The share of
-        event groups in which an informed trader, who knows the fair value's next
-        ``INFORMED_LOOKAHEAD`` innovations, acts within ``INFORMED_DEPTH`` ticks of the touch
-        ahead of the move: pulls an order on the side price is about to move into, or adds on
-        the other side.
+        Planted signal, default 0 (off: the unplanted stream, byte for byte). About this share
+        of the event groups lies in an informed episode: for ``INFORMED_EPISODE`` groups an
+        informed trader pulls orders 1-10 ticks beyond the touch on the side price is about
+        to move into, or adds 1-10 ticks behind the touch on the other side, then the fair
+        value jumps ``INFORMED_JUMP`` ticks that way and the ordinary flow follows. Nothing
+        at the touch changes ahead of the jump. Deterministic with the seed.
         Deterministic with the seed. Used to check that ``vpbatch evaluate`` finds a signal
         that is there.
 
@@ -1266,9 +1261,6 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     fs[FS_PSW] = 20.0 / groups
     fs[FS_HTARGET] = hcum[-1] * (1.0 - 1e-3)
     fs[FS_HMIN] = hcum[-1] * 1e-5
-    if informed > 0:
-        sim.ahead[:] = sigma * np.random.default_rng(sim.rng2).standard_normal(sim.ahead.size)
-        fs[FS_AHEAD_SUM] = sim.ahead.sum()
 
     # Book before the day: the stationary profile restated at the weekly open, then a
     # silent burn-in on a clock running up to midnight, so snapshot orders have history.
