@@ -25,7 +25,7 @@ install: $(STAMP)
 	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install --quiet --disable-pip-version-check uv || $(PYTHON) -m pip install --quiet --disable-pip-version-check --target .venv-tools uv
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
-	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && touch $@
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && touch $@
 
 test: install
 	$(BIN)/ruff check . && $(BIN)/python -m pytest -q

@@ -10,8 +10,6 @@ import click
 from cli.options import lake_option, quiet_option
 from vpbatch.lake import raw_dir, raw_file_name
 from vpbatch.products import resolve_product
-from vpbatch.progress import Progress
-from vpbatch.synth import synth_session
 
 #: Below this many records the run takes a second or two: no progress bar.
 PROGRESS_MIN_RECORDS = 2_000_000
@@ -51,6 +49,9 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: fl
       vpbatch synth --symbol ESM6 --out /tmp/es.mbo.dbn.zst --quiet
       vpbatch synth --records 500000 --informed 0.3   # planted signal for vpbatch evaluate
     """
+    from vpbatch.progress import Progress
+    from vpbatch.synth import synth_session
+
     date = day.date()
     path = out if out is not None else (
         raw_dir(lake, resolve_product(symbol)) / raw_file_name(resolve_product(symbol).dataset,

@@ -29,11 +29,11 @@ from click.testing import CliRunner, Result
 
 from cli.main import cli
 from vpbatch import writer as writer_module
-from vpbatch.lake import gold_partition, raw_dir
+from vpbatch.lake import PART_FILE, SUCCESS_FILE, gold_partition, raw_dir
+from vpbatch.partitions import is_complete, read_success
 from vpbatch.products import resolve_product
 from vpbatch.synth import synth_to_lake
 from vpbatch.verify import verify
-from vpbatch.writer import PART_FILE, SUCCESS_FILE, is_complete, read_success
 
 SYMBOL = "MNQH6"
 PRODUCT = resolve_product(SYMBOL)

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from cli.verify import command
 from tests.fakes import CORRUPTIONS, DAY, FakeBuild, corrupt, fake_build
 from vpbatch.errors import ConfigError, InputError, VerifyError
-from vpbatch.lake import gold_partition
+from vpbatch.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.verify import CHECKS, select_partitions, verify
-from vpbatch.writer import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, PartitionWriter
+from vpbatch.writer import PartitionWriter
 
 #: The check that must fail for each corruption of tests.fakes.
 EXPECTED = {

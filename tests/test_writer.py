@@ -1,4 +1,4 @@
-"""vpbatch.writer and vpbatch.mbp_layout: layout, types, determinism, atomicity, failures."""
+"""vpbatch.writer, schema, partitions, mbp_layout: layout, types, determinism, atomicity."""
 
 from __future__ import annotations
 
@@ -23,23 +23,18 @@ from hypothesis import strategies as st
 from tests.fakes import DAY, FakeBuild, empty_levels, fake_build
 from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE, UNDEF_PRICE
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.lake import GOLD_TABLES, gold_partition
+from vpbatch.lake import GOLD_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.mbp_layout import levels_of, mbp_columns, mbp_dtype, mbp_kernel_dtype
-from vpbatch.writer import (
-    MANIFEST_FILE,
-    PART_FILE,
-    SUCCESS_FILE,
+from vpbatch.partitions import (
     InputFile,
-    PartitionWriter,
     build_digest,
-    grid_to_arrow,
     is_complete,
     list_partitions,
-    mbp_to_arrow,
     read_manifest,
     read_success,
-    snapshots_to_arrow,
 )
+from vpbatch.schema import grid_to_arrow, mbp_to_arrow, snapshots_to_arrow
+from vpbatch.writer import PartitionWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_GROUPS = {"vp_snapshot": 7, "vp_grid": 50, "mbp": 9}
@@ -376,7 +371,9 @@ _CRASH_DRIVER = textwrap.dedent("""
     import json, os, sys
     from tests.fakes import fake_build
     from vpbatch.lake import gold_partition
-    from vpbatch.writer import PART_FILE, PartitionWriter, is_complete, read_success
+    from vpbatch.lake import PART_FILE
+    from vpbatch.partitions import is_complete, read_success
+    from vpbatch.writer import PartitionWriter
 
     lake, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     build = fake_build(seed=2)

@@ -13,6 +13,14 @@ from vpbatch.products import Product
 
 RAW_TABLE: Final = "market_by_order_dbn"
 GOLD_TABLES: Final = ("vp_snapshot", "vp_grid", "mbp")
+#: Tables every build writes; ``mbp`` is optional.
+CORE_TABLES: Final = ("vp_snapshot", "vp_grid")
+#: What one gold partition folder holds (see :mod:`vpbatch.writer`).
+PART_FILE: Final = "part-0.parquet"
+MANIFEST_FILE: Final = "_MANIFEST.json"
+SUCCESS_FILE: Final = "_SUCCESS"
+#: Version of the ``_MANIFEST.json`` layout.
+MANIFEST_VERSION: Final = 1
 _DBN_SUFFIXES: Final = (".mbo.dbn.zst", ".mbo.dbn")
 
 

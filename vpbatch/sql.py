@@ -33,7 +33,8 @@ import pyarrow as pa
 from vpbatch.errors import VpbatchError
 from vpbatch.lake import GOLD_TABLES
 from vpbatch.mbp_layout import DEFAULT_LEVELS
-from vpbatch.writer import grid_schema, list_partitions, mbp_schema, snapshot_schema
+from vpbatch.partitions import list_partitions
+from vpbatch.schema import grid_schema, mbp_schema, snapshot_schema
 
 #: Hive partition columns and their SQL types.
 HIVE_TYPES: Final = {"product_type": "VARCHAR", "symbol": "VARCHAR", "dt": "DATE"}

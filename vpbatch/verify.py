@@ -71,19 +71,18 @@ import pyarrow.parquet as pq
 
 from vpbatch.book.dtypes import F_SNAPSHOT, GRID_FLOAT_FIELDS
 from vpbatch.errors import ConfigError, InputError, OutputError, VerifyError
-from vpbatch.lake import GOLD_TABLES, parse_date
-from vpbatch.products import resolve_product
-from vpbatch.sql import new_connection
-from vpbatch.writer import (
+from vpbatch.files import file_sha256
+from vpbatch.lake import (
+    GOLD_TABLES,
     MANIFEST_FILE,
     MANIFEST_VERSION,
     PART_FILE,
     SUCCESS_FILE,
-    build_digest,
-    file_sha256,
-    read_manifest,
-    read_success,
+    parse_date,
 )
+from vpbatch.partitions import build_digest, read_manifest, read_success
+from vpbatch.products import resolve_product
+from vpbatch.sql import new_connection
 
 #: Every check, in report order.
 CHECKS: Final = ("manifest", "files", "row_counts", "event_order", "cardinality",
