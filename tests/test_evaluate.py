@@ -223,6 +223,7 @@ def test_thresholds_given_test_half_scores_changed_are_unchanged() -> None:
     pick2 = [(t["target"], t["lo"], t["hi"]) for t in other.thresholds
              if t["predictor"] == "regime_score"]
     assert pick == pick2
+    assert len(pick) == 7
 
 
 def _direct_metrics(call: np.ndarray, y: np.ndarray, three_class: bool) -> dict[str, float]:

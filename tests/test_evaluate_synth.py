@@ -100,12 +100,18 @@ def test_synth_cli_given_informed_out_of_range_exits_2(tmp_path: Path) -> None:
 
 def test_evaluate_given_planted_informed_flow_finds_more_information_in_the_regime(
         plain_eval: Evaluation, planted_eval: Evaluation) -> None:
-    for target in ("event_2", "event_5"):
+    """Informed episodes act beyond the touch, so the regime sees them and level-1 signals
+    do not: the regime's information rises above the unplanted day's interval."""
+    for target in ("event_2", "event_5", "clock_30s"):
         planted = _result(planted_eval, "regime_score", target, "ic")
         plain = _result(plain_eval, "regime_score", target, "ic")
         assert planted["ci_low"] > plain["ci_high"], (target, planted, plain)
+    for target in ("event_2", "event_5"):
         mcc = _result(planted_eval, "regime", target, "mcc")
         assert mcc["ci_low"] > _result(plain_eval, "regime", target, "mcc")["ci_high"]
+    # Level-1 queue imbalance does not see the planted flow.
+    qi = _result(planted_eval, "queue_imbalance", "event_5", "ic")
+    assert qi["ci_high"] < _result(planted_eval, "regime_score", "event_5", "ic")["ci_low"]
 
 
 def _shuffled(targets: list[Target], seed: int) -> list[Target]:

@@ -42,7 +42,7 @@ from vpbatch.evaluate_stats import (
 )
 from vpbatch.products import resolve_product
 from vpbatch.sql import connect, execute
-from vpbatch.writer import list_partitions
+from vpbatch.partitions import list_partitions
 
 NS: Final = 1_000_000_000
 #: Event-time horizons: the h-th next change of the mid.
@@ -409,7 +409,7 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
                     calls[p, sp.test] = apply_thresholds(pr.score[sp.test], lo, hi)
                     thresholds.append({"predictor": pr.name, "target": tg.name,
                                        "test_day": str(s.days[sp.test_day]),
-                                       "lo": lo, "hi": hi,
+                                       "lo": _f(lo), "hi": _f(hi),
                                        "train_states": int(train.sum())})
         use = test_all & avail
         idx = np.flatnonzero(use)
