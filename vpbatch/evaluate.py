@@ -40,9 +40,9 @@ from vpbatch.evaluate_stats import (
     metrics_from_sums,
     state_columns,
 )
+from vpbatch.partitions import list_partitions
 from vpbatch.products import resolve_product
 from vpbatch.sql import connect, execute
-from vpbatch.partitions import list_partitions
 
 NS: Final = 1_000_000_000
 #: Event-time horizons: the h-th next change of the mid.
