@@ -331,3 +331,31 @@ def test_evaluate_states_given_three_days_walks_forward_by_day() -> None:
     train = {t["test_day"]: t["train_states"] for t in ev.thresholds
              if t["predictor"] == "queue_imbalance" and t["target"] == "clock_1s"}
     assert train["2026-02-04"] > train["2026-02-03"]  # expanding window
+
+
+def test_state_columns_given_cells_equal_per_state_rows_summed_by_cell() -> None:
+    rng = np.random.default_rng(9)
+    n = 300
+    y = rng.choice([-1, 0, 1], n).astype(np.int8)
+    calls = rng.choice([-1, 0, 1], (2, n)).astype(np.int8)
+    scores = np.stack([rng.normal(size=n), np.full(n, np.nan)])
+    change = rng.normal(size=n)
+    cells = np.sort(rng.integers(0, 40, n))
+    per_state = state_columns(calls, scores, y, change)
+    per_cell = state_columns(calls, scores, y, change, cells=cells)
+    expected = np.zeros((np.unique(cells).size, per_state.shape[1]))
+    for row, cell in zip(per_state, np.unique(cells, return_inverse=True)[1], strict=True):
+        expected[cell] += row
+    np.testing.assert_allclose(per_cell, expected, atol=1e-12)
+
+
+def test_evaluate_states_given_test_part_shorter_than_ten_blocks_gives_no_interval() -> None:
+    s = random_walk_states(4_000, seed=6, rate_hz=100.0)  # 40 s: test half 20 s
+    ev = evaluate_states(s, settings=Bootstrap(resamples=50))
+    info = {t["target"]: t for t in ev.targets}
+    assert info["clock_60s"]["test_states"] == 0 or info["clock_30s"]["blocks"] < 10
+    rows = [r for r in ev.results if r["target"] == "clock_5s"]
+    assert info["clock_5s"]["blocks"] < 10 and info["clock_5s"]["small_sample"]
+    assert rows and all(r["ci_low"] is None and r["ci_high"] is None for r in rows)
+    one = [r for r in ev.results if r["target"] == "clock_1s"]
+    assert all(r["ci_low"] is not None for r in one if r["metric"] != "coverage")

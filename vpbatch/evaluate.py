@@ -30,7 +30,9 @@ import polars as pl
 
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.evaluate_stats import (
+    CELLS_PER_BLOCK,
     METRICS,
+    MIN_BLOCKS,
     Bootstrap,
     apply_thresholds,
     block_bootstrap,
@@ -55,6 +57,8 @@ TRAILING_WINDOWS: Final = (1, 5, 10)
 MIN_BLOCK_NS: Final = NS
 #: Below this many test states a result is flagged as a small sample.
 SMALL_SAMPLE: Final = 2_000
+#: ... or when the test part spans fewer bootstrap blocks than this.
+SMALL_BLOCKS: Final = 30
 
 #: The states of one symbol over a date range, in engine order.
 STATES_SQL: Final = """
@@ -421,6 +425,10 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
         boot = block_bootstrap(sums, settings, rng)
         samples = metrics_from_sums(boot, n_pred, tg.three_class)
         ci_lo, ci_hi = interval(samples, settings.confidence)
+        n_blocks = -(-sums.shape[0] // CELLS_PER_BLOCK)
+        if n_blocks < MIN_BLOCKS:  # the test part spans too few blocks for an interval
+            ci_lo = np.full_like(ci_lo, np.nan)
+            ci_hi = np.full_like(ci_hi, np.nan)
         per_class = {str(c): int((tg.y[idx] == c).sum()) for c in (-1, 0, 1)}
         target_info.append({
             "target": tg.name, "classes": 3 if tg.three_class else 2,
@@ -428,7 +436,8 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
             "test_states": int(idx.size),
             "missing": int((test_all & ~avail).sum()),
             "down": per_class["-1"], "flat": per_class["0"], "up": per_class["1"],
-            "block_s": round(block / NS, 3), "small_sample": bool(idx.size < SMALL_SAMPLE),
+            "block_s": round(block / NS, 3), "blocks": int(n_blocks),
+            "small_sample": bool(idx.size < SMALL_SAMPLE or n_blocks < SMALL_BLOCKS),
             "chance_balanced_accuracy": 1 / 3 if tg.three_class else 0.5,
         })
         for p, pr in enumerate(predictors):

@@ -60,13 +60,15 @@ def format_table(ev: Evaluation) -> str:
         f"seed {ev.bootstrap['seed']}",
         "",
         f"{'target':<10} {'classes':>7} {'tested':>9} {'missing':>8} {'down':>8} {'flat':>8} "
-        f"{'up':>8} {'block s':>8}",
+        f"{'up':>8} {'block s':>8} {'blocks':>7}",
     ]
     for t in ev.targets:
         flag = "  SMALL SAMPLE" if t["small_sample"] else ""
         lines.append(f"{t['target']:<10} {t['classes']:>7} {t['test_states']:>9,} "
                      f"{t['missing']:>8,} {t['down']:>8,} {t['flat']:>8,} {t['up']:>8,} "
-                     f"{t['block_s']:>8.2f}{flag}")
+                     f"{t['block_s']:>8.2f} {t['blocks']:>7,}{flag}")
+    lines.append("SMALL SAMPLE: fewer than 2,000 test states or 30 blocks; no interval below "
+                 "10 blocks.")
     lines += ["", "chance: balanced accuracy 0.5 (event targets, over calls) or 1/3 (clock "
               "targets, no call = flat); MCC 0; IC 0", ""]
     idx = _index(ev)
@@ -202,7 +204,8 @@ def _results_table(ev: Evaluation) -> str:
 
 
 def _targets_table(ev: Evaluation) -> str:
-    keys = ("target", "classes", "test_states", "missing", "down", "flat", "up", "block_s")
+    keys = ("target", "classes", "test_states", "missing", "down", "flat", "up", "block_s",
+            "blocks")
     rows = ["<table><tr>" + "".join(f"<th>{k}</th>" for k in keys) + "<th>sample</th></tr>"]
     for t in ev.targets:
         cells = "".join(f"<td>{html.escape(str(t[k]))}</td>" for k in keys)
@@ -230,7 +233,8 @@ def build_html(ev: Evaluation) -> str:
     imgs = {name: data_uri(figure_bytes(fig, "png")) for name, fig in
             (("hit", hit), ("ic", ic), ("ba", ba), ("cal", cal))}
     small = [t["target"] for t in ev.targets if t["small_sample"]]
-    warn = (f"<p class=note><b>Small sample</b> (fewer than 2,000 test states): "
+    warn = (f"<p class=note><b>Small sample</b> (fewer than 2,000 test states or 30 "
+            f"bootstrap blocks; no interval below 10 blocks): "
             f"{html.escape(', '.join(small))}. Read those intervals as rough.</p>"
             if small else "")
     return f"""<!doctype html>

@@ -25,6 +25,8 @@ from numba import njit
 CLASSES: Final = (-1, 0, 1)
 #: Cells per bootstrap block (blocks start on a grid of a quarter block).
 CELLS_PER_BLOCK: Final = 4
+#: Fewer blocks than this in the test part: no interval (the resamples would all look alike).
+MIN_BLOCKS: Final = 10
 #: Candidate cut points per continuous score (quantiles of the training part).
 THRESHOLD_QUANTILES: Final = 101
 
