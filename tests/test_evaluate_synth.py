@@ -196,3 +196,22 @@ def test_cli_evaluate_given_dt_and_range_together_is_a_usage_error(tmp_path: Pat
                                    "--start", "2026-02-02", "--lake", str(tmp_path)])
     assert res.exit_code == 2
     assert "either --dt or --start/--end" in res.output
+
+
+def test_cli_evaluate_given_range_walks_forward_over_built_days(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    lake = tmp_path_factory.mktemp("range")
+    days = (dt.date(2026, 2, 4), dt.date(2026, 2, 5))
+    for day in days:
+        synth_to_lake(lake, SYMBOL, day, records=30_000, seed=2)
+        build(BuildRequest(symbol=SYMBOL, day=day, lake=lake, use_cache=False))
+    res = CliRunner().invoke(cli, ["evaluate", "--symbol", SYMBOL, "--start", "2026-02-03",
+                                   "--end", "2026-02-06", "--lake", str(lake), "--json",
+                                   "--resamples", "50"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["days"] == ["2026-02-04", "2026-02-05"]
+    assert doc["split"].startswith("walk-forward")
+    states = load_states(lake, SYMBOL, days[1], days[1])
+    assert doc["states"]["test"] == len(states)
+    assert {t["test_day"] for t in doc["thresholds"]} == {"2026-02-05"}
