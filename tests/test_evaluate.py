@@ -6,7 +6,9 @@ never from the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -62,6 +64,11 @@ def random_walk_states(n: int, seed: int, rate_hz: float = 20.0) -> States:
     return make_states(np.cumsum(steps) + 1000, ts,
                        bid_size=rng.integers(1, 30, n), ask_size=rng.integers(1, 30, n),
                        regime=rng.choice([-1, 0, 1], n), score=rng.uniform(-1, 1, n))
+
+
+def _arrays(s: States) -> dict[str, Any]:
+    return {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
+            if isinstance(getattr(s, f.name), np.ndarray)}
 
 
 def by_name(items: list) -> dict:
@@ -151,8 +158,7 @@ def test_book_predictors_given_sizes_follow_gould_bonart_and_stoikov() -> None:
 def test_predictors_given_future_states_changed_are_unchanged_no_look_ahead() -> None:
     s = random_walk_states(3_000, seed=1)
     cut = 1_700
-    head = States(**{k: (v[:cut] if isinstance(v, np.ndarray) else v)
-                     for k, v in s.__dict__.items()})
+    head = dataclasses.replace(s, **{k: v[:cut] for k, v in _arrays(s).items()})
     full = compute_predictors(s)
     part = compute_predictors(head)
     for a, b in zip(full, part, strict=True):
@@ -216,7 +222,7 @@ def test_thresholds_given_test_half_scores_changed_are_unchanged() -> None:
     base = evaluate_states(s, settings=Bootstrap(resamples=20))
     score = s.regime_score.copy()
     score[2_000:] = -score[2_000:] * 7
-    changed = States(**{**s.__dict__, "regime_score": score})
+    changed = dataclasses.replace(s, regime_score=score)
     other = evaluate_states(changed, settings=Bootstrap(resamples=20))
     pick = [(t["target"], t["lo"], t["hi"]) for t in base.thresholds
             if t["predictor"] == "regime_score"]
@@ -229,10 +235,8 @@ def test_thresholds_given_test_half_scores_changed_are_unchanged() -> None:
 def _direct_metrics(call: np.ndarray, y: np.ndarray, three_class: bool) -> dict[str, float]:
     called = call != 0
     out = {"coverage": called.mean(), "hit_rate": (call[called] == y[called]).mean()}
-    if three_class:
-        pred, true, classes = call, y, (-1, 0, 1)
-    else:
-        pred, true, classes = call[called], y[called], (-1, 1)
+    classes: tuple[int, ...] = (-1, 0, 1) if three_class else (-1, 1)
+    pred, true = (call, y) if three_class else (call[called], y[called])
     recalls = [(pred[true == c] == c).mean() for c in classes if (true == c).any()]
     out["balanced_accuracy"] = float(np.mean(recalls))
     # Multi-class MCC (Gorodkin) from its confusion matrix, written out.
@@ -293,8 +297,8 @@ def test_block_bootstrap_given_autocorrelated_data_is_wider_than_without_blocks(
 def test_evaluate_states_given_predictor_that_knows_the_future_finds_it() -> None:
     s = random_walk_states(6_000, seed=4)
     future = by_name(compute_targets(s))["event_1"].change
-    oracle = States(**{**s.__dict__, "regime_score": np.nan_to_num(future) * 10
-                       + np.random.default_rng(0).normal(0, 0.3, len(s))})
+    noise = np.random.default_rng(0).normal(0, 0.3, len(s))
+    oracle = dataclasses.replace(s, regime_score=np.nan_to_num(future) * 10 + noise)
     ev = evaluate_states(oracle, settings=Bootstrap(resamples=100))
     r = {(x["predictor"], x["target"], x["metric"]): x for x in ev.results}
     assert r[("regime_score", "event_1", "balanced_accuracy")]["ci_low"] > 0.9
@@ -315,14 +319,12 @@ def test_evaluate_states_given_bad_settings_raises_config_error() -> None:
 def test_evaluate_states_given_three_days_walks_forward_by_day() -> None:
     parts = [random_walk_states(1_500, seed=d) for d in range(3)]
     day = np.repeat(np.arange(3), 1_500)
-    merged = States(**{k: (np.concatenate([getattr(p, k) + (d * 86_400 * NS if k == "ts"
-                                                            else 0)
-                                           for d, p in enumerate(parts)])
-                           if isinstance(getattr(parts[0], k), np.ndarray) else
-                           getattr(parts[0], k))
-                       for k in parts[0].__dict__ if k not in ("day", "days", "total")},
-                    day=day.astype(np.int32),
-                    days=tuple(dt.date(2026, 2, 2 + d) for d in range(3)), total=4_500)
+    arrays: dict[str, Any] = {k: np.concatenate([v + (d * 86_400 * NS if k == "ts" else 0)
+                                 for d, v in enumerate(_arrays(p)[k] for p in parts)])
+              for k in _arrays(parts[0])}
+    arrays["day"] = day.astype(np.int32)
+    merged = dataclasses.replace(parts[0], days=tuple(dt.date(2026, 2, 2 + d) for d in range(3)),
+                                 total=4_500, **arrays)
     ev = evaluate_states(merged, settings=Bootstrap(resamples=20))
     assert "walk-forward" in ev.split
     assert ev.states["test"] == 3_000  # days 2 and 3
