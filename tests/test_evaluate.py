@@ -33,6 +33,7 @@ from vpbatch.evaluate_stats import (
     interval,
     metrics_from_sums,
     state_columns,
+    subset_order,
 )
 
 TICK = 0.25
@@ -361,3 +362,19 @@ def test_evaluate_states_given_test_part_shorter_than_ten_blocks_gives_no_interv
     assert rows and all(r["ci_low"] is None and r["ci_high"] is None for r in rows)
     one = [r for r in ev.results if r["target"] == "clock_1s"]
     assert all(r["ci_low"] is not None for r in one if r["metric"] != "coverage")
+
+
+def test_state_columns_given_precomputed_orders_match_sorting_afresh() -> None:
+    rng = np.random.default_rng(12)
+    n = 400
+    full = np.round(rng.normal(size=(2, n + 100)), 1)  # ties on purpose
+    full[1, rng.choice(n + 100, 30, replace=False)] = np.nan
+    keep = np.ones(n + 100, bool)
+    keep[rng.choice(n + 100, 100, replace=False)] = False
+    scores = full[:, keep]
+    orders = [subset_order(np.argsort(row, kind="stable"), keep) for row in full]
+    calls = rng.choice([-1, 0, 1], (2, n)).astype(np.int8)
+    y = rng.choice([-1, 1], n).astype(np.int8)
+    change = rng.normal(size=n)
+    np.testing.assert_allclose(state_columns(calls, scores, y, change, orders=orders),
+                               state_columns(calls, scores, y, change), atol=1e-12)

@@ -41,6 +41,7 @@ from vpbatch.evaluate_stats import (
     interval,
     metrics_from_sums,
     state_columns,
+    subset_order,
 )
 from vpbatch.partitions import list_partitions
 from vpbatch.products import resolve_product
@@ -393,6 +394,9 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
     for sp in splits:
         test_all |= sp.test
     n_pred = len(predictors)
+    tested = np.flatnonzero(test_all)
+    # One sort per predictor over the test part; each target takes its subset's order.
+    full_orders = [np.argsort(pr.score[tested], kind="stable") for pr in predictors]
     for tg in targets:
         avail = tg.available
         calls = np.zeros((n_pred, len(s)), np.int8)
@@ -419,8 +423,10 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
         idx = np.flatnonzero(use)
         scores = np.stack([pr.score[idx] for pr in predictors])
         block = _block_ns(tg, s, test_all)
+        keep = avail[tested]
+        orders = [subset_order(o, keep) for o in full_orders]
         sums = state_columns(calls[:, idx], scores, tg.y[idx], tg.change[idx],
-                             cells=cell_index(s.ts[idx], block))
+                             cells=cell_index(s.ts[idx], block), orders=orders)
         point = metrics_from_sums(sums.sum(0), n_pred, tg.three_class)
         boot = block_bootstrap(sums, settings, rng)
         samples = metrics_from_sums(boot, n_pred, tg.three_class)

@@ -15,11 +15,12 @@ computed as whole arrays.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 #: Labels of a target or a call: down, flat (or no call), up.
 CLASSES: Final = (-1, 0, 1)
@@ -38,9 +39,10 @@ METRICS: Final = ("coverage", "hit_rate", "balanced_accuracy", "mcc", "ic")
 # Thresholds
 
 
-def _candidates(train: np.ndarray) -> np.ndarray:
-    """Cut points between distinct quantiles of ``train`` (never equal to a data value)."""
-    q = np.unique(np.quantile(train, np.linspace(0.0, 1.0, THRESHOLD_QUANTILES)))
+def _candidates(ordered: np.ndarray) -> np.ndarray:
+    """Cut points between distinct quantiles of the sorted ``ordered`` (never a data value)."""
+    at = np.round(np.linspace(0, ordered.size - 1, THRESHOLD_QUANTILES)).astype(np.int64)
+    q = np.unique(ordered[at])
     mids = (q[:-1] + q[1:]) / 2.0 if q.size > 1 else np.empty(0)
     return np.concatenate(([-np.inf], mids, [np.inf]))
 
@@ -53,14 +55,15 @@ def fit_thresholds(score: np.ndarray, y: np.ndarray, three_class: bool) -> tuple
     are ignored. A training part without a usable class gives ``(-inf, inf)`` (never call).
     """
     ok = np.isfinite(score)
-    s, t = score[ok], y[ok]
-    if s.size == 0:
+    if not ok.any():
         return -np.inf, np.inf
+    order = np.argsort(score[ok], kind="stable")
+    s, t = score[ok][order], y[ok][order]
     cand = _candidates(s)
-    # below[c][i]: share of class-c states with score < cand[i].
+    # below[c][i]: share of class-c states with score < cand[i] (s is sorted, so is s[t == c]).
     below = {}
     for c in CLASSES:
-        sc = np.sort(s[t == c])
+        sc = s[t == c]
         if sc.size:
             below[c] = np.searchsorted(sc, cand, side="left") / sc.size
     if not three_class:
@@ -97,9 +100,17 @@ def apply_thresholds(score: np.ndarray, lo: float, hi: float) -> np.ndarray:
 # Per-state sums and metrics
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties averaged (the ranks of Spearman's coefficient)."""
-    order = np.argsort(x, kind="stable")
+def subset_order(order: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The stable argsort of ``x[keep]`` from the stable argsort ``order`` of ``x``."""
+    picked = order[keep[order]]
+    return (np.cumsum(keep) - 1)[picked]
+
+
+def average_ranks(x: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Ranks 1..n with ties averaged (the ranks of Spearman's coefficient); ``order`` is a
+    precomputed stable argsort of ``x``."""
+    if order is None:
+        order = np.argsort(x, kind="stable")
     xs = x[order]
     first = np.concatenate(([True], xs[1:] != xs[:-1]))
     group = np.cumsum(first) - 1
@@ -118,14 +129,15 @@ PRED_COLS: Final = CONF_COLS + IC_COLS
 
 
 def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
-                  change: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+                  change: np.ndarray, cells: np.ndarray | None = None,
+                  orders: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
     """Additive statistics per state, or summed per cell: ``(n or cells, P * 15)`` float64.
 
     Per predictor: 9 one-hot cells of the confusion matrix (call x target, each in -1/0/+1),
     then ``n, sx, sy, sxx, syy, sxy`` of the centred ranks of the score and of the forward mid
     change, over states where the score is finite (all zero when the predictor has no score).
-    With ``cells`` (sorted cell number per state) the rows are summed per cell, one predictor
-    at a time, so memory stays at one predictor's ``n x 15``.
+    With ``cells`` (cell number per state, 0..cells-1) the rows are summed per cell with
+    ``np.bincount``, so no ``n x columns`` matrix is ever built.
 
     Parameters
     ----------
@@ -134,46 +146,42 @@ def state_columns(calls: np.ndarray, scores: np.ndarray, y: np.ndarray,
     y : int8 (n,) target classes
     change : float64 (n,) forward mid change
     cells : int64 (n,), optional
+    orders : per predictor, the stable argsort of its scores (saves re-sorting), optional
     """
     n_pred, n = calls.shape
+    cell = np.arange(n) if cells is None else np.asarray(cells, np.int64)
+    n_cells = int(cell.max()) + 1 if n else 0
+    out = np.zeros((n_cells, n_pred * PRED_COLS))
     if n == 0:
-        return np.zeros((0, n_pred * PRED_COLS))
-    if cells is None:
-        starts = np.arange(n)
-    else:
-        starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
-    out = np.zeros((starts.size, n_pred * PRED_COLS))
+        return out
     ycode = y.astype(np.int64) + 1
-    rows = np.arange(n)
     ry_all: np.ndarray | None = None
-    block = np.empty((n, PRED_COLS))
     for p in range(n_pred):
-        block[:] = 0.0
-        block[rows, (calls[p].astype(np.int64) + 1) * 3 + ycode] = 1.0
+        base = p * PRED_COLS
+        code = cell * CONF_COLS + (calls[p].astype(np.int64) + 1) * 3 + ycode
+        out[:, base:base + CONF_COLS] = np.bincount(
+            code, minlength=n_cells * CONF_COLS).reshape(n_cells, CONF_COLS)
         ok = np.isfinite(scores[p])
         k = int(ok.sum())
-        if k >= 3:
-            rx = np.zeros(n)
-            rx[ok] = average_ranks(scores[p, ok])
-            if k == n:
-                if ry_all is None:
-                    ry_all = average_ranks(change)
-                ry = ry_all.copy()
-            else:
-                ry = np.zeros(n)
-                ry[ok] = average_ranks(change[ok])
-            # Centred and scaled ranks keep the sums small and exact enough in float64.
-            rx[ok] = (rx[ok] - (k + 1) / 2.0) / k
-            ry[ok] = (ry[ok] - (k + 1) / 2.0) / k
-            block[:, 9] = ok
-            block[:, 10] = rx
-            block[:, 11] = ry
-            block[:, 12] = rx * rx
-            block[:, 13] = ry * ry
-            block[:, 14] = rx * ry
-        base = p * PRED_COLS
-        out[:, base:base + PRED_COLS] = (block if cells is None
-                                         else np.add.reduceat(block, starts, axis=0))
+        if k < 3:
+            continue
+        order = orders[p] if orders is not None else None
+        if k == n:
+            if ry_all is None:
+                ry_all = average_ranks(change)
+            ry = ry_all
+            c = cell
+            rx = average_ranks(scores[p], order)
+        else:
+            ry = average_ranks(change[ok])
+            c = cell[ok]
+            rx = average_ranks(scores[p, ok],
+                               None if order is None else subset_order(order, ok))
+        # Centred and scaled ranks keep the sums small and exact enough in float64.
+        rx = (rx - (k + 1) / 2.0) / k
+        ry = (ry - (k + 1) / 2.0) / k
+        for j, w in enumerate((None, rx, ry, rx * rx, ry * ry, rx * ry)):
+            out[:, base + CONF_COLS + j] = np.bincount(c, weights=w, minlength=n_cells)
     return out
 
 
@@ -246,23 +254,40 @@ def cell_index(ts: np.ndarray, block_ns: int) -> np.ndarray:
     Dropping empty bins keeps the market's closed hours from turning into empty blocks.
     """
     width = max(int(block_ns) // CELLS_PER_BLOCK, 1)
-    bins = (ts - ts[0]) // width if ts.size else ts
-    return np.unique(bins, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    if ts.size == 0:
+        return np.zeros(0, np.int64)
+    bins = (ts - ts[0]) // width  # ts is sorted, so new bins are where the value changes
+    return np.concatenate(([0], np.cumsum(bins[1:] != bins[:-1]))).astype(np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _sum_drawn_blocks(block_sums: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """``out[r] = sum_j block_sums[starts[r, j]]``: the column sums of every resample."""
     n_res, n_draw = starts.shape
     n_col = block_sums.shape[1]
     out = np.zeros((n_res, n_col))
-    for r in range(n_res):
-        acc = out[r]
+    for r in prange(n_res):
+        acc = np.zeros(n_col)
         for j in range(n_draw):
             row = block_sums[starts[r, j]]
             for k in range(n_col):
                 acc[k] += row[k]
+        out[r] = acc
     return out
+
+
+def _distinct_columns(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a[:, first], inverse)`` with ``a == a[:, first][:, inverse]``: identical columns once.
+
+    Columns are grouped by a random projection, then checked exactly (no grouping if any
+    check fails).
+    """
+    probe = np.random.default_rng(0).standard_normal(a.shape[0])
+    _, first, inverse = np.unique(probe @ a, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(a[:, first][:, inverse], a):
+        return a, np.arange(a.shape[1])
+    return a[:, first], inverse
 
 
 def block_bootstrap(cell_sums: np.ndarray, settings: Bootstrap,
@@ -271,18 +296,23 @@ def block_bootstrap(cell_sums: np.ndarray, settings: Bootstrap,
 
     A resample draws ``ceil(cells / 4)`` blocks of four consecutive cells, each starting at a
     uniformly drawn cell (blocks running past the end wrap around: a circular block bootstrap,
-    so every cell is equally likely to be drawn).
+    so every cell is equally likely to be drawn). Identical columns (all-zero ones, the
+    target's rank sums shared by predictors) are resampled once. Block sums are stored as
+    float32 (counts stay exact below 2**24; rank sums lose nothing an interval shows) and
+    accumulated in float64.
     """
     n_cells = cell_sums.shape[0]
     if n_cells == 0:
         return np.zeros((settings.resamples, cell_sums.shape[1]))
+    unique, inverse = _distinct_columns(cell_sums)
     # Sums of the block starting at each cell (it covers that cell and the next three).
-    block_sums = cell_sums.copy()
+    block_sums = unique.copy()
     for k in range(1, min(CELLS_PER_BLOCK, n_cells)):
-        block_sums += np.roll(cell_sums, -k, axis=0)
+        block_sums += np.roll(unique, -k, axis=0)
     n_blocks = -(-n_cells // CELLS_PER_BLOCK)
     starts = rng.integers(0, n_cells, size=(settings.resamples, n_blocks))
-    return _sum_drawn_blocks(block_sums, starts)
+    sums = _sum_drawn_blocks(np.ascontiguousarray(block_sums, np.float32), starts)
+    return sums[:, inverse.reshape(-1)]
 
 
 def interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
