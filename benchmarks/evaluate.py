@@ -44,6 +44,7 @@ def step(lake: str) -> dict[str, Any]:
             boot_seconds += time.perf_counter() - t0
 
     ev.block_bootstrap = timed  # type: ignore[assignment]
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     states = ev.load_states(Path(lake), SYMBOL, DAY, DAY)
     t1 = time.perf_counter()
@@ -52,6 +53,7 @@ def step(lake: str) -> dict[str, Any]:
     return {"states": states.total, "tested": result.states["test"],
             "load_seconds": t1 - t0, "evaluate_seconds": t2 - t1,
             "bootstrap_seconds": boot_seconds, "results": len(result.results),
+            "load_avg": load,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
@@ -96,6 +98,9 @@ def main() -> None:
         f"{r['load_seconds']:.1f} s, evaluate {r['evaluate_seconds']:.1f} s, of which bootstrap "
         f"{r['bootstrap_seconds']:.1f} s | {r['peak_rss_mb']:,.0f} MB | "
         f"`python -m benchmarks.evaluate step {lake}` |",
+        "",
+        f"Load average (1 min) when the step started: {r['load_avg']:.1f} on {os.cpu_count()} "
+        "cores.",
         "",
     ])
     print(text)
