@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
 import time
 import warnings
 from collections import deque
@@ -29,6 +28,7 @@ from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
+from vpbatch.lake import find_definition_file
 from vpbatch.mbp_layout import records_from_raw
 from vpbatch.partitions import is_complete
 from vpbatch.products import Product, resolve_product
@@ -176,6 +176,7 @@ class _Build:
         self._writes: deque[Future[None]] = deque()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
         self.records_read = 0
+        self._progress_ns = source.metadata.start
         self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
 
     def _phases(self) -> _Phases:
@@ -215,7 +216,7 @@ class _Build:
         if phase == 3:
             self.engine.set_emitting(True)
         for chunk in self.chunks():
-            bar.update(len(chunk))
+            self._show_progress(bar, chunk)
             if skip:
                 take = min(skip, len(chunk))
                 skip -= take
@@ -259,6 +260,12 @@ class _Build:
             round(time.perf_counter() - phase_started, 6)
         if self.emitted_states == 0:
             raise InputError(self._nothing_emitted(phase))
+
+    def _show_progress(self, bar: Progress, chunk: np.ndarray) -> None:
+        now = int(chunk["ts_event"][-1]) if len(chunk) else self._progress_ns
+        if now > self._progress_ns:
+            bar.update((now - self._progress_ns) / 1e9)
+            self._progress_ns = now
 
     def _nothing_emitted(self, phase: int) -> str:
         name = self.source.name
@@ -401,6 +408,17 @@ def build(req: BuildRequest) -> BuildResult:
         return BuildResult(req.symbol, day, "skipped",
                            message="partition already built (use --force to rebuild)")
     path = find_input(req.lake, req.symbol, day, path=req.path)
+    definition = Path(req.definition) if req.definition is not None else None
+    if definition is None and req.path is None:
+        # `vpbatch download` keeps the day's definitions beside the MBO file (docs/download.md).
+        definition = find_definition_file(path)
+        tick = read_definition_tick(definition, req.symbol) if definition else None
+        if tick is not None:
+            product = product.with_tick(tick)
+        elif definition is not None:
+            warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
+                          f"table's tick", VpbatchWarning, stacklevel=2)
+            definition = None
     started = time.perf_counter()
     source = open_mbo(path)
     job = _Build(req, product, day, source)
@@ -413,12 +431,13 @@ def build(req: BuildRequest) -> BuildResult:
         "timezone": "America/New_York", "mbp_levels": req.mbp_levels,
         "bucket": product.bucket, "tick": product.tick,
     }
-    # The bar's total costs a full extra pass over the file: only when the bar is shown.
-    total = (source.publishers(job.selection.instrument_id).get(job.selection.publisher_id)
-             if req.progress and sys.stderr.isatty() else None)
+    # The bar counts seconds of market time: its total costs no pass over the file.
+    end = job.phases.end if job.phases.end is not None else source.metadata.end
+    total = None if end is None else max(end - source.metadata.start, 0) / 1e9
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
-                  if job.phases.warm is not None else "emit") as bar, \
-            PartitionWriter(req.lake, product, day, config=req.config, inputs=[path],
+                  if job.phases.warm is not None else "emit", unit="s market") as bar, \
+            PartitionWriter(req.lake, product, day, config=req.config,
+                            inputs=[path, *([definition] if definition else [])],
                             params=params, mbp_levels=req.mbp_levels or None,
                             force=req.force) as writer:
         try:

@@ -10,6 +10,10 @@ Column types
 * ``ts_event``, ``ts_recv`` and ``last_ts``: ``timestamp[ns, tz=UTC]``. ``last_ts`` of a
   never-touched cell is the epoch ``1970-01-01T00:00:00Z`` (SPEC's 0); ``last_event_id == 0``
   is the marker to test for "never touched".
+* ``vp_grid`` files hold the lean layout (:data:`GRID_LAYOUT`, docs/storage.md): masses and
+  chains as ``float32``, ``rest_depth``/``pressure``/``vacuum``/``pressure_now``/``vacuum_now``
+  computed by the DuckDB views, plus the state's ``ts_event``. :func:`grid_view_schema` is
+  what users see.
 * Prices: ``float64`` in currency units. ``best_bid_price``, ``best_ask_price`` and
   ``mid_price`` are null when that side of the book is empty (NaN in the arrays); every
   other float is written as is (``vpbatch verify`` rejects NaN/inf).
@@ -47,6 +51,15 @@ from vpbatch.mbp_layout import (
     mbp_dtype,
 )
 
+#: Layout of stored ``vp_grid`` files: 1 = every SPEC column as float64 (first wave),
+#: 2 = lean (float32 chains and masses; :data:`GRID_DERIVED` computed by the views).
+GRID_LAYOUT: Final = 2
+#: ``vp_grid`` columns the DuckDB views compute from stored ones (SPEC §8 formulas and
+#: ``rest_depth = bid_depth + ask_depth``); not in the files.
+GRID_DERIVED: Final = ("rest_depth", "pressure", "vacuum", "pressure_now", "vacuum_now")
+#: Floats stored in ``vp_grid`` files, as ``float32``: masses and the four chains.
+GRID_STORED_FLOATS: Final = tuple(n for n in GRID_FLOAT_FIELDS if n not in GRID_DERIVED)
+
 _UTC_NS: Final = pa.timestamp("ns", tz="UTC")
 _UINT64_MAX: Final = np.iinfo(np.uint64).max
 _REGIME_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
@@ -79,8 +92,8 @@ def snapshot_schema() -> pa.Schema:
     return pa.schema(fields, metadata=_metadata("vp_snapshot"))
 
 
-def grid_schema() -> pa.Schema:
-    """Arrow schema of ``vp_grid`` (column order of ``GRID_DTYPE``)."""
+def grid_view_schema() -> pa.Schema:
+    """Arrow schema of ``vp_grid`` as users see it (SPEC §11, the DuckDB view's columns)."""
     fields = [_field("event_id", pa.int64()), _field("k", pa.int32()),
               _field("price", pa.float64())]
     fields += [_field(name, pa.int64()) for name in ("bid_depth", "ask_depth", "rest_depth")]
@@ -88,6 +101,21 @@ def grid_schema() -> pa.Schema:
     fields += [_field("last_event_id", pa.int64()), _field("last_ts", _UTC_NS)]
     assert [f.name for f in fields] == list(GRID_DTYPE.names or ())
     return pa.schema(fields, metadata=_metadata("vp_grid"))
+
+
+def grid_schema() -> pa.Schema:
+    """Arrow schema of a stored ``vp_grid`` file (layout :data:`GRID_LAYOUT`).
+
+    The view's columns minus :data:`GRID_DERIVED`, the stored floats as ``float32``, plus
+    ``ts_event`` (the state's time, which the ``*_now`` forces need).
+    """
+    fields = [_field("event_id", pa.int64()), _field("k", pa.int32()),
+              _field("ts_event", _UTC_NS), _field("price", pa.float64()),
+              _field("bid_depth", pa.int64()), _field("ask_depth", pa.int64())]
+    fields += [_field(name, pa.float32()) for name in GRID_STORED_FLOATS]
+    fields += [_field("last_event_id", pa.int64()), _field("last_ts", _UTC_NS)]
+    return pa.schema(fields, metadata={**_metadata("vp_grid"),
+                                       b"vpbatch.grid_layout": b"%d" % GRID_LAYOUT})
 
 
 def mbp_schema(levels: int = DEFAULT_LEVELS) -> pa.Schema:
@@ -150,16 +178,68 @@ def snapshots_to_arrow(arr: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def grid_to_arrow(arr: np.ndarray) -> pa.Table:
-    """``GRID_DTYPE`` rows -> Arrow table with :func:`grid_schema`."""
+def _float32(arr: np.ndarray, name: str) -> pa.Array:
+    wide = _col(arr, name)
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    overflow = np.isinf(narrow) & np.isfinite(wide)
+    if overflow.any():
+        at = int(np.argmax(overflow))
+        raise OutputError(f"vp_grid.{name}: {float(wide[at])!r} at event_id {arr['event_id'][at]} "
+                          "does not fit float32")
+    return pa.array(narrow, type=pa.float32())
+
+
+def grid_to_arrow(arr: np.ndarray, ts_event: np.ndarray) -> pa.Table:
+    """``GRID_DTYPE`` rows -> Arrow table with :func:`grid_schema` (the stored layout).
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        ``GRID_DTYPE`` rows as the engine emits them.
+    ts_event : numpy.ndarray
+        Each row's state time, UTC ns (``int64``, one per row; see :func:`state_times`).
+
+    Raises
+    ------
+    OutputError
+        A finite value too large for ``float32`` (never seen in practice: chains are rates
+        smoothed over seconds).
+    """
     arr = check_dtype(arr, GRID_DTYPE, "vp_grid")
+    if len(ts_event) != len(arr):
+        raise ValueError(f"vp_grid: {len(ts_event)} state times for {len(arr)} rows")
     schema = grid_schema()
-    columns = [
-        _timestamps(arr[f.name]) if f.name == "last_ts"
-        else pa.array(_col(arr, f.name), type=f.type)
-        for f in schema
-    ]
+    columns = []
+    for f in schema:
+        if f.name == "ts_event":
+            columns.append(_timestamps(np.asarray(ts_event, dtype=np.int64)))
+        elif f.name == "last_ts":
+            columns.append(_timestamps(arr["last_ts"]))
+        elif f.type == pa.float32():
+            columns.append(_float32(arr, f.name))
+        else:
+            columns.append(pa.array(_col(arr, f.name), type=f.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def state_times(grid_event_ids: np.ndarray, state_ids: np.ndarray,
+                state_ts: np.ndarray) -> np.ndarray:
+    """Each grid row's state time: ``state_ts`` of the state with the row's ``event_id``.
+
+    Raises
+    ------
+    OutputError
+        A grid row whose ``event_id`` is not among ``state_ids`` (sorted ascending).
+    """
+    ids = np.asarray(grid_event_ids)
+    pos = np.searchsorted(state_ids, ids)
+    pos = np.minimum(pos, max(len(state_ids) - 1, 0))
+    if len(state_ids) == 0 or not np.array_equal(state_ids[pos], ids):
+        bad = ids[0] if len(state_ids) == 0 else ids[state_ids[pos] != ids][0]
+        raise OutputError(f"vp_grid: event_id {bad} has no vp_snapshot row; write a batch's "
+                          "snapshots before its grid")
+    return np.asarray(state_ts)[pos]
 
 
 def _chars(values: np.ndarray) -> pa.Array:

@@ -25,8 +25,10 @@ build does not write (e.g. an old ``mbp``), so tables of two builds never mix.
 Column types are defined in :mod:`vpbatch.schema`, partitions are read back through
 :mod:`vpbatch.partitions`.
 
-Encoding: zstd level 3; dictionary encoding for non-float columns only (float columns compress
-better and faster without it). Determinism: fixed row-group sizes (rows are buffered, so the
+Encoding: zstd level 3; dictionary encoding for non-float columns of ``vp_snapshot`` and ``mbp``
+only (float columns compress better and faster without it); none in ``vp_grid``, whose lean
+layout (:data:`~vpbatch.schema.GRID_LAYOUT`, docs/storage.md) is encoded fastest plain.
+Determinism: fixed row-group sizes (rows are buffered, so the
 file does not depend on how the caller chunks its arrays), fixed key-value metadata, no times
 or ids in the data files. ``vp_grid`` is declared sorted by ``(event_id, k)`` and
 ``vp_snapshot``/``mbp`` by ``event_id`` (``sorting_columns``), with column statistics.
@@ -86,6 +88,7 @@ from vpbatch.mbp_layout import MAX_LEVELS, levels_of, mbp_dtype
 from vpbatch.partitions import InputFile, build_digest, is_complete, partition_key
 from vpbatch.products import Product
 from vpbatch.schema import (
+    GRID_LAYOUT,
     check_dtype,
     grid_schema,
     grid_to_arrow,
@@ -93,6 +96,7 @@ from vpbatch.schema import (
     mbp_to_arrow,
     snapshot_schema,
     snapshots_to_arrow,
+    state_times,
 )
 from vpbatch.version import engine_version
 
@@ -102,12 +106,41 @@ COMPRESSION_LEVEL: Final = 3
 ROW_GROUP_ROWS: Final = {"vp_snapshot": 131_072, "vp_grid": 262_144, "mbp": 131_072}
 
 
+class _StateTimes:
+    """``event_id -> ts_event`` of the states whose grid rows may still arrive (bounded)."""
+
+    def __init__(self) -> None:
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._ts = np.zeros(0, dtype=np.int64)
+        self._new: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, event_ids: np.ndarray, ts_event: np.ndarray) -> None:
+        """Remember states (copies: the caller may reuse its arrays)."""
+        self._new.append((event_ids.astype(np.int64), ts_event.astype(np.int64)))
+
+    def times(self, event_ids: np.ndarray) -> np.ndarray:
+        """State time of each grid row (``OutputError`` for a state never written)."""
+        if self._new:
+            self._ids = np.concatenate([self._ids, *(i for i, _ in self._new)])
+            self._ts = np.concatenate([self._ts, *(t for _, t in self._new)])
+            self._new = []
+            if len(self._ids) > 1 and (np.diff(self._ids) < 0).any():  # keep for verify to see
+                order = np.argsort(self._ids, kind="stable")
+                self._ids, self._ts = self._ids[order], self._ts[order]
+        return state_times(event_ids, self._ids, self._ts)
+
+    def forget_before(self, event_id: int) -> None:
+        """Drop states before ``event_id`` (grid rows arrive in event order)."""
+        keep = int(np.searchsorted(self._ids, event_id))
+        self._ids, self._ts = self._ids[keep:], self._ts[keep:]
+
+
 class _TableSink:
     """One table's temp Parquet file with a bounded row buffer."""
 
     def __init__(self, table: str, folder: Path, schema: pa.Schema,
                  convert: Callable[[np.ndarray], pa.Table], row_group_rows: int,
-                 sorting: Sequence[str]) -> None:
+                 sorting: Sequence[str], dictionary: bool = True) -> None:
         self.table = table
         self.folder = folder
         self.schema = schema
@@ -121,7 +154,8 @@ class _TableSink:
         self._writer = pq.ParquetWriter(
             folder / PART_FILE, schema, compression=COMPRESSION,
             compression_level=COMPRESSION_LEVEL, write_statistics=True, store_schema=True,
-            use_dictionary=[f.name for f in schema if not pa.types.is_floating(f.type)],
+            use_dictionary=[f.name for f in schema if not pa.types.is_floating(f.type)]
+            if dictionary else False,
             sorting_columns=[pq.SortingColumn(names.index(c)) for c in sorting],
         )
 
@@ -244,6 +278,7 @@ class PartitionWriter:
         self._tmp_root: Path | None = None
         self._lock_fd: int | None = None
         self._sinks: dict[str, _TableSink] = {}
+        self._states = _StateTimes()
         self._state = "new"
         self._write_seconds = 0.0
         self._rows_final: dict[str, int] | None = None
@@ -300,8 +335,8 @@ class PartitionWriter:
             return _TableSink(table, folder, snapshot_schema(), snapshots_to_arrow, rows,
                               ["event_id"])
         if table == "vp_grid":
-            return _TableSink(table, folder, grid_schema(), grid_to_arrow, rows,
-                              ["event_id", "k"])
+            return _TableSink(table, folder, grid_schema(), self._grid_to_arrow, rows,
+                              ["event_id", "k"], dictionary=False)
         assert self.mbp_levels
         return _TableSink(table, folder, mbp_schema(self.mbp_levels), mbp_to_arrow, rows,
                           ["event_id"])
@@ -378,11 +413,23 @@ class PartitionWriter:
 
     def write_snapshots(self, arr: np.ndarray) -> None:
         """Append ``SNAPSHOT_DTYPE`` rows to ``vp_snapshot`` (in event order)."""
-        self._append("vp_snapshot", check_dtype(arr, SNAPSHOT_DTYPE, "vp_snapshot"))
+        arr = check_dtype(arr, SNAPSHOT_DTYPE, "vp_snapshot")
+        self._states.add(arr["event_id"], arr["ts_event"])
+        self._append("vp_snapshot", arr)
 
     def write_grid(self, arr: np.ndarray) -> None:
-        """Append ``GRID_DTYPE`` rows to ``vp_grid`` (sorted by ``(event_id, k)``)."""
+        """Append ``GRID_DTYPE`` rows to ``vp_grid`` (sorted by ``(event_id, k)``).
+
+        The snapshots of these states must have been written first (their ``ts_event`` is
+        stored beside the grid rows).
+        """
         self._append("vp_grid", check_dtype(arr, GRID_DTYPE, "vp_grid"))
+
+    def _grid_to_arrow(self, rows: np.ndarray) -> pa.Table:
+        table = grid_to_arrow(rows, self._states.times(rows["event_id"]))
+        if len(rows):
+            self._states.forget_before(int(rows["event_id"][-1]))
+        return table
 
     def write_mbp(self, arr: np.ndarray) -> None:
         """Append MBP rows (:func:`~vpbatch.mbp_layout.mbp_dtype` or its kernel view)."""
@@ -414,8 +461,9 @@ class PartitionWriter:
             "parameters": self.params,
             "tables": {t: dict(v) for t, v in tables.items()},
             "writer": {"format": "parquet", "compression": COMPRESSION,
-                       "compression_level": COMPRESSION_LEVEL, "dictionary": "non-float columns",
-                       "pyarrow": pa.__version__},
+                       "compression_level": COMPRESSION_LEVEL,
+                       "dictionary": "non-float columns of vp_snapshot and mbp",
+                       "grid_layout": GRID_LAYOUT, "pyarrow": pa.__version__},
             "anomalies": dict(self.anomalies),
             "timings": dict(self.timings),
         }
