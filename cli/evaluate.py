@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import json_option, lake_option, symbol_dt_options
+from cli.options import json_option, lake_option, quiet_option, symbol_dt_options
 from vpbatch.errors import ConfigError
 from vpbatch.lake import parse_date
 
@@ -37,9 +37,10 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.d
               show_default=True, help="Level of the bootstrap intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the bootstrap.")
+@quiet_option
 def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
             end: dt.date | None, lake: Path, as_json: bool, out: Path | None, resamples: int,
-            confidence: float, seed: int) -> None:
+            confidence: float, seed: int, quiet: bool) -> None:
     """Measure whether the regime and standard order-book signals predict the next move.
 
     Targets: direction of the mid after the next 1, 2 and 5 mid changes (event time) and
@@ -59,6 +60,7 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
     from vpbatch.evaluate import evaluate
     from vpbatch.evaluate_report import format_table, to_json, write_html
     from vpbatch.evaluate_stats import Bootstrap
+    from vpbatch.progress import Progress
 
     if symbol is None:
         raise click.UsageError("Missing option '--symbol'.")
@@ -73,8 +75,15 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
         from vpbatch.plot import require_matplotlib
 
         require_matplotlib()
-    ev = evaluate(lake, symbol, day, end,
-                  settings=Bootstrap(resamples=resamples, confidence=confidence, seed=seed))
+    with Progress(total=7, enabled=not quiet, phase="evaluate", unit="targets") as bar:
+
+        def done(target: str) -> None:
+            bar.phase(f"evaluate (done {target})")
+            bar.update(1)
+
+        ev = evaluate(lake, symbol, day, end,
+                      settings=Bootstrap(resamples=resamples, confidence=confidence, seed=seed),
+                      progress=done)
     if out is not None:
         write_html(ev, out)
         click.echo(f"wrote {out}", err=True)

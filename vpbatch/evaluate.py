@@ -20,7 +20,7 @@ never reaches into the previous one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -372,11 +372,13 @@ def _block_ns(target: Target, s: States, test: np.ndarray) -> int:
 
 def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None = None,
                     targets: Sequence[Target] | None = None,
-                    predictors: Sequence[Predictor] | None = None) -> Evaluation:
+                    predictors: Sequence[Predictor] | None = None,
+                    progress: Callable[[str], None] | None = None) -> Evaluation:
     """Fit on the training part, score the test part, bootstrap every metric.
 
     ``targets`` and ``predictors`` default to :func:`compute_targets` and
-    :func:`compute_predictors` (tests pass modified ones, e.g. shuffled futures).
+    :func:`compute_predictors` (tests pass modified ones, e.g. shuffled futures);
+    ``progress`` is called with each target's name when it is done.
     """
     settings = settings or Bootstrap()
     if not 0.0 < settings.confidence < 1.0:
@@ -454,6 +456,8 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
                 results.append({"predictor": pr.name, "target": tg.name, "metric": metric,
                                 "estimate": value, "ci_low": _f(ci_lo[p, m]),
                                 "ci_high": _f(ci_hi[p, m]), "n": int(idx.size)})
+        if progress is not None:
+            progress(tg.name)
     cal = calibration(s, targets, test_all)
     return Evaluation(
         symbol=symbol, days=[d if isinstance(d, str) else d.isoformat() for d in s.days],
@@ -505,7 +509,8 @@ def calibration(s: States, targets: Sequence[Target], test: np.ndarray) -> list[
 
 
 def evaluate(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None, *,
-             settings: Bootstrap | None = None) -> Evaluation:
+             settings: Bootstrap | None = None,
+             progress: Callable[[str], None] | None = None) -> Evaluation:
     """Evaluate the built days ``start..end`` of ``symbol`` (SPEC §13).
 
     Parameters
@@ -518,6 +523,8 @@ def evaluate(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None
         Inclusive range; ``end`` defaults to ``start`` (one day: first half trains).
     settings : Bootstrap, optional
         Resamples (default 1,000), confidence (0.95) and seed (0).
+    progress : callable, optional
+        Called with each target's name when it is evaluated.
 
     Returns
     -------
@@ -532,4 +539,5 @@ def evaluate(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None
     """
     end = start if end is None else end
     states = load_states(lake, symbol, start, end)
-    return evaluate_states(states, symbol=resolve_product(symbol).symbol, settings=settings)
+    return evaluate_states(states, symbol=resolve_product(symbol).symbol, settings=settings,
+                           progress=progress)
