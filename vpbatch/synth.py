@@ -532,7 +532,11 @@ def _init_book(lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray
 def _informed_step(st: np.ndarray, fs: np.ndarray, rng2: np.ndarray) -> float:
     """Advance the informed episode by one group; the fair-value jump (ticks) it releases."""
     if st[S_EP_LEFT] == 0:
-        if _u01(rng2) < fs[FS_INFORMED] / INFORMED_EPISODE:
+        # Idle for 1/p groups on average, then busy for INFORMED_EPISODE: a busy share of
+        # E p / (E p + 1), which is ``informed`` for this p.
+        share = fs[FS_INFORMED]
+        p = 1.0 if share >= 1.0 else share / (INFORMED_EPISODE * (1.0 - share))
+        if _u01(rng2) < p:
             st[S_EP_LEFT] = INFORMED_EPISODE
             st[S_EP_DIR] = 1 if _u01(rng2) < 0.5 else -1
         return 0.0
