@@ -52,6 +52,24 @@ def raw_file_name(dataset: str, day: dt.date, compressed: bool = True) -> str:
     return f"{stem}-{day:%Y%m%d}.mbo.dbn" + (".zst" if compressed else "")
 
 
+def definition_file_name(dataset: str, day: dt.date) -> str:
+    """The day's instrument-definition file, kept beside the MBO file.
+
+    ``GLBX.MDP3`` + 2026-02-06 -> ``glbx-mdp3-20260206.definition.dbn.zst``.
+    """
+    return f"{dataset.lower().replace('.', '-')}-{day:%Y%m%d}.definition.dbn.zst"
+
+
+def find_definition_file(mbo_file: Path) -> Path | None:
+    """The definition file ``vpbatch download`` wrote beside an MBO day file, if any."""
+    mbo_file = Path(mbo_file)
+    for suffix in (".mbo.dbn.zst", ".mbo.dbn"):
+        if mbo_file.name.endswith(suffix):
+            candidate = mbo_file.with_name(mbo_file.name[: -len(suffix)] + ".definition.dbn.zst")
+            return candidate if candidate.is_file() else None
+    return None
+
+
 def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:
     """The one raw MBO file of ``product`` for ``day``; errors say what is there instead."""
     folder = raw_dir(lake, product)

@@ -28,6 +28,7 @@ from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
+from vpbatch.lake import find_definition_file
 from vpbatch.mbp_layout import records_from_raw
 from vpbatch.partitions import is_complete
 from vpbatch.products import Product, resolve_product
@@ -407,6 +408,17 @@ def build(req: BuildRequest) -> BuildResult:
         return BuildResult(req.symbol, day, "skipped",
                            message="partition already built (use --force to rebuild)")
     path = find_input(req.lake, req.symbol, day, path=req.path)
+    definition = Path(req.definition) if req.definition is not None else None
+    if definition is None and req.path is None:
+        # `vpbatch download` keeps the day's definitions beside the MBO file (docs/download.md).
+        definition = find_definition_file(path)
+        tick = read_definition_tick(definition, req.symbol) if definition else None
+        if tick is not None:
+            product = product.with_tick(tick)
+        elif definition is not None:
+            warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
+                          f"table's tick", VpbatchWarning, stacklevel=2)
+            definition = None
     started = time.perf_counter()
     source = open_mbo(path)
     job = _Build(req, product, day, source)
@@ -424,7 +436,8 @@ def build(req: BuildRequest) -> BuildResult:
     total = None if end is None else max(end - source.metadata.start, 0) / 1e9
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
                   if job.phases.warm is not None else "emit", unit="s market") as bar, \
-            PartitionWriter(req.lake, product, day, config=req.config, inputs=[path],
+            PartitionWriter(req.lake, product, day, config=req.config,
+                            inputs=[path, *([definition] if definition else [])],
                             params=params, mbp_levels=req.mbp_levels or None,
                             force=req.force) as writer:
         try:
