@@ -11,6 +11,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,9 @@ def step_cli(path: str, runs: str = "5") -> dict[str, Any]:
     return out
 
 
-STEPS = {"synth": step_synth, "read": step_read, "engine": step_engine,
-         "reference": step_reference, "build": step_build, "cli": step_cli}
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "synth": step_synth, "read": step_read, "engine": step_engine, "reference": step_reference,
+    "build": step_build, "cli": step_cli}
 
 
 def main() -> None:
