@@ -176,7 +176,9 @@ class _TableSink:
                 continue
             if self._buffer is None or self._buffer.dtype != arr.dtype:
                 self._buffer = np.empty(size, dtype=arr.dtype)
-            self._buffer[self._buffered:self._buffered + take] = piece
+            # Raw bytes: numpy copies a structured array field by field (~10x slower).
+            into = self._buffer[self._buffered:self._buffered + take]
+            into.view(np.uint8)[:] = np.ascontiguousarray(piece).view(np.uint8)
             self._buffered += take
             if self._buffered == size:
                 self._flush()
