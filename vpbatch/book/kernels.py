@@ -316,11 +316,13 @@ def valid_add(st, price: int, side: int, size: int) -> bool:
 def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if not valid_add(st, price, side, size):
         return 0
+    # The touch remembers the bucket's depth *before* the record (SPEC §7), so it is taken
+    # before a live order with the same id is replaced (SPEC §3: the old order goes too).
+    n = record_touch(st, prm, tch, 0, price, float(size), 0.0, 0.0)
     slot = find(st.orders, oid)
     if slot >= 0:
         st.anomalies[AN_DUPLICATE_ID] += 1
         reduce_order(st, prm, slot, st.orders[slot].size)
-    n = record_touch(st, prm, tch, 0, price, float(size), 0.0, 0.0)
     insert_order(st, prm, oid, side, price, size, 0)
     return n
 
