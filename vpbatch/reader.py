@@ -82,6 +82,17 @@ class Selection:
     symbol: str
 
 
+def select_records(records: np.ndarray, selection: Selection) -> np.ndarray:
+    """The records of one book: ``selection``'s instrument *and* publisher (SPEC §2).
+
+    Returns ``records`` itself when every record matches (no copy), else the matches.
+    """
+    keep = ((records["instrument_id"] == selection.instrument_id)
+            & (records["publisher_id"] == selection.publisher_id))
+    n = int(np.count_nonzero(keep))
+    return records if n == len(records) else records[keep]
+
+
 def publisher_name(publisher_id: int) -> str:
     """Databento's name of a publisher id (``39`` -> ``'DBEQ.BASIC.XCHI'``).
 
@@ -406,14 +417,10 @@ class MboSource:
         """Like :meth:`iter_chunks` for an already resolved :class:`Selection`."""
         matched = seen = 0
         for records in self.iter_raw(chunk_records):
-            keep = ((records["instrument_id"] == selection.instrument_id)
-                    & (records["publisher_id"] == selection.publisher_id))
-            n = int(np.count_nonzero(keep))
-            if n == len(records):
-                yield records
-            elif n:
-                yield records[keep]
-            matched += n
+            mine = select_records(records, selection)
+            if len(mine):
+                yield mine
+            matched += len(mine)
             seen += len(records)
         if seen == 0:
             raise InputError(f"{self.name}: no MBO records in the file (only a header: an empty "

@@ -135,7 +135,7 @@ def next_level(st, side: int, price: int, tick: int) -> int:
     price range; off-tick books fall back to a table scan.
     """
     sc = st.sc[0]
-    if sc.off_tick:
+    if sc.off_tick_levels > 0:
         if side == BID:
             return scan_best(st, BID, -UNDEF_PRICE, price)
         return scan_best(st, ASK, price, UNDEF_PRICE)
@@ -166,7 +166,7 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
         st.levels[i].count = 0
         sc.n_levels += 1
         if price % tick != 0:
-            sc.off_tick = True
+            sc.off_tick_levels += 1
         if side == BID:
             if sc.bid_levels == 0 or price > sc.best_bid:
                 sc.best_bid = price
@@ -192,6 +192,10 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
             sc.ask_levels -= 1
             if sc.ask_levels > 0 and price == sc.best_ask:
                 sc.best_ask = next_level(st, ASK, price, tick)
+        if price % tick != 0:
+            # Counted down only after the walk from this (off-grid) price: stepping by
+            # ticks from it would miss the on-grid levels behind it.
+            sc.off_tick_levels -= 1
 
 
 @njit(cache=True, inline="always")
@@ -413,6 +417,7 @@ def apply_clear(st) -> None:
     sc.n_buckets = 0
     sc.bid_levels = 0
     sc.ask_levels = 0
+    sc.off_tick_levels = 0
 
 
 # --------------------------------------------------------------------------- spot and window

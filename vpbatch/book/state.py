@@ -11,6 +11,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 
+from vpbatch.book.borrow import kernel_array
 from vpbatch.book.dtypes import REGIME_CHOP
 from vpbatch.config import EngineConfig
 
@@ -91,7 +92,7 @@ SCALARS_DTYPE: Final = np.dtype(
         ("ask_levels", "<i8"),
         ("bid_lo", "<i8"),         # loose bounds of prices ever resting on each side
         ("ask_hi", "<i8"),
-        ("off_tick", "?"),         # a price not on the tick grid was seen: walk by scanning
+        ("off_tick_levels", "<i8"),  # live levels off the tick grid: walk by scanning
         ("regime", "<i8"),
         ("pending", "?"),
         ("pending_bin", "<i8"),
@@ -166,7 +167,7 @@ def empty_table(dtype: np.dtype, capacity: int) -> np.ndarray:
     """A hash table of ``capacity`` (a power of two) free slots."""
     table = np.zeros(capacity, dtype=dtype)
     table["key"] = EMPTY_KEY
-    return table
+    return kernel_array(table)
 
 
 def allocate_state(config: EngineConfig, capacity: int = 1 << 16) -> EngineState:
@@ -180,11 +181,11 @@ def allocate_state(config: EngineConfig, capacity: int = 1 << 16) -> EngineState
     k = np.arange(-config.K, config.K + 1)
     weights = np.exp(-(np.abs(k) - 1) / config.regime_lambda)
     return EngineState(
-        sc=sc,
+        sc=kernel_array(sc),
         orders=empty_table(ORDER_DTYPE, capacity),
         levels=empty_table(LEVEL_DTYPE, capacity),
         buckets=empty_table(BUCKET_DTYPE, capacity),
-        cells=cells,
+        cells=kernel_array(cells),
         weights=weights,
         anomalies=np.zeros(len(ANOMALY_NAMES), dtype=np.int64),
     )
