@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,14 +14,9 @@ from cli.options import lake_option, publisher_option, quiet_option
 from vpbatch.config import EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, VpbatchError
 from vpbatch.lake import parse_date
-from vpbatch.pipeline import (
-    BuildRequest,
-    BuildResult,
-    build,
-    build_many,
-    date_range,
-    parse_wall_time,
-)
+
+if TYPE_CHECKING:
+    from vpbatch.pipeline import BuildResult
 
 _TABLES = ("vp", "mbp")
 
@@ -38,7 +35,8 @@ def _date(value: str | None, param: str) -> dt.date | None:
 
 @click.command("build")
 @click.option("--symbol", required=True, metavar="SYMBOL", help="Contract or ticker (MNQH6, QQQ).")
-@click.option("--dt", "day", metavar="YYYY-MM-DD", help="Session date (one day).")
+@click.option("--dt", "day", metavar="YYYY-MM-DD",
+              help="Session date (one day); with --path, inferred from the file when omitted.")
 @click.option("--start", "range_start", metavar="YYYY-MM-DD", help="First day of a range.")
 @click.option("--end", "range_end", metavar="YYYY-MM-DD", help="Last day of a range (inclusive).")
 @click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
@@ -86,6 +84,15 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
       vpbatch build --symbol MNQH6 --start 2026-02-02 --end 2026-02-06 --jobs 2
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
     """
+    from vpbatch.pipeline import (
+        BuildRequest,
+        build,
+        build_many,
+        date_range,
+        infer_session_day,
+        parse_wall_time,
+    )
+
     names = _tables(tables)
     config = EngineConfig.from_sample(sample, K=K, band=band)
     req = BuildRequest(
@@ -107,6 +114,10 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
     else:
         if day is None and path is None:
             raise ConfigError("--dt (or --path, or --start/--end) is required")
+        if day is None and path is not None:
+            inferred, how = infer_session_day(path)
+            click.echo(f"--dt {inferred.isoformat()} ({how})", err=True)
+            req = replace(req, day=inferred)
         results = [build(req)]
     _report(results, as_json)
     if all(r.status == "no-data" for r in results):
