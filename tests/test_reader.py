@@ -530,3 +530,55 @@ def test_iter_chunks_given_big_file_keeps_peak_memory_bounded(
     assert int(out[0]) == n
     growth_mb = int(out[1])
     assert growth_mb < 120, f"peak RSS grew by {growth_mb} MB reading a 386 MB stream"
+
+
+def _frame_cut(dbn_path: DbnPath, tmp_path: Path, want_last: bool) -> tuple[Path, int]:
+    """ESM4 re-compressed as one zstd frame per 97 records, cut at the first frame boundary
+    whose last record has (or lacks) F_LAST; returns the file and the records it keeps."""
+    from vpbatch.book.dtypes import F_LAST
+
+    records = _all_records(dbn_path(ESM4))
+    dbn = _decompressed(dbn_path(ESM4))
+    meta_len = 8 + int.from_bytes(dbn[4:8], "little")
+    cctx = zstandard.ZstdCompressor()
+    data = cctx.compress(dbn[:meta_len])
+    size = MBO_DTYPE.itemsize
+    for start in range(0, len(records), 97):
+        end = min(start + 97, len(records))
+        data += cctx.compress(dbn[meta_len + start * size: meta_len + end * size])
+        if end < len(records) and bool(records[end - 1]["flags"] & F_LAST) == want_last:
+            path = tmp_path / f"cut-{want_last}.mbo.dbn.zst"
+            path.write_bytes(data)
+            return path, end
+    raise AssertionError("no such frame boundary")
+
+
+def test_iter_chunks_given_zst_cut_at_frame_boundary_mid_event_says_truncated(
+    dbn_path: DbnPath, tmp_path: Path
+) -> None:
+    # Issue 8: every frame is whole, so zstd and databento see a valid, shorter file; the
+    # last record lacking F_LAST (Databento ends every event with it) gives the cut away.
+    path, kept = _frame_cut(dbn_path, tmp_path, want_last=False)
+    source = open_mbo(path)  # the frame walk finds nothing wrong
+    with pytest.raises(InputError, match=rf"^{path.name}: truncated: the data ends inside an "
+                                         rf"event \(record {kept:,} has no F_LAST\)"):
+        list(source.iter_chunks(symbol="ESM4", chunk_records=500))
+
+
+def test_iter_chunks_given_zst_cut_at_frame_boundary_after_f_last_cannot_tell(
+    dbn_path: DbnPath, tmp_path: Path
+) -> None:
+    # The documented limit (docs/SEMANTICS.md): a cut right after a complete event leaves a
+    # file that is indistinguishable from a shorter download of the same query.
+    path, kept = _frame_cut(dbn_path, tmp_path, want_last=True)
+    got = _concat(list(open_mbo(path).iter_chunks(symbol="ESM4")))
+    assert len(got) == kept
+
+
+def test_iter_chunks_given_limit_reached_accepts_a_last_record_without_f_last(
+    dbn_path: DbnPath,
+) -> None:
+    # fixture-IFEU.IMPACT: a `limit=4` query whose 4th record ends no event.
+    source = open_mbo(dbn_path("fixture-IFEU.IMPACT.mbo.dbn.zst"))
+    assert source.metadata.limit == 4
+    assert sum(len(c) for c in source.iter_raw()) == 4

@@ -26,8 +26,9 @@ from databento.common.error import BentoError, BentoWarning
 from databento.common.publishers import Publisher
 from databento_dbn import DBNError
 
-from vpbatch.book.dtypes import MBO_DTYPE, UNDEF_PRICE, as_kernel_records
+from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records
 from vpbatch.errors import ConfigError, InputError, SymbolError
+from vpbatch.input_digest import HashingFileSource
 from vpbatch.lake import find_raw_file
 from vpbatch.products import resolve_product
 
@@ -196,7 +197,8 @@ def _check_dbn_complete(path: Path, fh: BinaryIO, size: int, record_size: int) -
                          f"record at the end (file size {size})")
 
 
-def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, FileMetadata]:
+def _validated_store(path: Path, expected_schema: str
+                     ) -> tuple[db.DBNStore, FileMetadata, HashingFileSource]:
     """Open ``path`` with databento after checking it exists, is complete and has the schema."""
     path = Path(path)
     if not path.exists():
@@ -218,7 +220,8 @@ def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, Fil
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        store = db.DBNStore.from_file(path)
+        data = HashingFileSource(path)
+        store = db.DBNStore(data)
     except (*_DECODE_ERRORS, OSError) as exc:
         raise InputError(f"{path.name}: not a readable DBN file ({_one_line(exc)})") from None
     meta = store.metadata
@@ -245,7 +248,7 @@ def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, Fil
         compressed=compressed,
         size_bytes=size,
     )
-    return store, info
+    return store, info, data
 
 
 def _one_line(exc: BaseException) -> str:
@@ -305,10 +308,12 @@ class MboSource:
         Dataset, schema, DBN version, time range, symbols and symbology types.
     """
 
-    def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata) -> None:
+    def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata,
+                 data: HashingFileSource | None = None) -> None:
         self.path = path
         self.metadata = metadata
         self._store = store
+        self._data = data
         self._counts: _Counts | None = None
         self._instruments: dict[int, str] | None = None
 
@@ -319,6 +324,20 @@ class MboSource:
     def name(self) -> str:
         """The file name, as used in error messages."""
         return self.path.name
+
+    def sha256(self) -> str:
+        """Hex sha256 of the whole file, from the bytes the reader read (no second pass).
+
+        Call it after streaming: only what the decoder never reached is read again.
+        """
+        if self._data is None:
+            from vpbatch.files import file_sha256
+
+            return file_sha256(self.path)
+        try:
+            return self._data.sha256()
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -359,12 +378,14 @@ class MboSource:
             raise ConfigError(f"chunk_records: must be >= 1, was {chunk_records}")
         schema = "mbo" if self.metadata.schema == "mixed" else None
         done = 0
+        last_flags = F_LAST
         chunks = self._guarded(lambda: iter(self._store.to_ndarray(schema, count=chunk_records)),
                                done)
         while True:
             try:
                 raw = self._guarded(lambda: next(chunks), done)
             except StopIteration:
+                self._check_ends_whole(done, last_flags)
                 return
             if raw.size == 0:
                 continue
@@ -377,11 +398,25 @@ class MboSource:
                                  f"(length field {int(records['length'][bad])}, expected "
                                  f"{MBO_LENGTH_WORDS} for MBO)")
             done += len(records)
+            last_flags = int(records["flags"][-1])
             keep = records["rtype"] == RTYPE_MBO
             if keep.all():
                 yield records.copy()
             elif keep.any():
                 yield records[keep]
+
+    def _check_ends_whole(self, done: int, last_flags: int) -> None:
+        """A file cut at a zstd frame boundary decodes cleanly: catch what the data shows.
+
+        Databento ends every event with ``F_LAST``, so a complete file's last record has it;
+        a query cut by its ``limit`` may end anywhere. A cut right after an ``F_LAST`` record
+        cannot be seen in the data (docs/SEMANTICS.md).
+        """
+        limit = self.metadata.limit
+        if done and not last_flags & F_LAST and not (limit is not None and done >= limit):
+            raise InputError(f"{self.name}: truncated: the data ends inside an event (record "
+                             f"{done:,} has no F_LAST); the file was probably cut at a zstd "
+                             f"frame boundary")
 
     def iter_chunks(self, *, symbol: str | None = None, publisher_id: int | None = None,
                     chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
@@ -660,8 +695,8 @@ def open_mbo(path: Path) -> MboSource:
         truncated or corrupt file, bytes that are not DBN, or a schema other than ``mbo``.
     """
     path = Path(path)
-    store, metadata = _validated_store(path, "mbo")
-    return MboSource(path, store, metadata)
+    store, metadata, data = _validated_store(path, "mbo")
+    return MboSource(path, store, metadata, data)
 
 
 def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = None) -> Path:
@@ -718,7 +753,7 @@ def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
         Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
     """
     path = Path(path)
-    store, _ = _validated_store(path, "definition")
+    store, _, _ = _validated_store(path, "definition")
     wanted = None if symbol is None else symbol.strip().upper()
     best: tuple[int, int] | None = None
     seen: set[str] = set()
