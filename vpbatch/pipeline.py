@@ -26,7 +26,7 @@ from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.clock import describe_ns, et_ns, session_day
-from vpbatch.config import EngineConfig
+from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.lake import find_definition_file
 from vpbatch.mbp_layout import records_from_raw
@@ -44,7 +44,7 @@ from vpbatch.writer import PartitionWriter
 
 #: Emitted batches queued for the writer thread before the engine waits (bounds memory).
 MAX_PENDING_WRITES: Final = 4
-DEFAULT_WARMUP_NS: Final = 30 * 60 * 1_000_000_000
+DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 
 

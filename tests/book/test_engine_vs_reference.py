@@ -82,12 +82,12 @@ def test_compiled_engine_equals_reference_on_futures_streams(plan, sample, k_ban
 
 
 @_PROPERTY
-@given(intents, st.sampled_from(["event", "25ms"]))
-def test_compiled_engine_equals_reference_on_equity_buckets(plan, sample):
+@given(intents, st.sampled_from(["event", "25ms"]), st.sampled_from([0, 12_345_678]))
+def test_compiled_engine_equals_reference_on_equity_buckets(plan, sample, epoch):
     records = build_stream(plan, tick=EQUITY_TICK, start_mid_ticks=15_000,
                            edges=equity_edges(12, EQUITY_BUCKET // EQUITY_TICK))
-    _compare(records, EngineConfig.from_sample(sample, K=6, band=12), EQUITY_BUCKET,
-             EQUITY_TICK)
+    config = EngineConfig.from_sample(sample, K=6, band=12, epoch_ns=epoch)
+    _compare(records, config, EQUITY_BUCKET, EQUITY_TICK)
 
 
 @_PROPERTY

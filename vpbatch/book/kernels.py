@@ -819,11 +819,11 @@ def advance_clock(st, prm, ts_event: int, out) -> None:
     t_new = max(sc.t, ts_event) if sc.started else ts_event
     if sc.full:
         if prm.sample_mode == SAMPLE_TIME and sc.pending \
-                and t_new // prm.sample_ns != sc.pending_bin:
+                and (t_new - prm.epoch) // prm.sample_ns != sc.pending_bin:
             write_state(st, prm, out, True)
             sc.pending = False
         if sc.started:
-            boundary = (t_new // prm.regime_step) * prm.regime_step
+            boundary = prm.epoch + ((t_new - prm.epoch) // prm.regime_step) * prm.regime_step
             if boundary > sc.t:
                 step_regime(st, prm, boundary)
     sc.t = t_new
@@ -911,7 +911,7 @@ def process_record(st, prm, rec, tch, out) -> None:
         write_state(st, prm, out, True)
     elif prm.sample_mode == SAMPLE_TIME:
         sc.pending = True
-        sc.pending_bin = sc.t // prm.sample_ns
+        sc.pending_bin = (sc.t - prm.epoch) // prm.sample_ns
 
 
 @njit(cache=True, inline="always")

@@ -133,6 +133,7 @@ class Params(NamedTuple):
     regime_step: int
     sample_mode: int
     sample_ns: int
+    epoch: int
     mbp_levels: int
 
 
@@ -159,7 +160,7 @@ def make_params(config: EngineConfig, bucket: int, tick: int, mbp_levels: int = 
         c_v_a_pull=f.vacuum_a_pull, theta_on=config.theta_on, theta_off=config.theta_off,
         intensity_floor=config.intensity_floor, eps=config.eps,
         regime_step=config.regime_step_ns, sample_mode=config.sample_code,
-        sample_ns=config.sample_ns, mbp_levels=mbp_levels,
+        sample_ns=config.sample_ns, epoch=config.epoch_ns, mbp_levels=mbp_levels,
     )
 
 
