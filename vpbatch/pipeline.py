@@ -455,7 +455,7 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
                           f"table's tick", VpbatchWarning, stacklevel=2)
             definition = None
     started = time.perf_counter()
-    source = open_mbo(path)
+    source = open_mbo(path, definition=definition)
     job = _Build(req, product, day, source)
     job.trust_cache = trust_cache
     params: dict[str, Any] = {

@@ -17,19 +17,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 import databento as db
 import numpy as np
 import zstandard
 from databento.common.error import BentoError, BentoWarning
 from databento.common.publishers import Publisher
+from databento.common.symbology import InstrumentMap
 from databento_dbn import DBNError
 
 from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records
 from vpbatch.errors import ConfigError, InputError, SymbolError
 from vpbatch.input_digest import HashingFileSource
-from vpbatch.lake import find_raw_file
+from vpbatch.lake import find_definition_file, find_raw_file
 from vpbatch.products import resolve_product
 
 #: Databento record type of an MBO record.
@@ -256,24 +257,19 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _mapping_pairs(entries: dict[str, list[dict[str, Any]]], stype_in: str | None,
-                   first_day: dt.date, last_day: dt.date | None,
-                   d0: str, d1: str, out: str) -> dict[int, str]:
-    """``{symbol_in: [{d0, d1, s}]}`` -> ``{instrument_id: symbol}`` for intervals in the file."""
+#: Symbology types whose symbols name a group of instruments, not one contract.
+PARENT_STYPES: Final = ("parent", "continuous")
+
+
+def _in_days(imap: InstrumentMap, first_day: dt.date, last_day: dt.date | None
+             ) -> dict[int, str]:
+    """``instrument_id -> symbol`` for the mapping intervals that overlap the file's days."""
     result: dict[int, str] = {}
-    for key, intervals in entries.items():
-        for entry in intervals:
-            target = str(entry.get(out) or "")
-            if not target:
-                continue
-            start = dt.date.fromisoformat(str(entry[d0])[:10])
-            end = dt.date.fromisoformat(str(entry[d1])[:10])
+    for iid, intervals in imap.build_symbol_map().items():
+        for start, end, symbol in intervals:
             if end <= first_day or (last_day is not None and start > last_day):
                 continue
-            by_id = stype_in == "instrument_id" or (key.isdigit() and not target.isdigit())
-            ident, symbol = (key, target) if by_id else (target, key)
-            if ident.isdigit():
-                result[int(ident)] = symbol
+            result[int(iid)] = symbol
     return result
 
 
@@ -309,11 +305,13 @@ class MboSource:
     """
 
     def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata,
-                 data: HashingFileSource | None = None) -> None:
+                 data: HashingFileSource | None = None, definition: Path | None = None) -> None:
         self.path = path
         self.metadata = metadata
         self._store = store
         self._data = data
+        self._definition = definition
+        self._json_parent = False
         self._counts: _Counts | None = None
         self._instruments: dict[int, str] | None = None
 
@@ -543,6 +541,8 @@ class MboSource:
         """
         if self._instruments is None:
             mapped = {**self._metadata_mappings(), **self._symbology_json()}
+            if self._parent_symbology:
+                mapped.update(self._definition_symbols())
             if not mapped:
                 present = sorted(self._scan().instruments())
                 if len(self.metadata.symbols) == 1 and len(present) == 1:
@@ -560,25 +560,42 @@ class MboSource:
         return first, last
 
     def _metadata_mappings(self) -> dict[int, str]:
-        mappings = self._store.metadata.mappings
-        if not mappings:
-            return {}
-        first, last = self._day_range()
-        entries = {k: [{"d0": str(e["start_date"]), "d1": str(e["end_date"]), "s": e["symbol"]}
-                       for e in v] for k, v in mappings.items()}
-        return _mapping_pairs(entries, self.metadata.stype_in, first, last, "d0", "d1", "s")
+        """The file's own mappings, through databento's ``InstrumentMap``."""
+        imap = InstrumentMap()
+        try:
+            imap.insert_metadata(self._store.metadata)
+        except ValueError as exc:
+            raise InputError(f"{self.name}: unusable symbol mappings in the metadata "
+                             f"({_one_line(exc)})") from None
+        return _in_days(imap, *self._day_range())
 
     def _symbology_json(self) -> dict[int, str]:
+        """A Databento ``symbology.json`` beside the file (``InstrumentMap.insert_json``)."""
         path = self.path.parent / SYMBOLOGY_JSON
         if not path.is_file():
             return {}
+        imap = InstrumentMap()
         try:
             doc = json.loads(path.read_text())
-            first, last = self._day_range()
-            return _mapping_pairs(doc["result"], doc.get("stype_in"), first, last,
-                                  "d0", "d1", "s")
+            imap.insert_json(doc)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{path}: not a Databento symbology.json ({_one_line(exc)})") from None
+        if isinstance(doc, dict) and doc.get("stype_in") in PARENT_STYPES:
+            self._json_parent = True
+        return _in_days(imap, *self._day_range())
+
+    @property
+    def _parent_symbology(self) -> bool:
+        """The mappings name parents (``MNQ.FUT``): raw symbols come from definitions."""
+        return self.metadata.stype_in in PARENT_STYPES or self._json_parent
+
+    def definition_file(self) -> Path | None:
+        """The definition file used for raw symbols: the given one, else the day's beside it."""
+        return self._definition or find_definition_file(self.path)
+
+    def _definition_symbols(self) -> dict[int, str]:
+        path = self.definition_file()
+        return {} if path is None else read_definition_symbols(path)
 
     # -- selection -------------------------------------------------------------------------
 
@@ -642,8 +659,15 @@ class MboSource:
             if not ids:
                 ids = [i for i, s in instruments.items() if s.upper() == wanted.upper()]
             if not ids:
+                hint = ""
+                if self._parent_symbology and self.definition_file() is None:
+                    stype = self.metadata.stype_in if self.metadata.stype_in in PARENT_STYPES \
+                        else "parent"
+                    hint = (f"; the file uses {stype} symbology: "
+                            f"give the day's instrument definitions (--definition FILE, or "
+                            f"{self.path.name.split('.mbo.')[0]}.definition.dbn.zst beside it)")
                 raise SymbolError(f"{self.name}: symbol '{wanted}' not in file "
-                                  f"(have: {_listing(have) or 'none'})")
+                                  f"(have: {_listing(have) or 'none'}){hint}")
         if len(ids) > 1:
             present = self._scan().instruments()
             ids = [i for i in ids if i in present] or ids[:1]
@@ -676,13 +700,16 @@ class MboSource:
         return next(iter(counts))
 
 
-def open_mbo(path: Path) -> MboSource:
+def open_mbo(path: Path, definition: Path | None = None) -> MboSource:
     """Open and validate a Databento MBO file (``.dbn`` or ``.dbn.zst``, DBN v1-v3).
 
     Parameters
     ----------
     path : Path
         The file.
+    definition : Path, optional
+        Instrument definitions naming the raw symbols of a parent-symbology file (default:
+        the day's ``*.definition.dbn.zst`` beside the file, if any).
 
     Returns
     -------
@@ -696,7 +723,7 @@ def open_mbo(path: Path) -> MboSource:
     """
     path = Path(path)
     store, metadata, data = _validated_store(path, "mbo")
-    return MboSource(path, store, metadata, data)
+    return MboSource(path, store, metadata, data, None if definition is None else Path(definition))
 
 
 def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = None) -> Path:
@@ -727,6 +754,34 @@ def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = Non
     if path is not None:
         return Path(path)
     return find_raw_file(Path(lake), resolve_product(symbol), day)
+
+
+def read_definition_symbols(path: Path) -> dict[int, str]:
+    """``instrument_id -> raw_symbol`` from a definition DBN file (the latest definition wins).
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
+    """
+    path = Path(path)
+    store, _, _ = _validated_store(path, "definition")
+    latest: dict[int, tuple[int, str]] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BentoWarning)
+            schema = "definition" if store.metadata.schema is None else None
+            for chunk in store.to_ndarray(schema, count=100_000):
+                chunk = chunk.reshape(-1)
+                for iid, ts, raw in zip(chunk["instrument_id"].tolist(),
+                                        chunk["ts_recv"].tolist(), chunk["raw_symbol"],
+                                        strict=True):
+                    name = bytes(raw).rstrip(b"\0").decode("ascii", "replace")
+                    if name and (iid not in latest or ts >= latest[iid][0]):
+                        latest[iid] = (ts, name)
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+    return {iid: name for iid, (_, name) in sorted(latest.items())}
 
 
 def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
