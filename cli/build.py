@@ -120,7 +120,7 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
         if path is not None:
             raise ConfigError("--path is one file, one day: use it with --dt (or alone), not "
                               "with --start/--end")
-        days = date_range(_date(range_start, "--start"), _date(range_end, "--end"))
+        days = date_range(parse_date(range_start, "--start"), parse_date(range_end, "--end"))
         results = build_many(req, days, jobs=jobs)
     else:
         if day is None and path is None:

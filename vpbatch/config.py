@@ -242,8 +242,8 @@ def _duration(value: object, key: str) -> int:
 
 def _epoch(value: object) -> int:
     """An integer (ns since the Unix epoch) or a TOML offset date-time."""
-    if _is_int(value):
-        return int(value)  # type: ignore[arg-type]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ConfigError(f"epoch: a date-time needs a UTC offset (e.g. "

@@ -28,7 +28,8 @@ def _address_as_pointer(typingctx, address):  # type: ignore[no-untyped-def]
 @njit(cache=True, inline="always")
 def borrow(arr: np.ndarray) -> np.ndarray:
     """A view of ``arr`` that numba does not reference-count (see module docstring)."""
-    return carray(_address_as_pointer(arr.ctypes.data), arr.shape, arr.dtype)
+    return carray(_address_as_pointer(arr.ctypes.data), arr.shape,  # type: ignore[call-arg]
+                  arr.dtype)
 
 
 
@@ -37,10 +38,10 @@ def kernel_array(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-if numba_config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: debugging and the mutation tests
+if numba_config.DISABLE_JIT:  # type: ignore[attr-defined]  # NUMBA_DISABLE_JIT=1 (mutations)
     from vpbatch.book.pure_python import RecordArray
 
-    def borrow(arr: np.ndarray) -> np.ndarray:
+    def borrow(arr: np.ndarray) -> np.ndarray:  # type: ignore[misc]
         """No reference counts to avoid in pure Python; rows get field attributes."""
         return RecordArray.wrap(arr)  # type: ignore[no-any-return]
 
