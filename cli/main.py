@@ -7,7 +7,20 @@ from typing import Any
 
 import click
 
-from cli import build, cache, download, info, plot, products, report, serve, sql, synth, verify
+from cli import (
+    build,
+    cache,
+    download,
+    evaluate,
+    info,
+    plot,
+    products,
+    report,
+    serve,
+    sql,
+    synth,
+    verify,
+)
 from vpbatch import __version__
 from vpbatch.errors import VpbatchError
 
@@ -63,7 +76,8 @@ def cli(debug: bool) -> None:
     """
 
 
-for _module in (synth, info, products, build, verify, sql, cache, plot, report, serve):
+for _module in (synth, info, products, build, verify, sql, cache, plot, report, evaluate,
+                serve):
     cli.add_command(_module.command)
 cli.add_command(download.command)
 
