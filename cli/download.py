@@ -97,6 +97,8 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
         retried = f" after {f.attempts} attempts" if f.attempts > 1 else ""
         click.echo(f"{f.day} {f.schema}: {f.records:,} records, {f.size:,} bytes{retried} "
                    f"-> {f.path}")
+        for notice in f.notices:
+            click.echo(f"Databento notice for {f.path.name}: {notice}", err=True)
 
     done = run_download(client, plan, on_file=report)
     click.echo(f"Downloaded {len(done)} file(s), ${plan.cost:,.2f}; "

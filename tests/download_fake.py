@@ -176,6 +176,7 @@ class Script:
     cuts: int = 0
     empty: int = 0
     cut_with_length: bool = True
+    notice: str | None = None
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     def calls(self, endpoint: str) -> list[dict[str, str]]:
@@ -257,6 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if script.notice:
+            self.send_header("X-Warning", json.dumps([f"Warning: {script.notice}"]))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

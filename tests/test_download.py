@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,16 @@ from tests.download_fake import (
     Script,
     serve,
 )
-from vpbatch.download import count_records, merge_symbology, open_dbn, parse_symbol
+from vpbatch.download import (
+    DownloadRequest,
+    count_records,
+    merge_symbology,
+    open_client,
+    open_dbn,
+    parse_symbol,
+    plan_download,
+    run_download,
+)
 from vpbatch.errors import OutputError
 from vpbatch.reader import read_definition_tick
 
@@ -431,3 +441,35 @@ def test_download_given_an_equity_on_its_dataset_writes_the_equity_folder_and_bu
     records = shared.to_ndarray()
     expected = int(((records["instrument_id"] == 7151) & (records["publisher_id"] == 39)).sum())
     assert json.loads(built.output)[0]["records"] == expected
+
+
+def test_download_help_given_fresh_interpreter_imports_no_heavy_module() -> None:
+    from tests.test_cli_startup import _imported_after
+
+    assert _imported_after("download", "--help") == []
+
+
+def test_download_given_a_databento_notice_shows_it_on_stderr(
+        fake: Script, tmp_path: Path) -> None:
+    fake.notice = "Reduced quality data on 2024-05-08 (feed gap)."
+    result = CliRunner().invoke(cli, ["download", "--lake", str(tmp_path / "lake"), "--symbol",
+                                      SYMBOL, "--start", "2024-05-08", "--no-definitions",
+                                      "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert ("Databento notice for glbx-mdp3-20240508.mbo.dbn.zst: Reduced quality data on "
+            "2024-05-08 (feed gap).") in result.stderr
+
+
+def test_python_api_given_a_plan_fetches_exactly_its_files(fake: Script,
+                                                           tmp_path: Path) -> None:
+    client = open_client(gateway=os.environ["VPBATCH_DATABENTO_GATEWAY"])
+    plan = plan_download(client, DownloadRequest(
+        SYMBOL, dt.date(2024, 5, 8), dt.date(2024, 5, 11), tmp_path / "lake", max_cost=25,
+        progress=False))
+    assert not (tmp_path / "lake").exists()  # planning writes nothing
+    assert plan.empty_days == [dt.date(2024, 5, 11)]
+    assert plan.cost == pytest.approx(expected_cost(3))
+    fetched = run_download(client, plan)
+    assert [(f.day, f.schema, f.records) for f in fetched] == [
+        (t.day, t.schema, t.records) for t in plan.targets]
+    assert all(f.path.is_file() and f.attempts == 1 for f in fetched)

@@ -30,7 +30,13 @@ from typing import Any, Final, TypeVar
 import databento as db
 import requests
 import zstandard
-from databento.common.error import BentoClientError, BentoError, BentoHttpError, BentoServerError
+from databento.common.error import (
+    BentoClientError,
+    BentoError,
+    BentoHttpError,
+    BentoServerError,
+    BentoWarning,
+)
 from databento_dbn import DBNDecoder, Metadata
 
 from vpbatch.errors import ConfigError, DownloadError, InputError, OutputError, SymbolError
@@ -167,6 +173,7 @@ class Fetched:
     records: int
     size: int
     attempts: int
+    notices: tuple[str, ...] = ()
 
 
 # -- client and request validation --------------------------------------------------------
@@ -354,7 +361,6 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     plan = Plan(req, product, dataset, symbols, stype_in, folder, [], symbology=symbology)
     schemas = (MBO, DEFINITION) if req.definitions else (MBO,)
     missing: list[tuple[dt.date, str, Path]] = []
-    mbo_present: set[dt.date] = set()
     for day in days:
         for schema in schemas:
             path = folder / _file_name(dataset, day, schema)
@@ -362,13 +368,16 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
             if not req.force and existing is not None:
                 _check_existing(existing, plan)
                 plan.present.append(existing)
-                if schema == MBO:
-                    mbo_present.add(day)
             else:
                 missing.append((day, schema, path))
     # Free metadata calls, a few at a time: a month is ~120 of them.
-    with ThreadPoolExecutor(PLAN_WORKERS) as pool:
-        priced = list(pool.map(lambda job: _price(client, plan, job[0], job[1]), missing))
+    priced: list[tuple[int, float]] = []
+    with ThreadPoolExecutor(PLAN_WORKERS) as pool, \
+            Progress(total=len(missing), enabled=req.progress and len(missing) > PLAN_WORKERS,
+                     phase="pricing", unit="file") as bar:
+        for result in pool.map(lambda job: _price(client, plan, job[0], job[1]), missing):
+            priced.append(result)
+            bar.update(1)
     empty = {day for (day, schema, _), (records, _) in zip(missing, priced, strict=True)
              if schema == MBO and records == 0}
     plan.empty_days = sorted(empty)
@@ -657,13 +666,14 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
     tmp = _temp_path(target.path)
     req = plan.request
     attempts = [0]
+    notices: list[str] = []
 
     def attempt() -> None:
         with suppress(FileNotFoundError):
             tmp.unlink()
         with _byte_progress(tmp, req.progress, label), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # backend notices are not errors
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 client.timeseries.get_range(
                     dataset=plan.dataset, start=target.day,
@@ -673,6 +683,13 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
             except ValueError as exc:
                 # The client reads back the file it wrote: an empty or cut-short header.
                 raise _Retryable(f"unreadable response ({_one_line(exc)})") from None
+        # Databento's notices about the data (X-Warning header), e.g. degraded quality; the
+        # client's own unclosed-file ResourceWarnings are not the user's business.
+        notices[:] = [_one_line(w.message) for w in caught
+                      if issubclass(w.category, BentoWarning)]
+        for w in caught:
+            if not issubclass(w.category, (BentoWarning, ResourceWarning)):
+                warnings.warn(w.message, w.category, stacklevel=2)
         verify_file(tmp, target, plan)
 
     try:
@@ -682,7 +699,8 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
-    return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0])
+    return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0],
+                   tuple(notices))
 
 
 def run_download(client: db.Historical, plan: Plan,

@@ -22,7 +22,7 @@ class Progress:
                  unit: str = "rec") -> None:
         self._bar: tqdm | None = None
         if enabled and sys.stderr.isatty():
-            self._bar = tqdm(total=total, unit=unit, unit_scale=unit == "rec",
+            self._bar = tqdm(total=total, unit=unit, unit_scale=unit in ("rec", "B"),
                              dynamic_ncols=True, file=sys.stderr, desc=phase, mininterval=0.5,
                              bar_format=None if unit == "rec" or total is None else _TIME_BAR)
 
