@@ -46,15 +46,20 @@ def step_read(path: str) -> dict[str, Any]:
 
 
 def step_engine(path: str, mode: str) -> dict[str, Any]:
-    """Full engine without emission, or the book-only fast path, over the whole file."""
+    """Full engine without emission, or the book-only fast path, over the whole file.
+
+    ``full-noregime`` runs the full engine with the regime clock pushed out of reach: the
+    difference to ``full`` is the cost of the regime evaluations (a per-unit-of-time cost).
+    """
     from vpbatch.book.dtypes import MBO_DTYPE
     from vpbatch.book.engine import Engine
     from vpbatch.config import EngineConfig
     from vpbatch.reader import open_mbo
 
-    warm = Engine(EngineConfig(), bucket=BUCKET)  # compile / load the numba cache first
+    config = EngineConfig(regime_step_ns=10**18) if mode == "full-noregime" else EngineConfig()
+    warm = Engine(config, bucket=BUCKET)  # compile / load the numba cache first
     warm.process_book_only(np.zeros(0, dtype=MBO_DTYPE))
-    engine = Engine(EngineConfig(), bucket=BUCKET)
+    engine = Engine(config, bucket=BUCKET)
     engine.set_emitting(False)
     n = 0
     busy = 0.0

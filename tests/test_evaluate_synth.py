@@ -1,5 +1,6 @@
-"""``vpbatch evaluate`` end to end on built synthetic days: the planted signal, the shuffled
-future, the CLI (table, --json, HTML) and its errors; ``synth --informed`` itself."""
+"""``vpbatch evaluate`` end to end on built synthetic days: the planted signal, its placebo
+controls, the shuffled future, the CLI (table, --json, HTML) and its errors; ``synth
+--informed`` itself."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
+from vpbatch.errors import ConfigError
 from vpbatch.evaluate import (
     Evaluation,
     Target,
@@ -34,8 +37,9 @@ INFORMED = 0.3
 RESAMPLES = 200
 
 
-def _build(root: Path, informed: float) -> Path:
-    synth_to_lake(root, SYMBOL, DAY, records=RECORDS, seed=11, informed=informed)
+def _build(root: Path, informed: float, informed_jump: str = "aligned") -> Path:
+    synth_to_lake(root, SYMBOL, DAY, records=RECORDS, seed=11, informed=informed,
+                  informed_jump=informed_jump)
     build(BuildRequest(symbol=SYMBOL, day=DAY, lake=root, use_cache=False))
     return root
 
@@ -48,6 +52,20 @@ def plain_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def planted_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(tmp_path_factory.mktemp("planted"), INFORMED)
+
+
+@pytest.fixture(scope="session")
+def placebo_eval(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
+    """The planted day's episodes and activity, each jump's direction an independent coin."""
+    lake = _build(tmp_path_factory.mktemp("placebo"), INFORMED, "random")
+    return evaluate(lake, SYMBOL, DAY, settings=Bootstrap(resamples=RESAMPLES))
+
+
+@pytest.fixture(scope="session")
+def activity_only_eval(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
+    """The planted day's episodes and activity, and no jump after them."""
+    lake = _build(tmp_path_factory.mktemp("activity"), INFORMED, "none")
+    return evaluate(lake, SYMBOL, DAY, settings=Bootstrap(resamples=RESAMPLES))
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +106,43 @@ def test_synth_given_informed_is_deterministic_and_differs_from_plain(tmp_path: 
     assert data["a"] != data["c"]
 
 
+def test_synth_given_informed_jump_keeps_the_planted_stream_and_is_deterministic(
+        planted_lake: Path, tmp_path: Path) -> None:
+    # The planted day (aligned jumps) is the stream from before --informed-jump existed:
+    # sha256 of the decompressed file, written by the generator at commit 23e1f6e.
+    raw = next(planted_lake.glob("raw/**/*.mbo.dbn.zst"))
+    with zstandard.ZstdDecompressor().stream_reader(raw.open("rb")) as fh:
+        data = fh.read()
+    assert hashlib.sha256(data).hexdigest() == (
+        "9207984b8d56582512dc5d77de541da2ba4724bc5518d5aa531285190e524605")
+    files = {}
+    for name, jump in (("a", "random"), ("b", "random"), ("c", "aligned"), ("d", "none")):
+        path = tmp_path / f"{name}.mbo.dbn"
+        synth_session(path, day=DAY, records=20_000, seed=7, informed=0.3, informed_jump=jump)
+        files[name] = path.read_bytes()
+    assert files["a"] == files["b"]
+    assert len({files["a"], files["c"], files["d"]}) == 3
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"informed": 0.3, "informed_jump": "sideways"}, "informed_jump: must be one of"),
+    ({"informed": 0.0, "informed_jump": "random"}, "informed_jump: 'random' needs informed"),
+])
+def test_synth_given_bad_informed_jump_raises(tmp_path: Path, kw: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        synth_session(tmp_path / "x.mbo.dbn", day=DAY, records=20_000, **kw)
+    assert not list(tmp_path.iterdir())
+
+
+def test_synth_cli_given_informed_jump_without_informed_exits_with_a_message(
+        tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["synth", "--records", "2000", "--informed-jump", "random",
+                                   "--out", str(tmp_path / "x.dbn")])
+    assert res.exit_code == 1
+    assert "informed_jump: 'random' needs informed episodes" in res.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_synth_cli_given_informed_out_of_range_exits_2(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["synth", "--records", "2000", "--informed", "1.5", "--out",
                                    str(tmp_path / "x.dbn")])
@@ -113,6 +168,37 @@ def test_evaluate_given_planted_informed_flow_finds_more_information_in_the_regi
     # Level-1 queue imbalance does not see the planted flow.
     qi = _result(planted_eval, "queue_imbalance", "event_5", "ic")
     assert qi["ci_high"] < _result(planted_eval, "regime_score", "event_5", "ic")["ci_low"]
+
+
+#: The checks of the planted-signal test above: (predictor, target, metric).
+PLANTED_CHECKS = [("regime_score", t, "ic") for t in ("event_2", "event_5", "clock_30s")] + [
+    ("regime", t, "mcc") for t in ("event_2", "event_5")]
+
+
+def test_evaluate_given_placebo_day_finds_no_information_in_the_informed_activity(
+        plain_eval: Evaluation, planted_eval: Evaluation, placebo_eval: Evaluation) -> None:
+    """Placebo control: the same episodes, the same pulls and adds, the same jumps, but each
+    jump's direction independent of the activity. What the regime found on the planted day
+    is the activity's alignment with the move: the planted day is above the placebo's
+    interval, and the placebo is not above the unplanted day's (the test that detects the
+    planted signal stays silent)."""
+    for key in PLANTED_CHECKS:
+        planted, placebo, plain = (_result(ev, *key) for ev in (planted_eval, placebo_eval,
+                                                                plain_eval))
+        assert planted["ci_low"] > placebo["ci_high"], (key, planted, placebo)
+        assert placebo["ci_low"] <= plain["ci_high"], (key, placebo, plain)
+
+
+def test_evaluate_given_informed_activity_without_a_move_finds_nothing_extra(
+        plain_eval: Evaluation, activity_only_eval: Evaluation) -> None:
+    """The informed-looking activity with no move after it: at no horizon does the regime
+    carry more information than on the unplanted day."""
+    for target in ("event_1", "event_2", "event_5", "clock_1s", "clock_5s", "clock_30s",
+                   "clock_60s"):
+        for predictor, metric in (("regime_score", "ic"), ("regime", "mcc")):
+            activity = _result(activity_only_eval, predictor, target, metric)
+            plain = _result(plain_eval, predictor, target, metric)
+            assert activity["ci_low"] <= plain["ci_high"], (target, metric, activity, plain)
 
 
 def _shuffled(targets: list[Target], seed: int) -> list[Target]:

@@ -22,9 +22,10 @@ class Progress:
                  unit: str = "rec") -> None:
         self._bar: tqdm | None = None
         if enabled and sys.stderr.isatty():
-            self._bar = tqdm(total=total, unit=unit, unit_scale=unit in ("rec", "B"),
+            scaled = unit in ("rec", "B")
+            self._bar = tqdm(total=total, unit=unit, unit_scale=scaled,
                              dynamic_ncols=True, file=sys.stderr, desc=phase, mininterval=0.5,
-                             bar_format=None if unit == "rec" or total is None else _TIME_BAR)
+                             bar_format=None if scaled or total is None else _TIME_BAR)
 
     def update(self, n: float) -> None:
         if self._bar is not None:

@@ -100,11 +100,12 @@ O_FIELDS: Final = 10
 # Integer state.
 (S_BB, S_BA, S_NFREE, S_OID, S_SEQ, S_TS, S_RECV, S_GROUPS, S_WRITTEN, S_CHILD, S_EXCITE,
  S_TREND, S_NS_TGT, S_NF_TGT, S_BUDGET, S_DAY0, S_EMIT, S_BURN_T0, S_BURN_DT, S_TICK, S_BASE,
- S_RPOS0, S_RPOS1, S_EP_LEFT, S_EP_DIR) = range(25)
-N_ST: Final = 25
+ S_RPOS0, S_RPOS1, S_EP_LEFT, S_EP_DIR, S_EP_JUMP) = range(26)
+N_ST: Final = 26
 # Float state.
-FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED = range(9)
-N_FS: Final = 9
+(FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED,
+ FS_JUMP_MODE) = range(10)
+N_FS: Final = 10
 
 # Planted signal (``informed > 0``): informed episodes. An episode lasts INFORMED_EPISODE event
 # groups with a direction drawn at its start; in each of its groups, with probability
@@ -124,6 +125,11 @@ INFORMED_JUMP: Final = 3.0
 INFORMED_DEPTH: Final = 10
 #: Share of informed actions that pull liquidity (the rest add on the other side).
 INFORMED_PULL_SHARE: Final = 0.6
+#: How the fair-value jump at the end of an episode relates to the episode's activity:
+#: ``aligned`` (the planted signal: the jump goes the way the activity points), ``random``
+#: (the placebo: same episodes, same activity, the jump's direction a fair coin of its own),
+#: ``none`` (the activity is not followed by any jump).
+INFORMED_JUMPS: Final = ("aligned", "random", "none")
 
 # Event mix (per event), measured on MESH5: A 45.5%, C 39.3%, M 12.2%, trade 2.9%.
 # Add and cancel weights are per side (the two sides sum to the measured share).
@@ -539,9 +545,18 @@ def _informed_step(st: np.ndarray, fs: np.ndarray, rng2: np.ndarray) -> float:
         if _u01(rng2) < p:
             st[S_EP_LEFT] = INFORMED_EPISODE
             st[S_EP_DIR] = 1 if _u01(rng2) < 0.5 else -1
+            mode = fs[FS_JUMP_MODE]
+            if mode == 0.0:
+                st[S_EP_JUMP] = st[S_EP_DIR]
+            elif mode == 1.0:
+                # Placebo: an independent coin from a generator of its own, so the episodes
+                # (drawn from rng2's first four words) are the planted day's.
+                st[S_EP_JUMP] = 1 if _u01(rng2[4:]) < 0.5 else -1
+            else:
+                st[S_EP_JUMP] = 0
         return 0.0
     st[S_EP_LEFT] -= 1
-    return INFORMED_JUMP * st[S_EP_DIR] if st[S_EP_LEFT] == 0 else 0.0
+    return INFORMED_JUMP * st[S_EP_JUMP] if st[S_EP_LEFT] == 0 else 0.0
 
 
 @njit(cache=True)
@@ -1037,7 +1052,7 @@ class _Sim:
     """The kernel's arrays, one object so the call sites stay readable."""
 
     def __init__(self, seed_words: np.ndarray, informed: float = 0.0,
-                 informed_words: np.ndarray | None = None) -> None:
+                 informed_words: np.ndarray | None = None, jump_mode: int = 0) -> None:
         self.lv = np.zeros((4, 2 * NLEV), np.int64)
         self.lv[L_HEAD] = -1
         self.lv[L_TAIL] = -1
@@ -1054,7 +1069,9 @@ class _Sim:
         self.st[S_BB] = -1
         self.st[S_BA] = NLEV
         self.fs[FS_INFORMED] = informed
-        self.rng2 = (np.ones(4, np.uint64) if informed_words is None
+        self.fs[FS_JUMP_MODE] = jump_mode
+        # Words 0-3: the episodes and their activity; words 4-7: the placebo's jump coins.
+        self.rng2 = (np.ones(8, np.uint64) if informed_words is None
                      else informed_words.astype(np.uint64))
 
     def run(self, out: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
@@ -1161,19 +1178,23 @@ def _seed_words(seed: int, symbol: str, day: dt.date) -> np.ndarray:
 
 
 def _informed_words(words: np.ndarray) -> np.ndarray:
-    """The planted signal's own generator state, derived from the file's seed words."""
-    out = np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words] + [0x1F0]
-                                 ).generate_state(4, np.uint64)
-    if not out.any():
-        out[0] = 1
-    return out
+    """The planted signal's two generator states (episodes; placebo jump coins), 8 words
+    derived from the file's seed words."""
+    parts = []
+    for tag in (0x1F0, 0x1F1):
+        out = np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words] + [tag]
+                                     ).generate_state(4, np.uint64)
+        if not out.any():
+            out[0] = 1
+        parts.append(out)
+    return np.concatenate(parts)
 
 
 def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
                   records: int = 1_000_000, seed: int = 0, start_price: float | None = None,
                   instrument_id: int = 42_000_001, publisher_id: int = 1,
                   progress: Callable[[int], None] | None = None,
-                  informed: float = 0.0) -> SynthStats:
+                  informed: float = 0.0, informed_jump: str = "aligned") -> SynthStats:
     """Write one synthetic CME MBO day for ``symbol`` to ``path`` (DBN; zstd if ``.zst``).
 
     Parameters
@@ -1202,9 +1223,13 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
         informed trader pulls orders 1-10 ticks beyond the touch on the side price is about
         to move into, or adds 1-10 ticks behind the touch on the other side, then the fair
         value jumps ``INFORMED_JUMP`` ticks that way and the ordinary flow follows. Nothing
-        at the touch changes ahead of the jump. Deterministic with the seed.
-        Deterministic with the seed. Used to check that ``vpbatch evaluate`` finds a signal
-        that is there.
+        at the touch changes ahead of the jump. Deterministic with the seed. Used to check
+        that ``vpbatch evaluate`` finds a signal that is there.
+    informed_jump : {"aligned", "random", "none"}
+        ``aligned`` (default) is the planted signal above. ``random`` is its placebo control:
+        the same episodes and informed activity (the same generator draws), but each jump's
+        direction is an independent fair coin, so the activity says nothing about the move
+        that follows. ``none`` keeps the activity and drops the jumps.
 
     Returns
     -------
@@ -1231,6 +1256,12 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     if isinstance(informed, bool) or not isinstance(informed, (int, float)) \
             or not 0.0 <= informed <= 1.0:
         raise ConfigError(f"informed: must be a share in [0, 1], was {informed!r}")
+    if informed_jump not in INFORMED_JUMPS:
+        raise ConfigError(f"informed_jump: must be one of {', '.join(INFORMED_JUMPS)}, "
+                          f"was {informed_jump!r}")
+    if informed_jump != "aligned" and informed == 0:
+        raise ConfigError(f"informed_jump: {informed_jump!r} needs informed episodes "
+                          "(informed > 0); with informed = 0 there is nothing to control for")
     if not 0 < publisher_id < 2**16:
         raise ConfigError(f"publisher_id: must be in (0, 2**16), was {publisher_id}")
     if day.weekday() >= 5:
@@ -1250,7 +1281,8 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     day0 = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
 
     words = _seed_words(seed, product.symbol, day)
-    sim = _Sim(words, float(informed), _informed_words(words) if informed > 0 else None)
+    sim = _Sim(words, float(informed), _informed_words(words) if informed > 0 else None,
+               INFORMED_JUMPS.index(informed_jump))
     st, fs = sim.st, sim.fs
     st[S_TICK] = tick
     st[S_DAY0] = day0
