@@ -12,7 +12,7 @@ from types import TracebackType
 from tqdm import tqdm
 
 #: A bar over market time: ``emit  42%|████      | 9828/23400 s market [00:12<00:16]``.
-_TIME_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
+_TIME_BAR = "{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
 
 
 class Progress:
