@@ -318,7 +318,8 @@ def test_build_given_two_concurrent_builds_of_one_partition_one_fails_clearly(
     assert sorted(codes) == [0, 1], outputs
     (won_out, won_err), (lost_out, lost_err) = outputs[codes.index(0)], outputs[codes.index(1)]
     lock = big_lake / "gold" / ".locks" / f"{KEY}.lock"
-    assert lost_err == f"Error: {lock}: another build of {KEY} is running\n"
+    assert re.fullmatch(rf"Error: {re.escape(str(lock))}: another build of {KEY} is running "
+                        rf"\(host \S+ pid \d+ since \S+\)\n", lost_err), lost_err
     assert lost_out == ""
     assert won_out.startswith("MNQH6 2026-02-06: built ")
     assert won_err == ""
