@@ -129,7 +129,7 @@ def test_writer_given_lock_broken_by_another_host_commits_nothing(tmp_path: Path
     lock_dir = tmp_path / "gold" / ".locks" / "future_mbo.MNQH6.2026-02-06.lock"
     for owner in lock_dir.iterdir():  # what a host that judged us dead does
         owner.unlink()
-    with pytest.raises(OutputError, match="lost the lock of future_mbo.MNQH6.2026-02-06"):
+    with pytest.raises(OutputError, match=r"lost the lock of future_mbo\.MNQH6\.2026-02-06"):
         out.commit()
     assert not is_complete(tmp_path, build.product, DAY)
     assert not list((tmp_path / "gold").glob(".tmp.*"))
