@@ -32,8 +32,9 @@ does not rest on the ``flock`` (which network filesystems may keep per host or r
 where the lock is refused (``ENOLCK``, ``EOPNOTSUPP``) the cache works without it.
 
 An entry that is corrupt (unreadable, truncated, checksum mismatch) or stale (other
-``cache_format``/``book_format``, or key fields that differ) is reported with ``warnings.warn(..., VpbatchWarning)`` naming the reason, deleted, and
-:func:`load` returns None so the caller rebuilds the book.
+``cache_format``/``book_format``, or key fields that differ) is reported with
+``warnings.warn(..., VpbatchWarning)`` naming the reason, deleted, and :func:`load` returns None
+so the caller rebuilds the book.
 """
 
 from __future__ import annotations
