@@ -63,11 +63,16 @@ def test_lock_given_owner_killed_with_sigkill_is_broken_at_once(tmp_path: Path) 
         assert proc.stdout is not None and proc.stdout.readline() == "held\n"
         with pytest.raises(OutputError, match=f"pid {proc.pid} since"):
             DirLock(path, "x").acquire()
-    finally:
         proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        lock = DirLock(path, "x")
+        lock.acquire()  # dead but not reaped yet (a zombie): holds nothing
+    finally:
+        proc.kill()
         proc.wait()
-    lock = DirLock(path, "x")
-    lock.acquire()
     assert len(lock.broken) == 1
     assert f"process {proc.pid} on {socket.gethostname()} is gone" in lock.broken[0]
     lock.release()

@@ -60,25 +60,32 @@ def _boot_id() -> str:
         return ""
 
 
-def _process_start(pid: int) -> str:
-    """Start time of ``pid`` in clock ticks since boot (Linux), '' when unknown."""
+def _proc_stat(pid: int) -> list[str]:
+    """Fields 3.. of ``/proc/<pid>/stat`` (Linux; [] when unknown)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
+        return []
+    # The command name (field 2) may contain spaces, so split after its ')'.
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def _process_start(pid: int) -> str:
+    """Start time of ``pid`` in clock ticks since boot (field 22), '' when unknown."""
+    fields = _proc_stat(pid)
     return fields[19] if len(fields) > 19 else ""
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a killed process not yet reaped (zombie) holds nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
-        return True
-    return True
+        pass
+    fields = _proc_stat(pid)
+    return not fields or fields[0] not in ("Z", "X")
 
 
 @dataclass(frozen=True)
