@@ -137,8 +137,19 @@ class Cluster:
                 proc.wait()
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for the tests that keep their workers alive."""
+    started = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield started
+    finally:
+        started.close()
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of this test alone (it kills a worker)."""
     started = Cluster(tmp_path / "cluster")
     try:
         yield started
@@ -173,7 +184,8 @@ def test_build_on_dask_cluster_writes_the_bytes_of_jobs_1_and_verifies(
 
 
 def test_build_on_dask_cluster_given_worker_killed_mid_task_completes_and_verifies(
-        reference: Path, cluster: Cluster, raw_lake: Path, tmp_path: Path) -> None:
+        reference: Path, own_cluster: Cluster, raw_lake: Path, tmp_path: Path) -> None:
+    cluster = own_cluster
     lake = copy_lake(raw_lake, tmp_path / "lake")
     locks = lake / "gold" / ".locks"
     workers = {proc.pid: proc for proc in cluster.workers}
