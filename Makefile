@@ -17,7 +17,7 @@ DEMO_SUMMARY_SQL := SELECT regime, count(*) AS states, round(avg(regime_score), 
 # uv must never download a Python interpreter: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test test-slow lint demo bench build build-range clean
+.PHONY: install test test-slow lint demo bench bench-cluster build build-range clean
 
 install: $(STAMP)
 
@@ -46,7 +46,10 @@ build: install
 	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --dt $(or $(DT),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --lake $(LAKE)
 
 build-range: install
-	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --start $(or $(START),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --end $(or $(END),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --lake $(LAKE)
+	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build-range SYMBOL=MNQH6[,ESH6] START=2026-02-02 END=2026-02-06 [JOBS=2] [SCHEDULER=tcp://host:8786])) --start $(or $(START),$(error usage: make build-range SYMBOL=MNQH6[,ESH6] START=2026-02-02 END=2026-02-06 [JOBS=2] [SCHEDULER=tcp://host:8786])) --end $(or $(END),$(error usage: make build-range SYMBOL=MNQH6[,ESH6] START=2026-02-02 END=2026-02-06 [JOBS=2] [SCHEDULER=tcp://host:8786])) --lake $(LAKE) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(JOBS),--jobs $(JOBS))
+
+bench-cluster: install
+	$(BIN)/python -m benchmarks.cluster
 
 clean:
 	rm -rf .venv-tools $(STAMP) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info && find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
