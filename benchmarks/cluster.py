@@ -2,8 +2,8 @@
 per-task overhead of the Dask path against an in-process build.
 
 * Speed-up: ``vpbatch build`` over ``BENCH_CLUSTER_DAYS`` synthetic days (default 4 x
-  1,500,000 records, 09:30-12:00 ET) run as users run it, with ``--jobs 1``, ``--jobs 2``
-  (local Dask cluster) and ``--jobs 2`` through a process pool (the alternative backend),
+  1,500,000 records, 09:30-12:00 ET) run as users run it, with ``--jobs 1`` and ``--jobs 2``,
+  and ``run_range(jobs=2)`` with each local backend (process pool, LocalCluster),
   interleaved for ``BENCH_CLUSTER_ROUNDS`` rounds so that a change of load on a shared
   machine hits all three alike; the ratio of medians is the figure.
 * Overhead: the same small task (a 60,000-record day) run in this process and submitted one
@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.run import _commit, _machine
+from vpbatch.cluster import LOCAL_BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench" / "cluster"
@@ -62,7 +63,7 @@ def _time(cmd: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _pool_command(lake: Path, days: list[dt.date]) -> list[str]:
+def _backend_command(lake: Path, days: list[dt.date], backend: str) -> list[str]:
     code = ("import sys, datetime as dt; from pathlib import Path; "
             "from vpbatch.cluster import plan, run_range; "
             "from vpbatch.pipeline import BuildRequest, date_range, parse_wall_time; "
@@ -70,9 +71,10 @@ def _pool_command(lake: Path, days: list[dt.date]) -> list[str]:
             "start_time=parse_wall_time('09:30', ''), end_time=parse_wall_time('12:00', '')); "
             "days = date_range(dt.date.fromisoformat(sys.argv[2]), "
             "dt.date.fromisoformat(sys.argv[3])); "
-            "rs = run_range(plan(req, ['MNQH6'], days), jobs=2, local_backend='pool'); "
+            "rs = run_range(plan(req, ['MNQH6'], days), jobs=2, local_backend=sys.argv[4]); "
             "assert all(r.status == 'built' for r in rs), rs")
-    return [sys.executable, "-c", code, str(lake), days[0].isoformat(), days[-1].isoformat()]
+    return [sys.executable, "-c", code, str(lake), days[0].isoformat(), days[-1].isoformat(),
+            backend]
 
 
 def speedup() -> dict[str, object]:
@@ -81,7 +83,8 @@ def speedup() -> dict[str, object]:
     _synth(lake, days, RECORDS)
     cmds = {"jobs1": _range_command(lake, days, "--jobs", "1"),
             "jobs2": _range_command(lake, days, "--jobs", "2"),
-            "pool2": _pool_command(lake, days)}
+            "pool2": _backend_command(lake, days, "pool"),
+            "dask2": _backend_command(lake, days, "dask")}
     _time(cmds["jobs1"])  # warm the page cache and the book cache
     times: dict[str, list[float]] = {k: [] for k in cmds}
     for _ in range(ROUNDS):
@@ -160,12 +163,15 @@ def main() -> None:
         "|---|---|---|",
         f"| range, --jobs 1 | {med['jobs1']:.1f} s (runs {_runs(s, 'jobs1')}) | "
         f"`{show(cmds['jobs1'])}` |",
-        f"| range, --jobs 2 (local Dask cluster) | {med['jobs2']:.1f} s (runs "
+        f"| range, --jobs 2 (default backend: {LOCAL_BACKEND}) | {med['jobs2']:.1f} s (runs "
         f"{_runs(s, 'jobs2')}); speed-up **{med['jobs1'] / med['jobs2']:.2f}x** | "
         f"`{show(cmds['jobs2'])}` |",
-        f"| range, 2 processes (ProcessPoolExecutor backend) | {med['pool2']:.1f} s (runs "
-        f"{_runs(s, 'pool2')}); speed-up {med['jobs1'] / med['pool2']:.2f}x | "
+        f"| range, 2 processes, ProcessPoolExecutor backend (from Python) | {med['pool2']:.1f} s "
+        f"(runs {_runs(s, 'pool2')}); speed-up {med['jobs1'] / med['pool2']:.2f}x | "
         "`run_range(..., jobs=2, local_backend='pool')` |",
+        f"| range, 2 processes, LocalCluster backend (from Python) | {med['dask2']:.1f} s "
+        f"(runs {_runs(s, 'dask2')}); speed-up {med['jobs1'] / med['dask2']:.2f}x | "
+        "`run_range(..., jobs=2, local_backend='dask')` |",
         f"| one small task (60,000-record day), in process | {o['local']:.2f} s (median of "
         f"{TASKS}) | `run_task(req)` |",
         f"| same task submitted to a warm 1-worker local Dask cluster | {o['remote']:.2f} s; "

@@ -65,14 +65,15 @@ def _date(value: str | None, param: str) -> dt.date | None:
 @click.option("--mbp-levels", type=click.IntRange(1, 99), default=10, show_default=True,
               help="Book levels per side in the mbp table.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
-              help="Builds in parallel on this machine: a local Dask cluster of N worker "
-                   "processes (default 1: one after the other in this process).")
+              help="Builds in parallel on this machine, in N worker processes (default 1: one "
+                   "after the other in this process).")
 @click.option("--scheduler", metavar="ADDRESS", envvar="VPBATCH_SCHEDULER",
               help="Run the builds on this Dask scheduler (tcp://host:8786, or its scheduler "
                    "file); the lake must be at the same path on every worker "
                    "(env VPBATCH_SCHEDULER).")
 @click.option("--retries", type=click.IntRange(0), default=DEFAULT_RETRIES, show_default=True,
-              help="Dask retries of a build that crashed (a bad day fails without retry).")
+              help="Retries of a build that crashed or whose worker died (a bad day fails "
+                   "without retry).")
 @click.option("--force", is_flag=True, help="Rebuild a partition that is already complete.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the book-state cache.")
 @publisher_option
@@ -89,9 +90,9 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
 
     Writes lake/gold/{vp_snapshot,vp_grid[,mbp]}/product_type=…/symbol=…/dt=…/ atomically,
     with _MANIFEST.json and _SUCCESS. A complete partition is skipped unless --force.
-    Several symbols or days are one task per (symbol, day): in this process, on a local Dask
-    cluster (--jobs N) or on any Dask cluster (--scheduler); a bad day fails alone, and the
-    exit code is 1 when any failed.
+    Several symbols or days are one task per (symbol, day): in this process, in local
+    processes (--jobs N) or on any Dask cluster (--scheduler); a bad day fails alone, and
+    the exit code is 1 when any failed.
 
     \b
     Example:

@@ -225,6 +225,43 @@ def test_build_on_dask_cluster_given_worker_killed_mid_task_completes_and_verifi
     assert not list(locks.iterdir())
 
 
+def test_build_jobs_2_given_worker_process_killed_mid_task_reruns_it_and_verifies(
+        reference: Path, raw_lake: Path, tmp_path: Path) -> None:
+    lake = copy_lake(raw_lake, tmp_path / "lake")
+    locks = lake / "gold" / ".locks"
+    build = subprocess.Popen(
+        [sys.executable, "-m", "cli", "build", "-q", *RANGE, *ARGS, "--jobs", "2", "--lake",
+         str(lake)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 240
+        while killed is None and build.poll() is None and time.monotonic() < deadline:
+            for owner in locks.glob("*.lock/*.owner"):
+                try:
+                    pid = json.loads(owner.read_text())["pid"]
+                except (OSError, ValueError):
+                    continue
+                if pid != build.pid:  # a worker process of this build's pool
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+                    break
+            time.sleep(0.005)
+        out, err = build.communicate(timeout=300)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.communicate()
+
+    assert killed is not None, "no task was caught holding a lock"
+    assert build.returncode == 0, err
+    assert out.endswith("6 tasks: 6 built, 0 skipped, 0 no-data, 0 failed\n")
+    assert part_bytes(lake) == part_bytes(reference)
+    for symbol in SYMBOLS:
+        assert verify(lake, symbol).passed
+    assert not list((lake / "gold").glob(".tmp.*"))
+    assert not list(locks.iterdir())
+
+
 def test_build_on_dask_cluster_given_bad_and_missing_days_fails_them_alone(
         reference: Path, cluster: Cluster, raw_lake: Path, tmp_path: Path) -> None:
     lake = copy_lake(raw_lake, tmp_path / "lake")

@@ -1,11 +1,12 @@
-"""Many (symbol, day) builds: in this process, on a local Dask cluster, or on any Dask cluster.
+"""Many (symbol, day) builds: in this process, in local processes, or on any Dask cluster.
 
 A task is one ``(symbol, day)``: :func:`run_task`, a plain function of a picklable
 :class:`~vpbatch.pipeline.BuildRequest` that returns a picklable
 :class:`~vpbatch.pipeline.BuildResult`. The same function runs in this process
-(``--jobs 1``), on a :class:`distributed.LocalCluster` of ``--jobs N`` worker processes, or
-on the workers of any Dask scheduler (``--scheduler tcp://host:8786``): only the address
-changes. Retries, progress and the summary sit outside the task, here.
+(``--jobs 1``), in ``--jobs N`` local processes (a process pool, or a
+:class:`distributed.LocalCluster`), or on the workers of any Dask scheduler
+(``--scheduler tcp://host:8786``): only the address changes. Retries, progress and the
+summary sit outside the task, here.
 
 Faults. A day that fails (bad file, unknown symbol) fails alone: its result says
 ``failed`` and the other tasks go on. A task that raises anything else (an ``OSError`` of a
@@ -29,6 +30,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -47,8 +49,11 @@ DEFAULT_RETRIES: Final = 2
 CONNECT_TIMEOUT: Final = "30s"
 #: Statuses of a result, in summary order.
 STATUSES: Final = ("built", "skipped", "no-data", "failed")
-#: What runs ``--jobs N`` (N > 1) without a scheduler: "dask" (LocalCluster) or "pool".
-LOCAL_BACKEND: Final = "dask"
+#: What runs ``--jobs N`` (N > 1) without a scheduler: "pool" (forked processes) or "dask"
+#: (a LocalCluster). The pool is measurably better on one machine (BENCHMARKS.md): a
+#: LocalCluster's spawned workers re-import everything, which costs tens of seconds on a busy
+#: 2-core machine, and scripts calling it need an ``if __name__ == "__main__"`` guard.
+LOCAL_BACKEND: Final = "pool"
 
 Log = Callable[[str], None]
 
@@ -122,20 +127,21 @@ def run_range(tasks: Sequence[BuildRequest], *, jobs: int = 1, scheduler: str | 
         From :func:`plan`.
     jobs : int, default 1
         Without ``scheduler``: 1 runs the tasks one after the other in this process (with a
-        record progress bar each); N > 1 starts a local Dask cluster of N single-threaded
-        worker processes for this run.
+        record progress bar each); N > 1 runs them in N local processes
+        (``local_backend``).
     scheduler : str, default None
         Address of a running Dask scheduler (``tcp://host:8786``) or the path of its
         scheduler file (``--scheduler-file`` of ``dask scheduler``).
     retries : int, default 2
-        Dask retries of a task that raised (not of a ``failed`` day: that is a result).
+        Dask retries of a task that raised, and reruns of a task whose process died (not of
+        a ``failed`` day: that is a result).
     progress : bool, default False
         A bar over tasks on stderr (when it is a terminal).
     log : callable, default print to stderr
         Where the scheduler and dashboard addresses go.
     local_backend : str, default :data:`LOCAL_BACKEND`
-        ``"dask"`` or ``"pool"`` (a ProcessPoolExecutor: no retries, no dashboard) for
-        ``jobs > 1`` without ``scheduler``; benchmarks compare the two.
+        ``"pool"`` (forked processes) or ``"dask"`` (a LocalCluster, with its dashboard) for
+        ``jobs > 1`` without ``scheduler``; ``make bench-cluster`` compares the two.
 
     Raises
     ------
@@ -149,7 +155,7 @@ def run_range(tasks: Sequence[BuildRequest], *, jobs: int = 1, scheduler: str | 
     if jobs <= 1:
         return [run_task(replace(t, progress=progress)) for t in tasks]
     if local_backend == "pool":
-        return _run_pool(tasks, jobs, progress)
+        return _run_pool(tasks, jobs, progress, retries)
     if local_backend != "dask":
         raise ConfigError(f"local_backend: '{local_backend}' is not valid; use dask or pool")
     with _local_cluster(jobs) as client:
@@ -173,24 +179,39 @@ class _Tally:
         self.bar.phase(", ".join(f"{n[s]} {s}" for s in STATUSES if n[s]) or "tasks")
 
 
-def _run_pool(tasks: Sequence[BuildRequest], jobs: int, progress: bool) -> list[BuildResult]:
+def _run_pool(tasks: Sequence[BuildRequest], jobs: int, progress: bool,
+              retries: int) -> list[BuildResult]:
+    """Tasks in ``jobs`` forked processes; a pool broken by a dead process is rebuilt and
+    its unfinished tasks rerun (``retries`` times each)."""
     results: dict[int, BuildResult] = {}
+    attempts = dict.fromkeys(range(len(tasks)), 0)
+    pending = list(range(len(tasks)))
     tally = _Tally(len(tasks), progress)
-    with tally.bar, ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                results[i] = future.result()
-            except Exception as exc:  # a crashed task is a failed day
-                results[i] = _crashed(tasks[i], exc)
-            tally.add(results[i])
+    with tally.bar:
+        while pending:
+            broken: list[int] = []
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(run_task, tasks[i]): i for i in pending}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except BrokenProcessPool as exc:
+                        attempts[i] += 1
+                        if attempts[i] <= retries:
+                            broken.append(i)
+                            continue
+                        results[i] = _crashed(tasks[i], exc)
+                    except Exception as exc:  # a crashed task is a failed day
+                        results[i] = _crashed(tasks[i], exc)
+                    tally.add(results[i])
+            pending = sorted(broken)
     return [results[i] for i in range(len(tasks))]
 
 
 def _crashed(task: BuildRequest, exc: BaseException) -> BuildResult:
     assert task.day is not None
-    if type(exc).__name__ == "KilledWorker":
+    if type(exc).__name__ == "KilledWorker" or isinstance(exc, BrokenProcessPool):
         message = (f"workers died running this task too often ({exc}); see the worker logs "
                    "(memory limit? OOM killer?)")
     else:
