@@ -353,7 +353,8 @@ def test_build_given_date_range_with_two_files_builds_both_and_reports_the_rest(
                         "(dates there: 20260206, 20260209)")
     assert lines[1].startswith("MNQH6 2026-02-06: built ")
     assert lines[4].startswith("MNQH6 2026-02-09: built ")
-    assert len(lines) == 5
+    assert lines[5] == "5 tasks: 2 built, 0 skipped, 3 no-data, 0 failed"
+    assert len(lines) == 6
     assert is_complete(lake, PRODUCT, FEB6)
     assert is_complete(lake, PRODUCT, FEB9)
     assert verify(lake, SYMBOL).passed
