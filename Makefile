@@ -17,7 +17,7 @@ DEMO_SUMMARY_SQL := SELECT regime, count(*) AS states, round(avg(regime_score), 
 # uv must never download a Python interpreter: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test test-slow lint demo bench bench-cluster build build-range clean
+.PHONY: install test test-slow lint demo bench bench-cluster build build-range clean download
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ install: $(STAMP)
 	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install --quiet --disable-pip-version-check uv || $(PYTHON) -m pip install --quiet --disable-pip-version-check --target .venv-tools uv
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
-	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && touch $@
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && touch $@
 
 test: install
 	$(BIN)/ruff check . && $(BIN)/python -m pytest -q
@@ -50,6 +50,9 @@ build-range: install
 
 bench-cluster: install
 	$(BIN)/python -m benchmarks.cluster
+
+download: install
+	$(BIN)/vpbatch download --symbol $(or $(SYMBOL),$(error usage: make download SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06 [MAX_COST=25] [DATASET=GLBX.MDP3] [YES=1])) --start $(or $(START),$(error usage: make download SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06 [MAX_COST=25] [DATASET=GLBX.MDP3] [YES=1])) --end $(or $(END),$(START)) --lake $(LAKE) $(if $(MAX_COST),--max-cost $(MAX_COST)) $(if $(DATASET),--dataset $(DATASET)) $(if $(YES),--yes)
 
 clean:
 	rm -rf .venv-tools $(STAMP) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info && find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -6,22 +6,21 @@ import datetime as dt
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.options import lake_option, publisher_option, quiet_option
-from vpbatch.cluster import DEFAULT_RETRIES, plan, run_range, summary_line
 from vpbatch.config import EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, VpbatchError
 from vpbatch.lake import parse_date
-from vpbatch.pipeline import (
-    BuildRequest,
-    BuildResult,
-    build,
-    check_request,
-    date_range,
-    parse_wall_time,
-)
+
+if TYPE_CHECKING:
+    from vpbatch.pipeline import BuildResult
+
+#: Retries of a crashed task (``vpbatch.cluster.DEFAULT_RETRIES``; not imported: --help stays
+#: light).
+_RETRIES = 2
 
 _TABLES = ("vp", "mbp")
 
@@ -41,7 +40,8 @@ def _date(value: str | None, param: str) -> dt.date | None:
 @click.command("build")
 @click.option("--symbol", required=True, metavar="SYMBOL[,SYMBOL...]",
               help="Contract or ticker (MNQH6, QQQ); several comma-separated (MNQH6,ESH6).")
-@click.option("--dt", "day", metavar="YYYY-MM-DD", help="Session date (one day).")
+@click.option("--dt", "day", metavar="YYYY-MM-DD",
+              help="Session date (one day); with --path, inferred from the file when omitted.")
 @click.option("--start", "range_start", metavar="YYYY-MM-DD", help="First day of a range.")
 @click.option("--end", "range_end", metavar="YYYY-MM-DD", help="Last day of a range (inclusive).")
 @click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
@@ -71,7 +71,7 @@ def _date(value: str | None, param: str) -> dt.date | None:
               help="Run the builds on this Dask scheduler (tcp://host:8786, or its scheduler "
                    "file); the lake must be at the same path on every worker "
                    "(env VPBATCH_SCHEDULER).")
-@click.option("--retries", type=click.IntRange(0), default=DEFAULT_RETRIES, show_default=True,
+@click.option("--retries", type=click.IntRange(0), default=_RETRIES, show_default=True,
               help="Retries of a build that crashed or whose worker died (a bad day fails "
                    "without retry).")
 @click.option("--force", is_flag=True, help="Rebuild a partition that is already complete.")
@@ -102,6 +102,16 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
           --scheduler tcp://scheduler:8786 --lake /mnt/lake
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
     """
+    from vpbatch.cluster import plan, run_range
+    from vpbatch.pipeline import (
+        BuildRequest,
+        build,
+        check_request,
+        date_range,
+        infer_session_day,
+        parse_wall_time,
+    )
+
     names = _tables(tables)
     config = EngineConfig.from_sample(sample, K=K, band=band)
     req = BuildRequest(
@@ -130,6 +140,10 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
     else:
         raise ConfigError("--dt (or --path, or --start/--end) is required")
     if len(symbols) == 1 and len(days) <= 1 and scheduler is None:
+        if not days and path is not None:
+            inferred, how = infer_session_day(path)
+            click.echo(f"--dt {inferred.isoformat()} ({how})", err=True)
+            req = replace(req, day=inferred)
         results = [build(replace(req, symbol=symbols[0]))]
     else:
         if scheduler is None:
@@ -177,4 +191,6 @@ def _report(results: list[BuildResult], as_json: bool) -> None:
             if table in r.rows:
                 click.echo(f"  {table}: {part}")
     if len(results) > 1:
+        from vpbatch.cluster import summary_line
+
         click.echo(summary_line(results))

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from cli.options import json_option, lake_option
-from vpbatch.cache import cache_dir, clear, list_entries
 
 
 @click.group("cache")
@@ -48,6 +47,8 @@ def ls_command(lake: Path, as_json: bool) -> None:
     Example:
         vpbatch cache ls --lake lake
     """
+    from vpbatch.cache import cache_dir, list_entries
+
     entries = list_entries(lake)
     if as_json:
         data = [{"digest": e.digest, "path": str(e.path), "size": e.size, "created": e.created,
@@ -85,5 +86,7 @@ def clear_command(lake: Path) -> None:
     Example:
         vpbatch cache clear --lake lake
     """
+    from vpbatch.cache import cache_dir, clear
+
     n = clear(lake)
     click.echo(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from {cache_dir(lake)}")

@@ -9,9 +9,6 @@ from pathlib import Path
 import click
 
 from cli.options import json_option, lake_option, quiet_option, symbol_dt_options
-from vpbatch.info import file_info, format_info
-from vpbatch.progress import Progress
-from vpbatch.reader import find_input
 
 
 @click.command("info")
@@ -33,6 +30,10 @@ def command(path: Path | None, symbol: str | None, day: dt.date | None, lake: Pa
         vpbatch info --symbol MNQH6 --dt 2026-02-06
         vpbatch info --json --symbol GOOG dbeq-basic-goog-20240403.mbo.dbn.zst
     """
+    from vpbatch.info import file_info, format_info
+    from vpbatch.progress import Progress
+    from vpbatch.reader import find_input
+
     if path is None:
         if symbol is None or day is None:
             raise click.UsageError("give a PATH, or --symbol and --dt to find the file in the lake")

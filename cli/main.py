@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli import build, cache, info, plot, products, report, sql, synth, verify
+from cli import build, cache, download, info, plot, products, report, sql, synth, verify
 from vpbatch import __version__
 from vpbatch.errors import VpbatchError
 
@@ -65,6 +65,7 @@ def cli(debug: bool) -> None:
 
 for _module in (synth, info, products, build, verify, sql, cache, plot, report):
     cli.add_command(_module.command)
+cli.add_command(download.command)
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from cli.options import json_option
 from vpbatch.book.dtypes import FIXED_PRICE_SCALE
 from vpbatch.errors import SymbolError
 from vpbatch.products import Product, list_products, resolve_product
-from vpbatch.reader import read_definition_tick
 
 
 def _price(fixed: int) -> str:
@@ -51,6 +50,8 @@ def command(symbol: str | None, definition: Path | None, as_json: bool) -> None:
     else:
         product = resolve_product(symbol)
         if definition is not None:
+            from vpbatch.reader import read_definition_tick
+
             tick = read_definition_tick(definition, product.symbol)
             if tick is None:
                 raise SymbolError(f"{definition.name}: symbol '{product.symbol}' not defined")

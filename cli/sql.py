@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import TextIO
 
 import click
-import duckdb
 
 from cli.options import lake_option
 from vpbatch.errors import VpbatchError
-from vpbatch.sql import connect, execute, relation
 
 FORMATS = ("table", "csv", "json")
 _QUIT = {".quit", ".exit", "\\q", "quit", "exit"}
@@ -21,6 +19,10 @@ _QUIT = {".quit", ".exit", "\\q", "quit", "exit"}
 
 def _render(con: object, query: str, fmt: str, max_rows: int) -> str:
     """Run ``query`` and format its result; '' for statements without a result set."""
+    import duckdb
+
+    from vpbatch.sql import execute, relation
+
     if fmt == "table":
         rel = relation(con, query)  # type: ignore[arg-type]
         if rel is None:
@@ -79,6 +81,8 @@ def command(query: str | None, lake: Path, fmt: str, max_rows: int) -> None:
         vpbatch sql --format csv "SELECT * FROM vp WHERE symbol = 'MNQH6' AND k = 0" > spot.csv
         echo "SELECT regime, count(*) FROM vp_snapshot GROUP BY 1;" | vpbatch sql
     """
+    from vpbatch.sql import connect
+
     con = connect(lake)
     try:
         if query is not None:

@@ -10,8 +10,6 @@ import click
 from cli.options import lake_option, quiet_option
 from vpbatch.lake import raw_dir, raw_file_name
 from vpbatch.products import resolve_product
-from vpbatch.progress import Progress
-from vpbatch.synth import synth_session
 
 #: Below this many records the run takes a second or two: no progress bar.
 PROGRESS_MIN_RECORDS = 2_000_000
@@ -46,6 +44,9 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, lake: Path,
       vpbatch synth --records 50000000 --seed 1 --lake /data/lake
       vpbatch synth --symbol ESM6 --out /tmp/es.mbo.dbn.zst --quiet
     """
+    from vpbatch.progress import Progress
+    from vpbatch.synth import synth_session
+
     date = day.date()
     path = out if out is not None else (
         raw_dir(lake, resolve_product(symbol)) / raw_file_name(resolve_product(symbol).dataset,

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from cli.options import json_option, lake_option, symbol_dt_options
-from vpbatch.verify import verify
 
 
 @click.command("verify")
@@ -36,6 +35,8 @@ def command(symbol: str | None, day: dt.date | None, all_partitions: bool, lake:
         raise click.UsageError("give --all, or --symbol and/or --dt, not both")
     if not all_partitions and symbol is None and day is None:
         raise click.UsageError("give --symbol and/or --dt, or --all")
+    from vpbatch.verify import verify
+
     report = verify(lake, symbol=symbol, day=day, all=all_partitions)
     if as_json:
         click.echo(json.dumps({"passed": report.passed, "partitions": report.partitions,

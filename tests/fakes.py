@@ -33,7 +33,7 @@ T0 = 1_770_388_200_000_000_000  # 2026-02-06 14:30 UTC
 DAY = dt.date(2026, 2, 6)
 
 CORRUPTIONS = (
-    "missing_row", "duplicate_k", "nan", "inf", "continuity", "depth", "negative_depth",
+    "missing_row", "duplicate_k", "nan", "inf", "continuity", "negative_depth",
     "snapshot_order", "future_touch", "price", "event_update", "book", "top_of_book",
     "crossed", "band_reset",
 )
@@ -189,12 +189,10 @@ def corrupt(build: FakeBuild, kind: str) -> FakeBuild:
     elif kind == "nan":
         g["v_add"][row] = np.nan
     elif kind == "inf":
-        g["vacuum_now"][row] = np.inf
+        g["j_add"][row] = np.inf
     elif kind == "continuity":
         i, j = _untouched_cell(out)
         g["add_mass"][i * out.rows + j] += 1.0
-    elif kind == "depth":
-        g["rest_depth"][row] += 1
     elif kind == "negative_depth":
         g["bid_depth"][row] = -2
         g["rest_depth"][row] = g["ask_depth"][row] - 2

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from vpbatch.clock import NEW_YORK, format_ns
 from vpbatch.errors import InputError, SymbolError
-from vpbatch.info import NEW_YORK, file_info, format_info, format_ns
+from vpbatch.info import file_info, format_info
 
 ESM4 = "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
 ESH4 = "glbx-mdp3-esh4-20231224.mbo.dbn.zst"

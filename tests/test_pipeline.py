@@ -23,12 +23,13 @@ from vpbatch.book.engine import Engine
 from vpbatch.cache import cache_dir
 from vpbatch.config import EngineConfig
 from vpbatch.errors import OutputError, VpbatchWarning
+from vpbatch.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE
+from vpbatch.partitions import read_manifest, read_success
 from vpbatch.pipeline import BuildRequest, BuildResult, build
 from vpbatch.reader import MboSource, open_mbo
 from vpbatch.sql import run_query
 from vpbatch.synth import synth_to_lake
 from vpbatch.verify import verify
-from vpbatch.writer import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, read_manifest, read_success
 
 SYMBOL = "MNQH6"
 FEB = dt.date(2026, 2, 6)  # Friday, EST (UTC-5)

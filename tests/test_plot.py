@@ -21,23 +21,19 @@ from matplotlib import image as mpimg
 
 from cli.main import cli
 from tests.fakes import fake_build
+from vpbatch.clock import et_ns, parse_clock
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.pipeline import BuildRequest, build
 from vpbatch.plot import (
-    MAX_COLUMNS,
     draw_heatmap,
-    et_ns,
     figure_bytes,
     heatmap_image,
-    load_heatmap,
-    open_session,
-    parse_clock,
     parse_size,
     plot_heatmap,
     require_matplotlib,
-    resolve_window,
     scales,
 )
+from vpbatch.plot_data import MAX_COLUMNS, load_heatmap, open_session, resolve_window
 from vpbatch.report import (
     BUSY_WINDOW_NS,
     regime_table,

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from cli.verify import command
 from tests.fakes import CORRUPTIONS, DAY, FakeBuild, corrupt, fake_build
 from vpbatch.errors import ConfigError, InputError, VerifyError
-from vpbatch.lake import gold_partition
+from vpbatch.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.verify import CHECKS, select_partitions, verify
-from vpbatch.writer import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, PartitionWriter
+from vpbatch.writer import PartitionWriter
 
 #: The check that must fail for each corruption of tests.fakes.
 EXPECTED = {
@@ -22,7 +22,6 @@ EXPECTED = {
     "nan": "finite",
     "inf": "finite",
     "continuity": "continuity",
-    "depth": "depth",
     "negative_depth": "depth",
     "snapshot_order": "event_order",
     "future_touch": "provenance",
@@ -191,12 +190,12 @@ def test_verify_cli_given_good_build_prints_table_and_exits_0(tmp_path: Path) ->
 
 
 def test_verify_cli_given_violation_raises_verify_error_exit_4(tmp_path: Path) -> None:
-    write(tmp_path, corrupt(fake_build(), "depth"))
+    write(tmp_path, corrupt(fake_build(), "negative_depth"), mbp=False)
     result = CliRunner().invoke(command, ["--all", "--lake", str(tmp_path)])
     assert isinstance(result.exception, VerifyError) and result.exception.exit_code == 4
     assert str(result.exception) == ("1 of 14 checks failed: future_mbo/MNQH6/2026-02-06:depth")
     row = next(line for line in result.output.splitlines() if " depth " in line)
-    assert row.split()[2:4] == ["FAIL", "1"] and "rest_depth 38" in row
+    assert row.split()[2:4] == ["FAIL", "1"] and "bid_depth -2 + ask_depth" in row
 
 
 def test_verify_cli_json_and_usage_errors(tmp_path: Path) -> None:

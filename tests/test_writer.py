@@ -1,4 +1,4 @@
-"""vpbatch.writer and vpbatch.mbp_layout: layout, types, determinism, atomicity, failures."""
+"""vpbatch.writer, schema, partitions, mbp_layout: layout, types, determinism, atomicity."""
 
 from __future__ import annotations
 
@@ -23,23 +23,25 @@ from hypothesis import strategies as st
 from tests.fakes import DAY, FakeBuild, empty_levels, fake_build
 from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE, UNDEF_PRICE
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.lake import GOLD_TABLES, gold_partition
+from vpbatch.lake import GOLD_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.mbp_layout import levels_of, mbp_columns, mbp_dtype, mbp_kernel_dtype
-from vpbatch.writer import (
-    MANIFEST_FILE,
-    PART_FILE,
-    SUCCESS_FILE,
+from vpbatch.partitions import (
     InputFile,
-    PartitionWriter,
     build_digest,
-    grid_to_arrow,
     is_complete,
     list_partitions,
-    mbp_to_arrow,
     read_manifest,
     read_success,
+)
+from vpbatch.schema import (
+    GRID_DERIVED,
+    GRID_STORED_FLOATS,
+    grid_schema,
+    grid_to_arrow,
+    mbp_to_arrow,
     snapshots_to_arrow,
 )
+from vpbatch.writer import PartitionWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_GROUPS = {"vp_snapshot": 7, "vp_grid": 50, "mbp": 9}
@@ -145,16 +147,26 @@ def test_writer_columns_have_documented_types_and_round_trip(tmp_path: Path) -> 
     assert grid.schema.field("k").type == pa.int32()
     assert not grid.schema.field("v_add").nullable and snap.schema.field("mid_price").nullable
     assert snap.column_names == list(SNAPSHOT_DTYPE.names or ())
-    assert grid.column_names == list(GRID_DTYPE.names or ())
+    assert grid.column_names == grid_schema().names
+    assert set(grid.column_names) | set(GRID_DERIVED) == set(GRID_DTYPE.names or ()) | {"ts_event"}
+    assert grid.schema.field("v_add").type == pa.float32()
+    assert grid.schema.field("price").type == pa.float64()
     assert snap["best_bid_price"].null_count == 1 and snap["mid_price"].null_count == 1
     assert snap["best_bid_price"][3].as_py() is None
     assert snap["regime"].to_pylist() == [REGIME_NAMES[c] for c in build.snapshots["regime"]]
     ts = snap["ts_event"].cast(pa.int64()).to_numpy()
     assert np.array_equal(ts, build.snapshots["ts_event"])
     for name in GRID_DTYPE.names or ():
+        if name in GRID_DERIVED:
+            continue
         col = grid[name]
         values = col.cast(pa.int64()).to_numpy() if name == "last_ts" else col.to_numpy()
-        assert np.array_equal(values, build.grid[name]), name
+        want = build.grid[name]
+        if name in GRID_STORED_FLOATS:
+            want = want.astype(np.float32)
+        assert np.array_equal(values, want), name
+    state_ts = np.repeat(build.snapshots["ts_event"], build.rows)
+    assert np.array_equal(grid["ts_event"].cast(pa.int64()).to_numpy(), state_ts)
     never = grid.filter(pa.compute.equal(grid["last_event_id"], 0))
     assert never.num_rows > 0
     assert set(never["last_ts"].cast(pa.int64()).to_pylist()) == {0}
@@ -270,7 +282,26 @@ def test_mbp_to_arrow_given_empty_level_and_undefined_price_writes_nulls() -> No
 
 
 def test_grid_to_arrow_given_empty_array_gives_empty_table() -> None:
-    assert grid_to_arrow(np.zeros(0, GRID_DTYPE)).num_rows == 0
+    empty = np.zeros(0, np.int64)
+    assert grid_to_arrow(np.zeros(0, GRID_DTYPE), empty).num_rows == 0
+
+
+def test_grid_to_arrow_given_value_beyond_float32_raises_output_error() -> None:
+    grid = np.zeros(2, GRID_DTYPE)
+    grid["event_id"] = 7
+    grid["a_add"][1] = 1e300
+    with pytest.raises(OutputError, match=r"^vp_grid\.a_add: 1e\+300 at event_id 7 does not "
+                                          r"fit float32$"):
+        grid_to_arrow(grid, np.zeros(2, np.int64))
+
+
+def test_writer_given_grid_before_its_snapshots_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    build = fake_build(n_states=3)
+    with pytest.raises(OutputError, match=r"^vp_grid: event_id \d+ has no vp_snapshot row"), \
+            PartitionWriter(tmp_path, build.product, DAY, config=build.config,
+                            row_group_rows={"vp_grid": 11}) as out:
+        out.write_grid(build.grid)
+    assert not (tmp_path / "gold" / "vp_grid").exists() or hidden_dirs(tmp_path) == []
 
 
 # --- atomicity ------------------------------------------------------------------------------
@@ -327,7 +358,7 @@ def test_writer_given_force_replaces_and_retires_tables_of_old_build(tmp_path: P
     parts = write(tmp_path, build, mbp=False, force=True)
     assert not gold_partition(tmp_path, "mbp", build.product, DAY).exists()
     assert pq.read_table(parts["vp_grid"] / PART_FILE)["v_add"].to_pylist() == list(
-        build.grid["v_add"])
+        build.grid["v_add"].astype(np.float32))
     assert is_complete(tmp_path, build.product, DAY)
     assert hidden_dirs(tmp_path) == []
 
@@ -376,7 +407,9 @@ _CRASH_DRIVER = textwrap.dedent("""
     import json, os, sys
     from tests.fakes import fake_build
     from vpbatch.lake import gold_partition
-    from vpbatch.writer import PART_FILE, PartitionWriter, is_complete, read_success
+    from vpbatch.lake import PART_FILE
+    from vpbatch.partitions import is_complete, read_success
+    from vpbatch.writer import PartitionWriter
 
     lake, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     build = fake_build(seed=2)

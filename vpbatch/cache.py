@@ -280,7 +280,7 @@ def save(lake: Path, key: CacheKey, arrays: Mapping[str, np.ndarray],
 
 
 def _version() -> str:
-    from vpbatch.writer import engine_version
+    from vpbatch.version import engine_version
 
     return engine_version()
 

@@ -41,3 +41,7 @@ class VerifyError(VpbatchError):
 
 class VpbatchWarning(UserWarning):
     """Non-fatal anomalies (unknown-order cancels, skipped records, …)."""
+
+
+class DownloadError(VpbatchError):
+    """Databento refused a request, or kept failing after the retries (exit code 1)."""

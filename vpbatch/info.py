@@ -6,7 +6,6 @@ works on a full day file with constant memory.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -20,7 +19,7 @@ from vpbatch.book.dtypes import (
     F_SNAPSHOT,
     F_TOB,
 )
-from vpbatch.products import NEW_YORK
+from vpbatch.clock import NEW_YORK, format_ns
 from vpbatch.reader import DEFAULT_CHUNK_RECORDS, open_mbo, publisher_name
 
 #: Exchange time zone used next to UTC.
@@ -36,25 +35,6 @@ FLAGS: Final = (
 ACTIONS: Final = "ACMRTFN"
 SIDES: Final = "BAN"
 _U64_MAX: Final = np.iinfo(np.uint64).max
-
-
-def format_ns(ns: int, tz: dt.tzinfo = dt.UTC) -> str:
-    """UTC nanoseconds -> ISO 8601 with nanoseconds, e.g. ``2024-05-08T00:00:00.000000001+00:00``.
-
-    Parameters
-    ----------
-    ns : int
-        Nanoseconds since the epoch (UTC).
-    tz : datetime.tzinfo, default UTC
-        Time zone of the rendered wall-clock time.
-
-    Returns
-    -------
-    str
-    """
-    seconds, frac = divmod(int(ns), 1_000_000_000)
-    text = dt.datetime.fromtimestamp(seconds, tz).isoformat()
-    return f"{text[:19]}.{frac:09d}{text[19:]}"
 
 
 def _span(bounds: list[int]) -> dict[str, Any] | None:

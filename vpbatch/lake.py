@@ -13,6 +13,14 @@ from vpbatch.products import Product
 
 RAW_TABLE: Final = "market_by_order_dbn"
 GOLD_TABLES: Final = ("vp_snapshot", "vp_grid", "mbp")
+#: Tables every build writes; ``mbp`` is optional.
+CORE_TABLES: Final = ("vp_snapshot", "vp_grid")
+#: What one gold partition folder holds (see :mod:`vpbatch.writer`).
+PART_FILE: Final = "part-0.parquet"
+MANIFEST_FILE: Final = "_MANIFEST.json"
+SUCCESS_FILE: Final = "_SUCCESS"
+#: Version of the ``_MANIFEST.json`` layout.
+MANIFEST_VERSION: Final = 1
 _DBN_SUFFIXES: Final = (".mbo.dbn.zst", ".mbo.dbn")
 
 
@@ -42,6 +50,24 @@ def raw_file_name(dataset: str, day: dt.date, compressed: bool = True) -> str:
     """
     stem = dataset.lower().replace(".", "-")
     return f"{stem}-{day:%Y%m%d}.mbo.dbn" + (".zst" if compressed else "")
+
+
+def definition_file_name(dataset: str, day: dt.date) -> str:
+    """The day's instrument-definition file, kept beside the MBO file.
+
+    ``GLBX.MDP3`` + 2026-02-06 -> ``glbx-mdp3-20260206.definition.dbn.zst``.
+    """
+    return f"{dataset.lower().replace('.', '-')}-{day:%Y%m%d}.definition.dbn.zst"
+
+
+def find_definition_file(mbo_file: Path) -> Path | None:
+    """The definition file ``vpbatch download`` wrote beside an MBO day file, if any."""
+    mbo_file = Path(mbo_file)
+    for suffix in (".mbo.dbn.zst", ".mbo.dbn"):
+        if mbo_file.name.endswith(suffix):
+            candidate = mbo_file.with_name(mbo_file.name[: -len(suffix)] + ".definition.dbn.zst")
+            return candidate if candidate.is_file() else None
+    return None
 
 
 def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:

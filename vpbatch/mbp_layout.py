@@ -50,6 +50,14 @@ _LEVEL_BLOCKS: Final = (
     ("ask_sz", "<u4"),
     ("ask_ct", "<u4"),
 )
+#: Raw kernel rows (an ``int64`` matrix, one row per MBP record): these header columns in this
+#: order, then the level blocks of :data:`RAW_LEVEL_BLOCKS`, ``levels`` columns each.
+RAW_HEADER: Final = ("ts_recv", "ts_event", "sequence", "action", "side", "price", "size",
+                     "flags", "event_id")
+#: Index of the first level column of a raw kernel row.
+RAW_FIXED: Final = len(RAW_HEADER)
+#: Level blocks of a raw kernel row (same order as the record layout's level blocks).
+RAW_LEVEL_BLOCKS: Final = tuple(prefix for prefix, _ in _LEVEL_BLOCKS)
 #: Header columns in Databento's ``to_df()`` order (the ones vpbatch produces).
 HEADER_COLUMNS: Final = ("ts_recv", "ts_event", "action", "side", "price", "size", "flags",
                          "sequence")
@@ -116,6 +124,22 @@ def mbp_columns(levels: int = DEFAULT_LEVELS) -> tuple[str, ...]:
     for i in range(n):
         cols += [level_name(prefix, i) for prefix in LEVEL_COLUMN_PREFIXES]
     return (*cols, "event_id")
+
+
+def raw_columns(levels: int) -> int:
+    """Width of a raw kernel row with ``levels`` levels per side."""
+    return RAW_FIXED + len(RAW_LEVEL_BLOCKS) * levels
+
+
+def records_from_raw(raw: np.ndarray, levels: int) -> np.ndarray:
+    """Raw kernel rows (``int64[n, raw_columns(levels)]``) -> :func:`mbp_dtype` records."""
+    out = np.zeros(len(raw), dtype=mbp_kernel_dtype(levels))
+    for col, name in enumerate(RAW_HEADER):
+        out[name] = raw[:, col]
+    for block, name in enumerate(RAW_LEVEL_BLOCKS):
+        start = RAW_FIXED + block * levels
+        out[name] = raw[:, start:start + levels]
+    return out.view(mbp_dtype(levels))
 
 
 def levels_of(dtype: np.dtype) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
 import time
 import warnings
 from collections import deque
@@ -26,10 +25,13 @@ from vpbatch import cache
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
+from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
-from vpbatch.mbp_layout import mbp_dtype, mbp_kernel_dtype
-from vpbatch.products import NEW_YORK, Product, resolve_product
+from vpbatch.lake import find_definition_file
+from vpbatch.mbp_layout import records_from_raw
+from vpbatch.partitions import is_complete
+from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.reader import (
     MboSource,
@@ -38,7 +40,7 @@ from vpbatch.reader import (
     publisher_name,
     read_definition_tick,
 )
-from vpbatch.writer import PartitionWriter, is_complete
+from vpbatch.writer import PartitionWriter
 
 #: Emitted batches queued for the writer thread before the engine waits (bounds memory).
 MAX_PENDING_WRITES: Final = 4
@@ -53,7 +55,8 @@ class BuildRequest:
     Parameters
     ----------
     symbol : contract or ticker (``MNQH6``, ``QQQ``).
-    day : session date; inferred from the file name when only ``path`` is given.
+    day : session date; inferred from the file (:func:`infer_session_day`) when only ``path``
+        is given.
     lake : lake root.
     path : explicit input file instead of the lake layout.
     start_time, end_time : America/New_York wall-clock times on ``day``.
@@ -101,12 +104,6 @@ class BuildResult:
     host: str = ""  # where it ran (ranges)
 
 
-def session_ns(day: dt.date, wall: dt.time) -> int:
-    """America/New_York wall time on ``day`` -> UTC ns (DST-correct)."""
-    local = dt.datetime.combine(day, wall, tzinfo=NEW_YORK)
-    return int(local.timestamp()) * 1_000_000_000 + local.microsecond * 1000
-
-
 def parse_wall_time(text: str | None, param: str) -> dt.time | None:
     """``'09:30'`` -> time; None passes through."""
     if text is None:
@@ -118,12 +115,30 @@ def parse_wall_time(text: str | None, param: str) -> dt.time | None:
             from None
 
 
-def _infer_day(path: Path) -> dt.date:
+def infer_session_day(path: Path) -> tuple[dt.date, str]:
+    """The session date of a file that holds one session, and where it came from.
+
+    From the DBN header's ``start``/``end`` (:func:`vpbatch.clock.session_day`); when the
+    header has no end, from a date in the file name.
+
+    Raises
+    ------
+    ConfigError
+        When the file spans more than one session, or nothing names its date: pass ``--dt``.
+    """
+    meta = open_mbo(path).metadata
+    if meta.end is not None:
+        day = session_day(meta.start, meta.end)
+        span = f"{describe_ns(meta.start)} to {describe_ns(meta.end)}"
+        if day is None:
+            raise ConfigError(f"{path.name}: covers {span}, more than one session; "
+                              "pass --dt YYYY-MM-DD")
+        return day, f"from the file's header: {span}"
     match = _FILE_DATE_RE.search(path.name)
     if match is None:
-        raise ConfigError(f"{path.name}: cannot infer the session date from the file name; "
-                          "pass --dt")
-    return dt.date(*(int(g) for g in match.groups()))
+        raise ConfigError(f"{path.name}: the file's header has no end time and its name no "
+                          "date; pass --dt YYYY-MM-DD")
+    return dt.date(*(int(g) for g in match.groups())), "from the file name"
 
 
 @dataclass
@@ -141,18 +156,6 @@ class _Phases:
         hit = (records["ts_event"] >= np.uint64(bound)) & ((records["flags"] & F_SNAPSHOT) == 0)
         idx = int(np.argmax(hit))
         return idx if hit[idx] else len(records)
-
-
-def _mbp_rows(raw: np.ndarray, levels: int) -> np.ndarray:
-    """Kernel MBP rows (int64 matrix) -> the writer's Databento-layout records."""
-    out = np.zeros(len(raw), dtype=mbp_kernel_dtype(levels))
-    for col, name in enumerate(("ts_recv", "ts_event", "sequence", "action", "side", "price",
-                                "size", "flags", "event_id")):
-        out[name] = raw[:, col]
-    base = 9
-    for block, name in enumerate(("bid_px", "bid_sz", "bid_ct", "ask_px", "ask_sz", "ask_ct")):
-        out[name] = raw[:, base + block * levels: base + (block + 1) * levels]
-    return out.view(mbp_dtype(levels))
 
 
 class _Build:
@@ -174,6 +177,7 @@ class _Build:
         self._writes: deque[Future[None]] = deque()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
         self.records_read = 0
+        self._progress_ns = source.metadata.start
         self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
 
     def _phases(self) -> _Phases:
@@ -182,8 +186,8 @@ class _Build:
             if req.end_time is not None:
                 raise ConfigError("--end-time needs --start-time")
             return _Phases(None, None, None)
-        start = session_ns(self.day, req.start_time)
-        end = session_ns(self.day, req.end_time) if req.end_time is not None else None
+        start = et_ns(self.day, req.start_time)
+        end = et_ns(self.day, req.end_time) if req.end_time is not None else None
         if end is not None and end <= start:
             raise ConfigError(f"--end-time {req.end_time} is not after --start-time "
                               f"{req.start_time}")
@@ -192,8 +196,8 @@ class _Build:
         if start < meta.start or (span_end is not None and start >= span_end):
             raise ConfigError(
                 f"{self.source.name}: --start-time {req.start_time:%H:%M} ET on {self.day} is "
-                f"outside the data ({_fmt_ns(meta.start)} to "
-                f"{_fmt_ns(span_end) if span_end else 'end of file'})")
+                f"outside the data ({describe_ns(meta.start)} to "
+                f"{describe_ns(span_end) if span_end else 'end of file'})")
         return _Phases(max(start - req.warmup_ns, 0), start, end)
 
     # -- the record stream, cut into phases ----------------------------------------------
@@ -213,7 +217,7 @@ class _Build:
         if phase == 3:
             self.engine.set_emitting(True)
         for chunk in self.chunks():
-            bar.update(len(chunk))
+            self._show_progress(bar, chunk)
             if skip:
                 take = min(skip, len(chunk))
                 skip -= take
@@ -257,6 +261,12 @@ class _Build:
             round(time.perf_counter() - phase_started, 6)
         if self.emitted_states == 0:
             raise InputError(self._nothing_emitted(phase))
+
+    def _show_progress(self, bar: Progress, chunk: np.ndarray) -> None:
+        now = int(chunk["ts_event"][-1]) if len(chunk) else self._progress_ns
+        if now > self._progress_ns:
+            bar.update((now - self._progress_ns) / 1e9)
+            self._progress_ns = now
 
     def _nothing_emitted(self, phase: int) -> str:
         name = self.source.name
@@ -317,7 +327,7 @@ class _Build:
             writer.write_snapshots(emitted.snapshots)
             writer.write_grid(emitted.grid)
         if self.req.mbp_levels and len(emitted.mbp):
-            writer.write_mbp(_mbp_rows(emitted.mbp, self.req.mbp_levels))
+            writer.write_mbp(records_from_raw(emitted.mbp, self.req.mbp_levels))
 
     def _wait_writes(self, keep: int) -> None:
         while len(self._writes) > keep:
@@ -367,11 +377,6 @@ class _Build:
             warnings.warn(f"book cache not saved: {exc}", VpbatchWarning, stacklevel=2)
 
 
-def _fmt_ns(ns: int) -> str:
-    utc = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
-    return f"{utc:%Y-%m-%d %H:%M:%S} UTC ({utc.astimezone(NEW_YORK):%H:%M} ET)"
-
-
 def build(req: BuildRequest) -> BuildResult:
     """Run one build (one symbol, one day) into the lake.
 
@@ -398,12 +403,23 @@ def build(req: BuildRequest) -> BuildResult:
     if day is None:
         if req.path is None:
             raise ConfigError("--dt is required unless --path is given")
-        day = _infer_day(Path(req.path))
+        day, _ = infer_session_day(Path(req.path))
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
     if not req.force and is_complete(req.lake, product, day, tables):
         return BuildResult(req.symbol, day, "skipped",
                            message="partition already built (use --force to rebuild)")
     path = find_input(req.lake, req.symbol, day, path=req.path)
+    definition = Path(req.definition) if req.definition is not None else None
+    if definition is None and req.path is None:
+        # `vpbatch download` keeps the day's definitions beside the MBO file (docs/download.md).
+        definition = find_definition_file(path)
+        tick = read_definition_tick(definition, req.symbol) if definition else None
+        if tick is not None:
+            product = product.with_tick(tick)
+        elif definition is not None:
+            warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
+                          f"table's tick", VpbatchWarning, stacklevel=2)
+            definition = None
     started = time.perf_counter()
     source = open_mbo(path)
     job = _Build(req, product, day, source)
@@ -416,12 +432,13 @@ def build(req: BuildRequest) -> BuildResult:
         "timezone": "America/New_York", "mbp_levels": req.mbp_levels,
         "bucket": product.bucket, "tick": product.tick,
     }
-    # The bar's total costs a full extra pass over the file: only when the bar is shown.
-    total = (source.publishers(job.selection.instrument_id).get(job.selection.publisher_id)
-             if req.progress and sys.stderr.isatty() else None)
+    # The bar counts seconds of market time: its total costs no pass over the file.
+    end = job.phases.end if job.phases.end is not None else source.metadata.end
+    total = None if end is None else max(end - source.metadata.start, 0) / 1e9
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
-                  if job.phases.warm is not None else "emit") as bar, \
-            PartitionWriter(req.lake, product, day, config=req.config, inputs=[path],
+                  if job.phases.warm is not None else "emit", unit="s market") as bar, \
+            PartitionWriter(req.lake, product, day, config=req.config,
+                            inputs=[path, *([definition] if definition else [])],
                             params=params, mbp_levels=req.mbp_levels or None,
                             force=req.force) as writer:
         try:

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 from vpbatch.book.dtypes import FIXED_PRICE_SCALE
 from vpbatch.errors import ConfigError
-
-#: Session clock of every product: --start-time, --dt boundaries, plots (DST-correct).
-NEW_YORK: Final = ZoneInfo("America/New_York")
 
 FUTURE_MBO: Final = "future_mbo"
 EQUITY_MBO: Final = "equity_mbo"

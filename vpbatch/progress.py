@@ -11,18 +11,22 @@ from types import TracebackType
 
 from tqdm import tqdm
 
+#: A bar over market time: ``emit  42%|████      | 9828/23400 s market [00:12<00:16]``.
+_TIME_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
+
 
 class Progress:
-    """Records processed, records/s and the current phase."""
+    """Work done (records, or seconds of market time), its rate and the current phase."""
 
-    def __init__(self, *, total: int | None, enabled: bool, phase: str = "",
+    def __init__(self, *, total: float | None, enabled: bool, phase: str = "",
                  unit: str = "rec") -> None:
         self._bar: tqdm | None = None
         if enabled and sys.stderr.isatty():
-            self._bar = tqdm(total=total, unit=unit, unit_scale=True, dynamic_ncols=True,
-                             file=sys.stderr, desc=phase, mininterval=0.5)
+            self._bar = tqdm(total=total, unit=unit, unit_scale=unit in ("rec", "B"),
+                             dynamic_ncols=True, file=sys.stderr, desc=phase, mininterval=0.5,
+                             bar_format=None if unit == "rec" or total is None else _TIME_BAR)
 
-    def update(self, n: int) -> None:
+    def update(self, n: float) -> None:
         if self._bar is not None:
             self._bar.update(n)
 

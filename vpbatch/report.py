@@ -39,23 +39,21 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from vpbatch.clock import NEW_YORK, format_et
 from vpbatch.errors import ConfigError
 from vpbatch.plot import (
     HOW_TO_READ,
     NET_COLORS,
     REGIME_COLORS,
-    Session,
     data_uri,
     figure_bytes,
-    format_et,
-    load_heatmap,
-    open_session,
     render_heatmap,
     require_matplotlib,
     time_formatter,
     time_label,
     write_atomic,
 )
+from vpbatch.plot_data import Session, load_heatmap, open_session
 from vpbatch.sql import connect, execute
 
 if TYPE_CHECKING:
@@ -309,8 +307,6 @@ def activity_chart(activity: pl.DataFrame, session: Session, busy: tuple[int, in
     """Records per 5 minutes (bars, ET) and the mid price, busiest half hour shaded (PNG)."""
     from matplotlib import dates as mdates
 
-    from vpbatch.plot import ET
-
     fig = _chart(*CHART_SIZE)
     ax = fig.subplots()
     starts = activity["bin_ns"].to_numpy().astype(np.int64)
@@ -325,7 +321,7 @@ def activity_chart(activity: pl.DataFrame, session: Session, busy: tuple[int, in
     twin.plot(x + width / 2, activity["mid"].cast(float).to_numpy(), color="#1d1f24", lw=1.2,
               label="mid (last per 5 min)")
     twin.set_ylabel("mid price")
-    locator = mdates.AutoDateLocator(tz=ET, minticks=4, maxticks=14)
+    locator = mdates.AutoDateLocator(tz=NEW_YORK, minticks=4, maxticks=14)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(time_formatter(locator))
     ax.set_xlabel(time_label(int(starts.min()), int(starts.max()) + ACTIVITY_BIN_NS))

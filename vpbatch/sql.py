@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,10 +31,18 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import VpbatchError
 from vpbatch.lake import GOLD_TABLES
 from vpbatch.mbp_layout import DEFAULT_LEVELS
-from vpbatch.writer import grid_schema, list_partitions, mbp_schema, snapshot_schema
+from vpbatch.partitions import Partition, list_partitions, read_manifest
+from vpbatch.schema import (
+    GRID_LAYOUT,
+    GRID_STORED_FLOATS,
+    grid_view_schema,
+    mbp_schema,
+    snapshot_schema,
+)
 
 #: Hive partition columns and their SQL types.
 HIVE_TYPES: Final = {"product_type": "VARCHAR", "symbol": "VARCHAR", "dt": "DATE"}
@@ -50,6 +59,58 @@ CREATE_TABLE_VIEW_SQL: Final = (
 )
 #: An empty view with a table's columns (when no partition of it is complete).
 CREATE_EMPTY_VIEW_SQL: Final = "CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}"
+#: Binds a build's parameters (a STRUCT) to a session variable (``$params``).
+SET_PARAMS_SQL: Final = "SET VARIABLE {var} = $params"
+#: A SELECT over the Parquet files in a session variable (hive columns included).
+READ_TABLE_SQL: Final = (
+    "SELECT * FROM read_parquet(getvariable('{var}'), hive_partitioning = true, "
+    "union_by_name = true, hive_types = {{'product_type': VARCHAR, 'symbol': VARCHAR, "
+    "'dt': DATE}})"
+)
+#: A view from a SELECT built here (``{select}`` is SQL text of this module, never user input).
+CREATE_VIEW_SQL: Final = "CREATE OR REPLACE {temp}VIEW {name} AS {select}"
+#: SPEC §7-§8 as SQL macros, so the derived ``vp_grid`` columns read like the kernel
+#: (:mod:`vpbatch.book.kernels`: ``pos``, ``alpha``, ``idle_chain``, ``forces``); ``c`` is the
+#: build's parameters (a STRUCT bound as a session variable).
+GRID_MACROS_SQL: Final = (
+    "CREATE OR REPLACE MACRO vp_pos(x) AS CASE WHEN x > 0.0 THEN x ELSE 0.0::DOUBLE END",
+    "CREATE OR REPLACE MACRO vp_alpha(dt, tau) AS "
+    "CASE WHEN dt / tau > 50.0 THEN 1.0::DOUBLE ELSE 1.0 - exp(-(dt / tau)) END",
+    "CREATE OR REPLACE MACRO vp_idle_v(av, v0) AS av * 0.0 + (1.0 - av) * v0",
+    "CREATE OR REPLACE MACRO vp_idle_a(aa, av, v0, a0, dt) AS "
+    "aa * (vp_idle_v(av, v0) - v0) / dt + (1.0 - aa) * a0",
+    "CREATE OR REPLACE MACRO vp_pressure(c, v_add, a_add, v_rest) AS "
+    "c.pressure_v_add * v_add + c.pressure_v_rest_pos * vp_pos(v_rest) "
+    "+ c.pressure_a_add * vp_pos(a_add)",
+    "CREATE OR REPLACE MACRO vp_vacuum(c, v_pull, a_pull, v_fill, v_rest) AS "
+    "c.vacuum_v_pull * v_pull + c.vacuum_v_fill * v_fill + c.vacuum_v_rest_neg * vp_pos(-v_rest) "
+    "+ c.vacuum_a_pull * vp_pos(a_pull)",
+)
+#: ``vp_grid`` of lean files (layout 2): stored floats widened to DOUBLE, ``rest_depth`` and the
+#: forces computed (``*_now``: chains advanced without activity from ``last_ts`` to the state's
+#: ``ts_event``, SPEC §8 as-of values). ``{source}``: a SELECT; ``{params}``: a variable name.
+GRID_LEAN_SQL: Final = """
+SELECT event_id, k, price, bid_depth, ask_depth, bid_depth + ask_depth AS rest_depth,
+       {floats},
+       vp_pressure(c, v_add, a_add, v_rest_depth) AS pressure,
+       vp_vacuum(c, v_pull, a_pull, v_fill, v_rest_depth) AS vacuum,
+       CASE WHEN age > 0 THEN vp_pressure(c, vp_idle_v(av, v_add),
+                                          vp_idle_a(aa, av, v_add, a_add, age),
+                                          vp_idle_v(av, v_rest_depth))
+            ELSE vp_pressure(c, v_add, a_add, v_rest_depth) END AS pressure_now,
+       CASE WHEN age > 0 THEN vp_vacuum(c, vp_idle_v(av, v_pull),
+                                        vp_idle_a(aa, av, v_pull, a_pull, age),
+                                        vp_idle_v(av, v_fill), vp_idle_v(av, v_rest_depth))
+            ELSE vp_vacuum(c, v_pull, a_pull, v_fill, v_rest_depth) END AS vacuum_now,
+       last_event_id, last_ts{extra}
+FROM (SELECT *, vp_alpha(age, c.tau_v) AS av, vp_alpha(age, c.tau_a) AS aa
+      FROM (SELECT event_id, k, price, bid_depth, ask_depth, {widen}, last_event_id, last_ts,
+                   (epoch_ns(ts_event) - epoch_ns(last_ts)) / 1e9 AS age,
+                   getvariable('{params}') AS c{extra}
+            FROM ({source})))
+"""
+#: ``vp_grid`` of first-wave files (layout 1): every column stored.
+GRID_STORED_SQL: Final = "SELECT {columns}{extra} FROM ({source})"
 #: Snapshot columns beside each grid cell.
 CREATE_VP_VIEW_SQL: Final = (
     "CREATE OR REPLACE VIEW vp AS SELECT * FROM vp_snapshot "
@@ -69,8 +130,57 @@ def _schema(table: str) -> pa.Schema:
     if table == "vp_snapshot":
         return snapshot_schema()
     if table == "vp_grid":
-        return grid_schema()
+        return grid_view_schema()
     return mbp_schema(DEFAULT_LEVELS)
+
+
+def grid_parameters(manifest: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
+    """(file layout, parameters of the derived columns) of one ``vp_grid`` build."""
+    layout = int((manifest.get("writer") or {}).get("grid_layout", 1))
+    config = {**EngineConfig().to_dict(), **(manifest.get("config") or {})}
+    forces = {**asdict(ForceCoefficients()), **(config.get("forces") or {})}
+    params = {"tau_v": float(config["tau_v"]), "tau_a": float(config["tau_a"])}
+    params.update({name: float(value) for name, value in sorted(forces.items())})
+    return layout, params
+
+
+def grid_select(con: duckdb.DuckDBPyConnection, var: str, layout: int,
+                params: Mapping[str, float], source: str, extra: Sequence[str] = ()) -> str:
+    """A SELECT with ``vp_grid``'s view columns over ``source`` (a SELECT of stored files).
+
+    Binds ``params`` to the session variable ``var`` and creates the SPEC macros. ``extra``
+    columns of ``source`` (hive columns, ``file_row_number``) are passed through.
+    """
+    more = "".join(f", {name}" for name in extra)
+    if layout == 1:
+        return GRID_STORED_SQL.format(columns=", ".join(grid_view_schema().names), extra=more,
+                                      source=source)
+    if layout != GRID_LAYOUT:
+        raise VpbatchError(f"vp_grid: file layout {layout} is newer than this vpbatch "
+                           f"(knows 1-{GRID_LAYOUT}); upgrade vpbatch")
+    for statement in GRID_MACROS_SQL:
+        con.execute(statement)
+    con.execute(SET_PARAMS_SQL.format(var=var), {"params": dict(params)})
+    return GRID_LEAN_SQL.format(
+        floats=", ".join(GRID_STORED_FLOATS), params=var, extra=more, source=source,
+        widen=", ".join(f"CAST({n} AS DOUBLE) AS {n}" for n in GRID_STORED_FLOATS))
+
+
+def _create_grid_view(con: duckdb.DuckDBPyConnection, partitions: Sequence[Partition]) -> None:
+    """``vp_grid``: one SELECT per (layout, parameters) group of builds, UNION ALL."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for part in partitions:
+        layout, params = grid_parameters(read_manifest(part.path))
+        groups.setdefault((layout, tuple(params.items())), []).append(str(part.part_file))
+    selects = []
+    for i, ((layout, params), files) in enumerate(sorted(groups.items())):
+        var = f"vpbatch_vp_grid_files_{i}"
+        con.execute(SET_FILES_SQL.format(var=var), {"files": files})
+        selects.append(grid_select(con, f"vpbatch_vp_grid_params_{i}", layout, dict(params),
+                                   READ_TABLE_SQL.format(var=var),
+                                   extra=("product_type", "symbol", "dt")))
+    con.execute(CREATE_VIEW_SQL.format(temp="", name="vp_grid",
+                                       select=" UNION ALL ".join(selects)))
 
 
 def complete_files(lake: Path, table: str) -> list[str]:
@@ -104,9 +214,12 @@ def connect(lake: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnect
     if threads is not None:
         con.execute("SET threads = $n", {"n": int(threads)})
     for table in GOLD_TABLES:
-        files = complete_files(lake, table)
+        partitions = list_partitions(lake, table)
+        files = [str(p.part_file) for p in partitions]
         var = f"vpbatch_{table}_files"
-        if files:
+        if files and table == "vp_grid":
+            _create_grid_view(con, partitions)
+        elif files:
             con.execute(SET_FILES_SQL.format(var=var), {"files": files})
             con.execute(CREATE_TABLE_VIEW_SQL.format(name=table, var=var))
         else:

@@ -52,9 +52,10 @@ from vpbatch.book.dtypes import (
     SIDE_NONE,
     UNDEF_PRICE,
 )
+from vpbatch.clock import CHICAGO, NEW_YORK
 from vpbatch.errors import ConfigError, OutputError
 from vpbatch.lake import raw_dir, raw_file_name
-from vpbatch.products import FUTURE_MBO, NEW_YORK, resolve_product
+from vpbatch.products import FUTURE_MBO, resolve_product
 
 __all__ = ["SynthStats", "default_start_price", "session_intensity", "synth_session",
            "synth_to_lake"]
@@ -849,7 +850,7 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
 # Session clock (Python/numpy: computed once per file).
 # ---------------------------------------------------------------------------------------
 _ET: Final = NEW_YORK
-_CT: Final = ZoneInfo("America/Chicago")
+_CT: Final = CHICAGO
 
 #: Relative activity by New York wall-clock minute. Duplicate knots are jumps (08:30 data,
 #: 09:30 cash open, 16:00 cash close). Regular trading hours (09:30-16:00) average ~9x the

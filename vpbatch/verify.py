@@ -71,19 +71,18 @@ import pyarrow.parquet as pq
 
 from vpbatch.book.dtypes import F_SNAPSHOT, GRID_FLOAT_FIELDS
 from vpbatch.errors import ConfigError, InputError, OutputError, VerifyError
-from vpbatch.lake import GOLD_TABLES, parse_date
-from vpbatch.products import resolve_product
-from vpbatch.sql import new_connection
-from vpbatch.writer import (
+from vpbatch.files import file_sha256
+from vpbatch.lake import (
+    GOLD_TABLES,
     MANIFEST_FILE,
     MANIFEST_VERSION,
     PART_FILE,
     SUCCESS_FILE,
-    build_digest,
-    file_sha256,
-    read_manifest,
-    read_success,
+    parse_date,
 )
+from vpbatch.partitions import build_digest, read_manifest, read_success
+from vpbatch.products import resolve_product
+from vpbatch.sql import CREATE_VIEW_SQL, grid_parameters, grid_select, new_connection
 
 #: Every check, in report order.
 CHECKS: Final = ("manifest", "files", "row_counts", "event_order", "cardinality",
@@ -98,8 +97,8 @@ STORED_FLOATS: Final = tuple(f for f in GRID_FLOAT_FIELDS
 # Views over one partition's files; the file lists are bound with SET VARIABLE.
 
 SET_FILES_SQL: Final = "SET VARIABLE {var} = $files"
-VIEW_SQL: Final = ("CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM "
-                   "read_parquet(getvariable('{var}'), file_row_number = true)")
+READ_SQL: Final = "SELECT * FROM read_parquet(getvariable('{var}'), file_row_number = true)"
+VIEW_SQL: Final = "CREATE OR REPLACE TEMP VIEW {name} AS " + READ_SQL
 
 _BUCKET_OF_PRICE: Final = "CAST(round({col} * 1e9 / $bucket) AS BIGINT)"
 #: SPEC §5 ``b(p) = floor(p / B + 1/2)`` in fixed point: ``floor((2p + B) / 2B)``.
@@ -587,7 +586,13 @@ class _Partition:
             if table in self.tables and self.part(table).is_file():
                 var = f"verify_{name}"
                 con.execute(SET_FILES_SQL.format(var=var), {"files": [str(self.part(table))]})
-                con.execute(VIEW_SQL.format(name=name, var=var))
+                if table == "vp_grid":  # the view's columns, whatever the file layout
+                    layout, params = grid_parameters(self.manifest)
+                    select = grid_select(con, "verify_grid_params", layout, params,
+                                         READ_SQL.format(var=var), extra=("file_row_number",))
+                    con.execute(CREATE_VIEW_SQL.format(temp="TEMP ", name=name, select=select))
+                else:
+                    con.execute(VIEW_SQL.format(name=name, var=var))
         return con
 
     def params(self, sql: str) -> dict[str, Any]:

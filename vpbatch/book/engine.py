@@ -29,6 +29,7 @@ from vpbatch.book.state import (
 )
 from vpbatch.config import EngineConfig
 from vpbatch.errors import CacheError
+from vpbatch.mbp_layout import raw_columns
 
 #: States per output buffer before it is handed to the caller.
 DEFAULT_BATCH_STATES = 512
@@ -233,7 +234,7 @@ class Engine:
 
     def _allocate_output(self, states: int) -> kernels.Output:
         rows = 2 * self.params.K + 1
-        mbp_cols = kernels.MBP_FIXED + 6 * self.params.mbp_levels
+        mbp_cols = raw_columns(self.params.mbp_levels)
         mbp_rows = states * 8 if self.params.mbp_levels else 0
         return kernels.Output(
             snap=np.zeros(states, dtype=SNAPSHOT_DTYPE),
@@ -267,7 +268,7 @@ class Engine:
 
 def _concat(parts: list[Emitted], mbp_levels: int) -> Emitted:
     if not parts:
-        cols = kernels.MBP_FIXED + 6 * mbp_levels
+        cols = raw_columns(mbp_levels)
         return Emitted(np.zeros(0, SNAPSHOT_DTYPE), np.zeros(0, GRID_DTYPE),
                        np.zeros((0, cols), np.int64))
     return Emitted(*(np.concatenate([getattr(p, f) for p in parts]) for f in Emitted._fields))

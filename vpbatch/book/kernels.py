@@ -56,6 +56,7 @@ from vpbatch.book.state import (
     STATUS_OUT_FULL,
     EngineState,
 )
+from vpbatch.mbp_layout import RAW_FIXED
 
 #: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
 ALPHA_SATURATION = 50.0
@@ -64,8 +65,8 @@ NS = 1e9
 MAX_WALK_STEPS = 100_000
 #: Magnitudes below this cannot overflow float64 when combined as in ``advance_chain``.
 SAFE_MAGNITUDE = 1e300
-#: Fixed columns of a raw MBP row, before the 6 * levels book columns.
-MBP_FIXED = 9
+#: Fixed columns of a raw MBP row, before the 6 * levels book columns (layout: mbp_layout).
+MBP_FIXED = RAW_FIXED
 
 #: A touch (SPEC §6): bucket, its depth before the record, and the three deltas.
 TOUCH_DTYPE = np.dtype(
@@ -784,7 +785,7 @@ def walk_side(st, prm, side: int, row: np.ndarray, col: int) -> None:
 
 @njit(cache=True)
 def write_mbp(st, prm, rec, out) -> None:
-    """One MBP-10-style row: the record's own fields, the book after it, event_id."""
+    """One raw MBP row in ``mbp_layout.RAW_HEADER`` order, then the book's level blocks."""
     i = out.counts[1]
     row = out.mbp[i]
     row[0] = np.int64(rec.ts_recv)

@@ -1,0 +1,104 @@
+"""The lean ``vp_grid`` layout: the views give users every SPEC column, close to the engine's.
+
+The engine's own float64 grid is written through :class:`PartitionWriter` and read back through
+the DuckDB views (``vpbatch.sql.connect``) and ``verify``; the derived columns must equal the
+engine's values (``rest_depth`` exactly, the forces within the documented float32 precision).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpbatch.book.dtypes import GRID_DTYPE, GRID_FLOAT_FIELDS
+from vpbatch.book.engine import Engine
+from vpbatch.config import EngineConfig
+from vpbatch.products import resolve_product
+from vpbatch.reader import open_mbo
+from vpbatch.schema import GRID_STORED_FLOATS
+from vpbatch.sql import connect
+from vpbatch.synth import synth_session
+from vpbatch.verify import verify
+from vpbatch.writer import PartitionWriter
+
+DAY = dt.date(2026, 2, 6)
+#: Documented bound (docs/storage.md): derived forces vs the engine's float64 values, relative
+#: to the largest force of the same state (float32 chains carry 24 bits).
+FORCE_TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def engine_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A synthetic day's first 60,000 records through the engine (K=8), written to a lake."""
+    tmp = tmp_path_factory.mktemp("lean")
+    raw = tmp / "day.mbo.dbn"
+    synth_session(raw, symbol="MNQH6", day=DAY, records=60_000, seed=3)
+    product = resolve_product("MNQH6")
+    config = EngineConfig(K=8, band=40)
+    engine = Engine(config, bucket=product.bucket, tick=product.tick)
+    records = np.concatenate(list(open_mbo(raw).iter_chunks(symbol="MNQH6")))
+    out = engine.process(records)
+    assert len(out.snapshots) > 100
+    with PartitionWriter(tmp / "lake", product, DAY, config=config, inputs=[raw],
+                         row_group_rows={"vp_grid": 1000}) as writer:
+        for lo in range(0, len(out.snapshots), 37):  # batches, as the pipeline writes them
+            writer.write_snapshots(out.snapshots[lo:lo + 37])
+            writer.write_grid(out.grid[lo * 17:(lo + 37) * 17])
+    return tmp / "lake", out.snapshots, out.grid
+
+
+def _view(lake: Path) -> dict[str, np.ndarray]:
+    con = connect(lake)
+    try:
+        names = list(GRID_DTYPE.names or ())
+        cols = ", ".join(f"epoch_ns({n})" if n == "last_ts" else n for n in names)
+        rows = con.sql(f"SELECT {cols} FROM vp_grid ORDER BY event_id, k").fetchnumpy()
+    finally:
+        con.close()
+    return dict(zip(names, rows.values(), strict=True))
+
+
+def test_view_given_lean_files_has_every_spec_column_in_order(engine_build: tuple) -> None:
+    lake, _, _ = engine_build
+    con = connect(lake)
+    try:
+        columns = [r[0] for r in con.sql("DESCRIBE vp_grid").fetchall()]
+        types = dict(con.sql("SELECT column_name, column_type FROM (DESCRIBE vp_grid)").fetchall())
+    finally:
+        con.close()
+    assert columns == [*GRID_DTYPE.names, "product_type", "symbol", "dt"]
+    assert {types[n] for n in GRID_FLOAT_FIELDS} == {"DOUBLE"}
+
+
+def test_view_given_lean_files_gives_stored_columns_and_rest_depth_exactly(
+        engine_build: tuple) -> None:
+    lake, _, grid = engine_build
+    view = _view(lake)
+    for name in ("event_id", "k", "price", "bid_depth", "ask_depth", "rest_depth",
+                 "last_event_id", "last_ts"):
+        assert np.array_equal(view[name], grid[name]), name
+    for name in GRID_STORED_FLOATS:
+        assert np.array_equal(view[name], grid[name].astype(np.float32).astype(np.float64)), name
+
+
+def test_view_given_lean_files_recomputes_forces_like_the_engine(engine_build: tuple) -> None:
+    lake, snaps, grid = engine_build
+    view = _view(lake)
+    rows = len(grid) // len(snaps)
+    for name in ("pressure", "vacuum", "pressure_now", "vacuum_now"):
+        want = grid[name].reshape(-1, rows)
+        scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), 1e-12)
+        error = np.abs(view[name].reshape(-1, rows) - want) / scale
+        assert error.max() <= FORCE_TOLERANCE, (name, float(error.max()))
+        assert (view[name] >= 0).all() and np.isfinite(view[name]).all()
+    moved = grid["pressure_now"] != grid["pressure"]
+    assert moved.any()  # the as-of forces really decay between touches
+
+
+def test_verify_given_lean_files_passes_every_check(engine_build: tuple) -> None:
+    lake, _, _ = engine_build
+    report = verify(lake, symbol="MNQH6", day=DAY)
+    assert report.passed, report.format()
