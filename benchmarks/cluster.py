@@ -2,7 +2,7 @@
 per-task overhead of the Dask path against an in-process build.
 
 * Speed-up: ``vpbatch build`` over ``BENCH_CLUSTER_DAYS`` synthetic days (default 4 x
-  1,500,000 records, 09:30-12:00 ET) run as users run it, with ``--jobs 1`` and ``--jobs 2``,
+  1,000,000 records, 09:30-12:00 ET) run as users run it, with ``--jobs 1`` and ``--jobs 2``,
   and ``run_range(jobs=2)`` with each local backend (process pool, LocalCluster),
   interleaved for ``BENCH_CLUSTER_ROUNDS`` rounds so that a change of load on a shared
   machine hits all three alike; the ratio of medians is the figure.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,7 +31,7 @@ from vpbatch.cluster import LOCAL_BACKEND
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench" / "cluster"
 DAYS = int(os.environ.get("BENCH_CLUSTER_DAYS", "4"))
-RECORDS = int(os.environ.get("BENCH_CLUSTER_RECORDS", "1500000"))
+RECORDS = int(os.environ.get("BENCH_CLUSTER_RECORDS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_CLUSTER_ROUNDS", "2"))
 TASKS = int(os.environ.get("BENCH_CLUSTER_TASKS", "8"))
 WINDOW = ("--start-time", "09:30", "--end-time", "12:00")
@@ -58,9 +59,18 @@ def _range_command(lake: Path, days: list[dt.date], *extra: str) -> list[str]:
 
 
 def _time(cmd: list[str]) -> float:
+    """Wall seconds of ``cmd``; its CPU seconds (user + sys) are added to :data:`CPU`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime))
+    return wall
+
+
+#: CPU seconds of each timed command, in order.
+CPU: list[float] = []
 
 
 def _backend_command(lake: Path, days: list[dt.date], backend: str) -> list[str]:
@@ -87,12 +97,17 @@ def speedup() -> dict[str, object]:
             "dask2": _backend_command(lake, days, "dask")}
     _time(cmds["jobs1"])  # warm the page cache and the book cache
     times: dict[str, list[float]] = {k: [] for k in cmds}
+    cpu: dict[str, list[float]] = {k: [] for k in cmds}
     for _ in range(ROUNDS):
         for name, cmd in cmds.items():
             times[name].append(_time(cmd))
-            print(f"{name}: {times[name][-1]:.1f} s (load {_load()})", file=sys.stderr)
+            cpu[name].append(CPU[-1])
+            print(f"{name}: {times[name][-1]:.1f} s, cpu {CPU[-1]:.1f} s (load {_load()})",
+                  file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"times": times, "median": med, "commands": cmds, "days": days}
+    par = {k: statistics.median(c / t for c, t in zip(cpu[k], times[k], strict=True))
+           for k in cmds}
+    return {"times": times, "median": med, "commands": cmds, "days": days, "parallelism": par}
 
 
 def overhead() -> dict[str, float]:
@@ -155,7 +170,8 @@ def main() -> None:
         "",
         f"Machine: {_machine()}. Numba cache warm. Load average (1/5/15 min) before "
         f"{load_before}, after {load_after} (a shared machine: the ratios below come from "
-        f"interleaved runs, {ROUNDS} rounds, medians).",
+        f"interleaved runs, {ROUNDS} rounds, medians; CPU/wall = CPU seconds of the command "
+        "over its wall seconds: the cores it actually got).",
         f"Input: {len(days)} synthetic MNQH6 days of {RECORDS:,} records (`vpbatch synth`), "
         "built 09:30-12:00 ET with `--force`.",
         "",
@@ -189,9 +205,10 @@ def main() -> None:
 
 
 def _runs(s: dict[str, object], name: str) -> str:
-    times = s["times"]
-    assert isinstance(times, dict)
-    return ", ".join(f"{t:.1f}" for t in times[name])
+    times, par = s["times"], s["parallelism"]
+    assert isinstance(times, dict) and isinstance(par, dict)
+    return (", ".join(f"{t:.1f}" for t in times[name])
+            + f"; CPU/wall {par[name]:.2f}")
 
 
 if __name__ == "__main__":
