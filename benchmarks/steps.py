@@ -11,6 +11,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,33 @@ def step_build(lake: str, cache: str) -> dict[str, Any]:
             "anomalies": sum(result.anomalies.values())}
 
 
-STEPS = {"synth": step_synth, "read": step_read, "engine": step_engine,
-         "reference": step_reference, "build": step_build}
+def step_cli(path: str, runs: str = "5") -> dict[str, Any]:
+    """``vpbatch --help`` and ``vpbatch info FILE`` in fresh processes, bytecode not written.
+
+    Best and median of ``runs`` runs each (the machine is shared: the best is the cost, the
+    median shows the noise).
+    """
+    import os
+    import statistics
+    import subprocess
+
+    exe = str(Path(sys.executable).with_name("vpbatch"))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out: dict[str, Any] = {"records": 0, "seconds": 0.0}
+    for name, args in (("help", [exe, "--help"]), ("info", [exe, "info", path])):
+        times = []
+        for _ in range(int(runs)):
+            started = time.perf_counter()
+            subprocess.run(args, check=True, capture_output=True, env=env)
+            times.append(time.perf_counter() - started)
+        out[f"{name}_best"] = min(times)
+        out[f"{name}_median"] = statistics.median(times)
+    return out
+
+
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "synth": step_synth, "read": step_read, "engine": step_engine, "reference": step_reference,
+    "build": step_build, "cli": step_cli}
 
 
 def main() -> None:

@@ -8,17 +8,22 @@ engine's values (``rest_depth`` exactly, the forces within the documented float3
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from vpbatch.book.dtypes import GRID_DTYPE, GRID_FLOAT_FIELDS
 from vpbatch.book.engine import Engine
 from vpbatch.config import EngineConfig
+from vpbatch.lake import MANIFEST_FILE, PART_FILE, gold_partition
 from vpbatch.products import resolve_product
 from vpbatch.reader import open_mbo
-from vpbatch.schema import GRID_STORED_FLOATS
+from vpbatch.schema import GRID_STORED_FLOATS, grid_view_schema
 from vpbatch.sql import connect
 from vpbatch.synth import synth_session
 from vpbatch.verify import verify
@@ -102,3 +107,38 @@ def test_verify_given_lean_files_passes_every_check(engine_build: tuple) -> None
     lake, _, _ = engine_build
     report = verify(lake, symbol="MNQH6", day=DAY)
     assert report.passed, report.format()
+
+
+def _first_wave_file(grid: np.ndarray, path: Path) -> None:
+    """The first wave's layout: every SPEC column as the engine wrote it."""
+    schema = grid_view_schema()
+    columns = [pa.array(grid[f.name].view(np.int64)).cast(f.type) if f.name == "last_ts"
+               else pa.array(grid[f.name], type=f.type) for f in schema]
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
+
+
+def test_view_given_first_wave_and_lean_builds_in_one_lake_reads_both(
+        engine_build: tuple, tmp_path: Path) -> None:
+    lake, snaps, grid = engine_build
+    old_day = dt.date(2026, 2, 5)
+    product = resolve_product("MNQH6")
+    with PartitionWriter(tmp_path, product, old_day, config=EngineConfig(K=8, band=40)) as out:
+        out.write_snapshots(snaps)
+        out.write_grid(grid)
+    folder = gold_partition(tmp_path, "vp_grid", product, old_day)
+    _first_wave_file(grid, folder / PART_FILE)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    del manifest["writer"]["grid_layout"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    shutil.copytree(lake / "gold" / "vp_grid", tmp_path / "gold" / "vp_grid", dirs_exist_ok=True)
+    con = connect(tmp_path)
+    try:
+        per_day = con.sql("SELECT dt, count(*), sum(pressure_now), sum(rest_depth) FROM vp_grid "
+                          "GROUP BY dt ORDER BY dt").fetchall()
+    finally:
+        con.close()
+    assert [(d, n) for d, n, _, _ in per_day] == [(old_day, len(grid)), (DAY, len(grid))]
+    old, new = per_day[0], per_day[1]
+    assert old[2] == pytest.approx(float(grid["pressure_now"].sum()), rel=1e-12)
+    assert new[2] == pytest.approx(float(grid["pressure_now"].sum()), rel=1e-6)
+    assert old[3] == new[3] == int(grid["rest_depth"].sum())

@@ -178,18 +178,6 @@ def snapshots_to_arrow(arr: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _float32(arr: np.ndarray, name: str) -> pa.Array:
-    wide = _col(arr, name)
-    with np.errstate(over="ignore"):
-        narrow = wide.astype(np.float32)
-    overflow = np.isinf(narrow) & np.isfinite(wide)
-    if overflow.any():
-        at = int(np.argmax(overflow))
-        raise OutputError(f"vp_grid.{name}: {float(wide[at])!r} at event_id {arr['event_id'][at]} "
-                          "does not fit float32")
-    return pa.array(narrow, type=pa.float32())
-
-
 def grid_to_arrow(arr: np.ndarray, ts_event: np.ndarray) -> pa.Table:
     """``GRID_DTYPE`` rows -> Arrow table with :func:`grid_schema` (the stored layout).
 
@@ -206,20 +194,21 @@ def grid_to_arrow(arr: np.ndarray, ts_event: np.ndarray) -> pa.Table:
         A finite value too large for ``float32`` (never seen in practice: chains are rates
         smoothed over seconds).
     """
+    from vpbatch.grid_columns import FLOAT_ORDER, split_grid  # numba: only when writing
+
     arr = check_dtype(arr, GRID_DTYPE, "vp_grid")
     if len(ts_event) != len(arr):
         raise ValueError(f"vp_grid: {len(ts_event)} state times for {len(arr)} rows")
+    assert FLOAT_ORDER == GRID_STORED_FLOATS
+    values, bad = split_grid(np.ascontiguousarray(arr))
+    if bad >= 0:
+        name = next(n for n in GRID_STORED_FLOATS if not np.isfinite(values[n][bad]))
+        raise OutputError(f"vp_grid.{name}: {float(arr[name][bad])!r} at event_id "
+                          f"{arr['event_id'][bad]} does not fit float32")
+    values["ts_event"] = np.asarray(ts_event, dtype=np.int64)
     schema = grid_schema()
-    columns = []
-    for f in schema:
-        if f.name == "ts_event":
-            columns.append(_timestamps(np.asarray(ts_event, dtype=np.int64)))
-        elif f.name == "last_ts":
-            columns.append(_timestamps(arr["last_ts"]))
-        elif f.type == pa.float32():
-            columns.append(_float32(arr, f.name))
-        else:
-            columns.append(pa.array(_col(arr, f.name), type=f.type))
+    columns = [_timestamps(values[f.name]) if f.name in ("ts_event", "last_ts")
+               else pa.array(values[f.name], type=f.type) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -6,6 +6,9 @@
   (one with ``_SUCCESS``; a build in progress or a crashed one is never visible), read with
   ``hive_partitioning`` so ``product_type`` (VARCHAR), ``symbol`` (VARCHAR) and ``dt`` (DATE)
   are columns. A table with no complete partition is an empty view with the right columns.
+  ``vp_grid`` has the SPEC columns whatever the file layout: for lean files (docs/storage.md)
+  ``rest_depth`` and the four forces are computed here (:data:`GRID_LEAN_SQL`), with each
+  build's parameters from its manifest.
 * ``vp`` — ``vp_snapshot JOIN vp_grid USING (product_type, symbol, dt, event_id)``: one row per
   grid cell with its state's snapshot columns.
 

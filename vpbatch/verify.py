@@ -41,7 +41,8 @@ check              what is verified
                    ``last_event_id == event_id``; an ``R``, ``T`` or ``F_SNAPSHOT`` record
                    touches nothing, so no cell has ``last_event_id == event_id``. (``C``, ``F``
                    and ``N`` records cannot be judged from the output alone.)
-``depth``          (6) ``rest_depth == bid_depth + ask_depth``, both ``>= 0``.
+``depth``          (6) ``rest_depth == bid_depth + ask_depth`` (computed so in lean files,
+                   stored in first-wave ones), both ``>= 0``.
 ``book``           (6, "equals the book", only with ``mbp``) each state agrees with the last
                    ``mbp`` row at or before its ``event_id``: best bid/ask price and size ==
                    level 0, and each listed level's size equals (tick buckets) or is at most
