@@ -50,9 +50,9 @@ CONNECT_TIMEOUT: Final = "30s"
 #: Statuses of a result, in summary order.
 STATUSES: Final = ("built", "skipped", "no-data", "failed")
 #: What runs ``--jobs N`` (N > 1) without a scheduler: "pool" (forked processes) or "dask"
-#: (a LocalCluster). The pool is measurably better on one machine (BENCHMARKS.md): a
-#: LocalCluster's spawned workers re-import everything, which costs tens of seconds on a busy
-#: 2-core machine, and scripts calling it need an ``if __name__ == "__main__"`` guard.
+#: (a LocalCluster). The pool is measurably cheaper on one machine (BENCHMARKS.md): a
+#: LocalCluster's spawned workers import everything again (4-5 CPU s more per run), and
+#: scripts calling it need an ``if __name__ == "__main__"`` guard.
 LOCAL_BACKEND: Final = "pool"
 
 Log = Callable[[str], None]
