@@ -28,19 +28,23 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && touch $@
 
 test: install
-	$(BIN)/ruff check . && $(BIN)/python -m pytest -q
+	$(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/python -m pytest -q
 
 test-slow: install
 	$(BIN)/python -m pytest -q --slow
 
 lint: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . && $(BIN)/mypy
 
 demo: install
 	$(BIN)/vpbatch synth --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --records $(DEMO_RECORDS) --lake $(LAKE) --quiet && $(BIN)/vpbatch build --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --start-time 09:30 --end-time 10:30 --tables vp,mbp --lake $(LAKE) --force && $(BIN)/vpbatch verify --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) && $(BIN)/vpbatch sql --lake $(LAKE) "$(DEMO_SUMMARY_SQL)" && $(BIN)/vpbatch report --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) -o $(LAKE)/report_$(DEMO_SYMBOL)_$(DEMO_DT).html && echo "demo: raw file under $(LAKE)/raw/, grids under $(LAKE)/gold/, report $(LAKE)/report_$(DEMO_SYMBOL)_$(DEMO_DT).html; heatmap:" && $(BIN)/vpbatch plot --symbol $(DEMO_SYMBOL) --dt $(DEMO_DT) --lake $(LAKE) --from 10:00 --to 10:05 -o $(LAKE)/heatmap_$(DEMO_SYMBOL)_$(DEMO_DT).png
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+.PHONY: bench-evaluate
+bench-evaluate: install
+	$(BIN)/python -m benchmarks.evaluate
 
 build: install
 	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --dt $(or $(DT),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --lake $(LAKE)

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.options import lake_option, publisher_option, quiet_option
-from vpbatch.config import EngineConfig, parse_duration_ns
+from vpbatch.config import (
+    DEFAULT_SAMPLE,
+    DEFAULT_WARMUP,
+    EngineConfig,
+    load_config_file,
+    parse_duration_ns,
+)
 from vpbatch.errors import ConfigError, VpbatchError
 from vpbatch.lake import parse_date
 
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
 _RETRIES = 2
 
 _TABLES = ("vp", "mbp")
+_DEFAULTS = EngineConfig()
 
 
 def _tables(value: str) -> tuple[str, ...]:
@@ -52,13 +59,16 @@ def _date(value: str | None, param: str) -> dt.date | None:
               help="Emit from this America/New_York time (warm-up and fast-forward before).")
 @click.option("--end-time", metavar="HH:MM",
               help="Stop emitting at this time (needs --start-time).")
-@click.option("--warmup", default="30m", show_default=True,
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="vp.toml with engine parameters (docs/config.md); "
+              "options given on the command line win.")
+@click.option("--warmup", default=DEFAULT_WARMUP, show_default=True,
               help="Full-engine warm-up before --start-time, e.g. 30m, 5m, 90s.")
-@click.option("--sample", default="25ms", show_default=True,
+@click.option("--sample", default=DEFAULT_SAMPLE, show_default=True,
               help="Emission: a duration (25ms: last state per bin), 'packet' or 'event'.")
-@click.option("--K", "K", type=click.IntRange(1, 10_000), default=50, show_default=True,
+@click.option("--K", "K", type=click.IntRange(1, 10_000), default=_DEFAULTS.K, show_default=True,
               help="Grid half-width: 2K+1 buckets around spot.")
-@click.option("--band", type=click.IntRange(1), default=1000, show_default=True,
+@click.option("--band", type=click.IntRange(1), default=_DEFAULTS.band, show_default=True,
               help="Buckets of state kept around spot (>= K).")
 @click.option("--tables", default="vp", show_default=True,
               help="Tables to write: vp (vp_snapshot + vp_grid) or vp,mbp.")
@@ -82,7 +92,8 @@ def _date(value: str | None, param: str) -> dt.date | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def command(symbol: str, day: str | None, range_start: str | None, range_end: str | None,
             path: Path | None, definition: Path | None, start_time: str | None,
-            end_time: str | None, warmup: str, sample: str, K: int, band: int, tables: str,
+            end_time: str | None, config_file: Path | None, warmup: str, sample: str, K: int,
+            band: int, tables: str,
             mbp_levels: int, jobs: int | None, scheduler: str | None, retries: int,
             force: bool, no_cache: bool, publisher_id: int | None, lake: Path, quiet: bool,
             as_json: bool) -> None:
@@ -113,12 +124,12 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
     )
 
     names = _tables(tables)
-    config = EngineConfig.from_sample(sample, K=K, band=band)
+    config, warmup_ns = _engine_config(config_file, sample, K, band, warmup)
     req = BuildRequest(
         symbol=symbol, day=_date(day, "--dt"), lake=lake, path=path,
         start_time=parse_wall_time(start_time, "--start-time"),
         end_time=parse_wall_time(end_time, "--end-time"),
-        warmup_ns=parse_duration_ns(warmup, "--warmup"), config=config,
+        warmup_ns=warmup_ns, config=config,
         mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
         force=force, use_cache=not no_cache, progress=not quiet, definition=definition,
     )
@@ -166,6 +177,24 @@ def _symbols(value: str) -> list[str]:
     if not all(names):
         raise ConfigError(f"--symbol: '{value}' has an empty name; use MNQH6 or MNQH6,ESH6")
     return list(dict.fromkeys(names))
+
+
+def _engine_config(config_file: Path | None, sample: str, K: int, band: int,
+                   warmup: str) -> tuple[EngineConfig, int]:
+    """Options over ``--config`` over the defaults (vpbatch/config.py)."""
+    if config_file is None:
+        return (EngineConfig.from_sample(sample, K=K, band=band),
+                parse_duration_ns(warmup, "--warmup"))
+    ctx = click.get_current_context()
+    given = {name for name in ("sample", "K", "band", "warmup")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    overrides: dict[str, int] = {name: value for name, value in (("K", K), ("band", band))
+                                 if name in given}
+    if "warmup" in given:
+        overrides["warmup_ns"] = parse_duration_ns(warmup, "--warmup")
+    settings = load_config_file(config_file, sample=sample if "sample" in given else None,
+                                overrides=overrides)
+    return settings.config, settings.warmup_ns
 
 
 def _report(results: list[BuildResult], as_json: bool) -> None:

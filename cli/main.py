@@ -7,7 +7,19 @@ from typing import Any
 
 import click
 
-from cli import build, cache, download, info, plot, products, report, sql, synth, verify
+from cli import (
+    build,
+    cache,
+    download,
+    evaluate,
+    info,
+    plot,
+    products,
+    report,
+    sql,
+    synth,
+    verify,
+)
 from vpbatch import __version__
 from vpbatch.errors import VpbatchError
 
@@ -63,7 +75,7 @@ def cli(debug: bool) -> None:
     """
 
 
-for _module in (synth, info, products, build, verify, sql, cache, plot, report):
+for _module in (synth, info, products, build, verify, sql, cache, plot, report, evaluate):
     cli.add_command(_module.command)
 cli.add_command(download.command)
 

@@ -25,12 +25,21 @@ PROGRESS_MIN_RECORDS = 2_000_000
               show_default=True, help="Exact number of records, snapshot included.")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Same seed and options give a byte-identical file.")
+@click.option("--informed", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              metavar="SHARE",
+              help="Planted signal: share of event groups in which an informed trader acts near "
+                   "the touch ahead of the coming move (0 = off, the default stream).")
+@click.option("--informed-jump", type=click.Choice(["aligned", "random", "none"]),
+              default="aligned", show_default=True,
+              help="With --informed: 'aligned' = the move follows the informed activity (the "
+                   "planted signal); 'random' = placebo control, the same activity but the "
+                   "move's direction an independent coin; 'none' = the activity, no move.")
 @lake_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Write this file instead of the lake (.zst suffix = compressed).")
 @quiet_option
-def command(symbol: str, day: dt.datetime, records: int, seed: int, lake: Path,
-            out: Path | None, quiet: bool) -> None:
+def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: float,
+            informed_jump: str, lake: Path, out: Path | None, quiet: bool) -> None:
     """Write a synthetic, internally consistent CME MBO day as a real DBN file.
 
     The stream looks like Databento GLBX.MDP3 MBO: a start-of-day snapshot, then adds,
@@ -43,6 +52,8 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, lake: Path,
       vpbatch synth --symbol MNQH6 --dt 2026-02-06 --records 1000000
       vpbatch synth --records 50000000 --seed 1 --lake /data/lake
       vpbatch synth --symbol ESM6 --out /tmp/es.mbo.dbn.zst --quiet
+      vpbatch synth --records 500000 --informed 0.3   # planted signal for vpbatch evaluate
+      vpbatch synth --records 500000 --informed 0.3 --informed-jump random   # its placebo
     """
     from vpbatch.progress import Progress
     from vpbatch.synth import synth_session
@@ -54,6 +65,7 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, lake: Path,
     enabled = not quiet and records >= PROGRESS_MIN_RECORDS
     with Progress(total=records, enabled=enabled, phase="synth") as bar:
         stats = synth_session(path, symbol=symbol, day=date, records=records, seed=seed,
-                              progress=bar.update)
+                              progress=bar.update, informed=informed,
+                              informed_jump=informed_jump)
     click.echo(str(stats.path))
     click.echo(stats.summary())

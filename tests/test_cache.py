@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from cli.cache import command
 from vpbatch import cache
 from vpbatch.cache import CacheKey, cache_dir, clear, list_entries, load, save
-from vpbatch.errors import CacheError, OutputError, VpbatchWarning
+from vpbatch.errors import OutputError, VpbatchWarning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,9 @@ def raw(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def key(raw: Path) -> CacheKey:
-    return CacheKey.for_file(raw, instrument_id=42, publisher_id=1,
-                             boundary_ts=1_770_388_200_000_000_000, book_format=3)
+    return CacheKey(hashlib.sha256(raw.read_bytes()).hexdigest(), instrument_id=42,
+                    publisher_id=1, boundary_ts=1_770_388_200_000_000_000, book_format=3,
+                    engine_version="1.2.3", source=raw.name)
 
 
 def book_state(seed: int = 0) -> dict[str, np.ndarray]:
@@ -63,35 +65,51 @@ def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None
 
 
 def test_cache_key_digest_is_stable_across_runs() -> None:
-    key = CacheKey(1000, 2000, "ab" * 32, 42, 1, 1_770_388_200_000_000_000, 1)
-    assert key.digest == "c0fc893c3712346761b1fd925d793c805c4c9ed78d15395edc0e4c65f544ace0"
+    key = CacheKey("ab" * 32, 42, 1, 1_770_388_200_000_000_000, 1)
+    ident = {"boundary_ts": 1_770_388_200_000_000_000, "extra": "", "file_sha256": "ab" * 32,
+             "instrument_id": 42, "publisher_id": 1}
+    text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+    assert key.digest == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_cache_key_digest_given_identity_change_differs(key: CacheKey) -> None:
     for change in ({"instrument_id": 43}, {"publisher_id": 2}, {"boundary_ts": 1},
-                   {"file_size": 1}, {"file_mtime_ns": 1}, {"file_head_sha256": "00"},
-                   {"extra": "K=50"}):
+                   {"file_sha256": "00" * 32}, {"extra": "K=50"}):
         assert dataclasses.replace(key, **change).digest != key.digest, change
-    # the version and the display name select the same slot (checked on load instead)
-    assert dataclasses.replace(key, book_format=4, source="x").digest == key.digest
+    # the versions and the display name select the same slot (checked on load instead)
+    assert dataclasses.replace(key, book_format=4, engine_version="9", source="x").digest \
+        == key.digest
 
 
-def test_cache_key_for_file_hashes_only_the_first_mib(raw: Path, key: CacheKey) -> None:
-    assert key.file_size == 2 * 1024 * 1024 and key.source == raw.name
-    with open(raw, "r+b") as fh:
-        fh.seek(1024 * 1024 + 10)
-        fh.write(b"\xff")
-    os.utime(raw, ns=(key.file_mtime_ns, key.file_mtime_ns))
-    again = CacheKey.for_file(raw, instrument_id=42, publisher_id=1,
-                              boundary_ts=key.boundary_ts, book_format=3)
-    assert again == key
+def test_cache_given_other_engine_version_warns_stale_and_replaces(tmp_path: Path,
+                                                                  key: CacheKey) -> None:
+    save(tmp_path, key, book_state())
+    newer = dataclasses.replace(key, engine_version="1.2.4")
+    _load_warns(tmp_path, newer, r"is stale \(key differs: engine_version '1\.2\.3' != "
+                                 r"'1\.2\.4'\)")
+    assert load(tmp_path, key) is None  # removed
+
+
+def test_cache_key_round_trips_through_its_dict(key: CacheKey) -> None:
     assert CacheKey.from_dict(key.to_dict()) == key
 
 
-def test_cache_key_for_missing_file_raises_cache_error(tmp_path: Path) -> None:
-    with pytest.raises(CacheError, match=r"nope\.dbn: cannot read input"):
-        CacheKey.for_file(tmp_path / "nope.dbn", instrument_id=1, publisher_id=1,
-                          boundary_ts=0, book_format=1)
+def test_known_sha256_given_same_size_and_mtime_returns_the_remembered_hint(
+        tmp_path: Path, raw: Path, key: CacheKey) -> None:
+    assert cache.known_sha256(tmp_path, raw) is None
+    cache.remember_sha256(tmp_path, raw, key.file_sha256)
+    assert cache.known_sha256(tmp_path, raw) == key.file_sha256
+    # An edit in the tail that keeps size and mtime still returns the (now wrong) hint: the
+    # build verifies it against the bytes it reads (tests/test_pipeline.py).
+    st = raw.stat()
+    with open(raw, "r+b") as fh:
+        fh.seek(st.st_size - 10)
+        fh.write(b"\xff")
+    os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.known_sha256(tmp_path, raw) == key.file_sha256
+    os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # a plain edit moves the mtime
+    assert cache.known_sha256(tmp_path, raw) is None
+    assert clear(tmp_path) == 0 and cache.known_sha256(tmp_path, raw) is None
 
 
 # --- round trip -------------------------------------------------------------------------------
@@ -233,7 +251,7 @@ _WORKER = textwrap.dedent("""
     from vpbatch.cache import CacheKey, load, save
 
     lake, role, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    key = CacheKey(1, 2, "ab" * 32, 42, 1, 5, 1)
+    key = CacheKey("ab" * 32, 42, 1, 5, 1, "1.0")
     bad = 0
     for i in range(rounds):
         if role == "read":
@@ -264,7 +282,7 @@ def test_cache_given_concurrent_saves_and_loads_never_corrupts(tmp_path: Path) -
     for proc, (out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err
         assert out.strip() == "0", (out, err)
-    key = CacheKey(1, 2, "ab" * 32, 42, 1, 5, 1)
+    key = CacheKey("ab" * 32, 42, 1, 5, 1, "1.0")
     got = load(tmp_path / "lake", key)
     assert got is not None and got[1]["fill"] in (1, 2)
     assert sorted(p.name for p in cache_dir(tmp_path / "lake").iterdir()) == [

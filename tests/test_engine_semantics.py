@@ -595,6 +595,55 @@ def test_anomalies_given_bad_records_are_counted_not_fatal(make_engine: MakeEngi
     assert at(g11, 99.75)["bid_depth"] == 6 and at(g11, 99.75)["add_mass"] == 6.0
 
 
+def test_add_given_live_id_in_same_bucket_remembers_depth_with_old_order(
+    make_engine: MakeEngine,
+) -> None:
+    """Issue 8: the touch's depth-before includes the order being replaced (SPEC §3, §7)."""
+    eng = make_engine(EVENT, B_FUT)
+    t1 = T0 + SEC
+    snaps, grid = run(eng, [*OPEN, (t1, "A", "B", 100.00, 5, 1)])  # re-add id 1: 10 -> 5 lots
+    assert eng.anomalies["duplicate_order_id"] == 1
+    assert eng.depth("B", px(100.00)) == 5
+    cell = at(states(snaps, grid, EVENT.K)[-1][1], 100.00)
+    # The first add at T0 came before spot existed (one-sided book): its touch was dropped, so
+    # the re-add creates the cell: rest_mem = depth just before the record = 10 (old order),
+    # t_b = T0, then a new group with dt = 1 s, D_add = 5, depth now 5.
+    # v_add = av(1) * 5 = 1.96734670; a_add = aa(1) * 1.96734670 = 0.35662009
+    assert cell["add_mass"] == 5.0 and cell["bid_depth"] == 5
+    assert cell["v_add"] == approx(av(1) * 5, rel=1e-12)
+    assert cell["a_add"] == approx(aa(1) * av(1) * 5, rel=1e-12)
+    # v_rest = av(1) * (5 - 10) / 1 = -1.96734670 (the buggy kernel gave +1.967 from 0 -> 5)
+    assert cell["v_rest_depth"] == approx(-av(1) * 5, rel=1e-12)
+    # pressure = 1.96734670 + 0.5 * 0 + 0.3 * 0.35662009 = 2.07433273
+    assert cell["pressure"] == approx(av(1) * 5 + 0.3 * aa(1) * av(1) * 5, rel=1e-12)
+    # vacuum = 0.5 * 1.96734670 = 0.98367335
+    assert cell["vacuum"] == approx(0.5 * av(1) * 5, rel=1e-12)
+
+
+def test_add_given_live_snapshot_id_in_other_bucket_measures_new_bucket_before(
+    make_engine: MakeEngine,
+) -> None:
+    """A snapshot order re-added elsewhere: its old bucket is left untouched (no pull)."""
+    eng = make_engine(EVENT, B_FUT)
+    t1 = T0 + SEC
+    snap_rows = [
+        (T0 - 9 * SEC, "R", "N", None, 0, 0, F_SNAPSHOT),
+        (T0 - 9 * SEC, "A", "B", 100.00, 10, 1, F_SNAPSHOT),
+        (T0 - 9 * SEC, "A", "B", 99.75, 4, 3, F_SNAPSHOT),
+        (T0 - 9 * SEC, "A", "A", 100.25, 12, 2, F_SNAPSHOT | F_LAST),
+    ]
+    snaps, grid = run(eng, [*snap_rows, (T0, "N", "N", None, 0, 0),
+                            (t1, "A", "B", 99.75, 6, 1)])  # id 1 moves 100.00 x10 -> 99.75 x6
+    cell_old = at(states(snaps, grid, EVENT.K)[-1][1], 100.00)
+    cell_new = at(states(snaps, grid, EVENT.K)[-1][1], 99.75)
+    assert cell_old["bid_depth"] == 0 and cell_old["last_event_id"] == 0  # no touch
+    # 99.75: fresh cell, rest_mem = 4 (order 3) before the record, depth now 10, dt = 1 s:
+    # v_rest = av(1) * (10 - 4) = 2.36081604; v_add = av(1) * 6 = 2.36081604
+    assert cell_new["bid_depth"] == 10 and cell_new["add_mass"] == 6.0
+    assert cell_new["v_rest_depth"] == approx(av(1) * 6, rel=1e-12)
+    assert cell_new["v_add"] == approx(av(1) * 6, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- regime
 
 

@@ -217,6 +217,55 @@ def test_build_given_other_k_or_sample_reuses_cached_book(lake: Path, sample: st
     assert part_bytes(cold) == hit_bytes
 
 
+def test_build_given_input_edited_keeping_size_and_mtime_rebuilds_without_cached_book(
+        lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 8: the cache is keyed on the whole input's sha256, computed while reading."""
+    import hashlib
+    import os
+
+    import zstandard
+
+    from vpbatch import partitions
+    from vpbatch.book.dtypes import MBO_DTYPE
+
+    src = next((lake / "raw").rglob(f"*{FEB:%Y%m%d}*.mbo.dbn.zst"))
+    with open(src, "rb") as fh:
+        dbn = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read()
+    path = tmp_path / "day.mbo.dbn"
+    path.write_bytes(dbn)
+    hashed: list[str] = []
+    original = partitions.file_sha256
+    monkeypatch.setattr(partitions, "file_sha256", lambda p: hashed.append(str(p)) or original(p))
+    first = run(lake, path=path)
+    assert first.cache == "miss"
+    assert read_manifest(first.partitions["vp_grid"])["inputs"][0]["sha256"] \
+        == hashlib.sha256(dbn).hexdigest()
+    assert hashed == []  # the manifest reused the reader's hash: no second pass
+
+    # One more lot on an add after the first MiB and before the cache boundary (09:00 ET).
+    meta_len = 8 + int.from_bytes(dbn[4:8], "little")
+    records = np.frombuffer(dbn, MBO_DTYPE, offset=meta_len)
+    late = (np.arange(len(records)) * MBO_DTYPE.itemsize > (1 << 20)) \
+        & (records["action"] == ord("A")) & (records["ts_event"] < utc_ns(FEB, 14, 0))
+    i = int(np.argmax(late))
+    assert late[i]
+    edited = bytearray(dbn)
+    at = meta_len + i * MBO_DTYPE.itemsize + MBO_DTYPE.fields["size"][1]
+    edited[at:at + 4] = (int(records["size"][i]) + 1).to_bytes(4, "little")
+    st = path.stat()
+    path.write_bytes(bytes(edited))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+
+    with pytest.warns(VpbatchWarning, match=r"day\.mbo\.dbn: changed since its book was cached"):
+        again = run(lake, path=path, force=True)
+    cold = run(lake, path=path, force=True, use_cache=False)
+    assert part_bytes(again) == part_bytes(cold)
+    assert read_manifest(again.partitions["vp_grid"])["inputs"][0]["sha256"] \
+        == hashlib.sha256(bytes(edited)).hexdigest()
+    assert run(lake, path=path, force=True).cache == "hit"  # re-saved under the new sha256
+
+
 def test_build_given_other_start_time_misses_cache(lake: Path) -> None:
     run(lake)
     later = run(lake, start=dt.time(9, 40), end=dt.time(9, 50), force=True)

@@ -530,3 +530,115 @@ def test_iter_chunks_given_big_file_keeps_peak_memory_bounded(
     assert int(out[0]) == n
     growth_mb = int(out[1])
     assert growth_mb < 120, f"peak RSS grew by {growth_mb} MB reading a 386 MB stream"
+
+
+def _frame_cut(dbn_path: DbnPath, tmp_path: Path, want_last: bool) -> tuple[Path, int]:
+    """ESM4 re-compressed as one zstd frame per 97 records, cut at the first frame boundary
+    whose last record has (or lacks) F_LAST; returns the file and the records it keeps."""
+    from vpbatch.book.dtypes import F_LAST
+
+    records = _all_records(dbn_path(ESM4))
+    dbn = _decompressed(dbn_path(ESM4))
+    meta_len = 8 + int.from_bytes(dbn[4:8], "little")
+    cctx = zstandard.ZstdCompressor()
+    data = cctx.compress(dbn[:meta_len])
+    size = MBO_DTYPE.itemsize
+    for start in range(0, len(records), 97):
+        end = min(start + 97, len(records))
+        data += cctx.compress(dbn[meta_len + start * size: meta_len + end * size])
+        if end < len(records) and bool(records[end - 1]["flags"] & F_LAST) == want_last:
+            path = tmp_path / f"cut-{want_last}.mbo.dbn.zst"
+            path.write_bytes(data)
+            return path, end
+    raise AssertionError("no such frame boundary")
+
+
+def test_iter_chunks_given_zst_cut_at_frame_boundary_mid_event_says_truncated(
+    dbn_path: DbnPath, tmp_path: Path
+) -> None:
+    # Issue 8: every frame is whole, so zstd and databento see a valid, shorter file; the
+    # last record lacking F_LAST (Databento ends every event with it) gives the cut away.
+    path, kept = _frame_cut(dbn_path, tmp_path, want_last=False)
+    source = open_mbo(path)  # the frame walk finds nothing wrong
+    with pytest.raises(InputError, match=rf"^{path.name}: truncated: the data ends inside an "
+                                         rf"event \(record {kept:,} has no F_LAST\)"):
+        list(source.iter_chunks(symbol="ESM4", chunk_records=500))
+
+
+def test_iter_chunks_given_zst_cut_at_frame_boundary_after_f_last_cannot_tell(
+    dbn_path: DbnPath, tmp_path: Path
+) -> None:
+    # The documented limit (docs/SEMANTICS.md): a cut right after a complete event leaves a
+    # file that is indistinguishable from a shorter download of the same query.
+    path, kept = _frame_cut(dbn_path, tmp_path, want_last=True)
+    got = _concat(list(open_mbo(path).iter_chunks(symbol="ESM4")))
+    assert len(got) == kept
+
+
+def test_iter_chunks_given_limit_reached_accepts_a_last_record_without_f_last(
+    dbn_path: DbnPath,
+) -> None:
+    # fixture-IFEU.IMPACT: a `limit=4` query whose 4th record ends no event.
+    source = open_mbo(dbn_path("fixture-IFEU.IMPACT.mbo.dbn.zst"))
+    assert source.metadata.limit == 4
+    assert sum(len(c) for c in source.iter_raw()) == 4
+
+
+def _parent_symbology_day(dbn_path: DbnPath, folder: Path) -> Path:
+    """ESM4's records re-keyed to instrument 95414, named only by the parent ``ES.FUT``.
+
+    A Databento ``stype_in=parent`` download: symbology.json maps ``ES.FUT`` to the ids, so
+    the raw symbol (``ESM3`` for 95414 in the shared definition file) needs definitions.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    dbn = bytearray(_decompressed(dbn_path(ESM4)))
+    meta_len = 8 + int.from_bytes(dbn[4:8], "little")
+    records = np.frombuffer(dbn, MBO_DTYPE, offset=meta_len).copy()
+    records["instrument_id"] = 95414
+    path = folder / "glbx-mdp3-20240508.mbo.dbn"
+    path.write_bytes(bytes(dbn[:meta_len]) + records.tobytes())
+    (folder / "symbology.json").write_text(json.dumps({
+        "result": {"ES.FUT": [{"d0": "2024-05-08", "d1": "2024-05-09", "s": "95414"}]},
+        "symbols": ["ES.FUT"], "stype_in": "parent", "stype_out": "instrument_id",
+        "start_date": "2024-05-08", "end_date": "2024-05-09", "partial": [], "not_found": [],
+        "message": "OK", "status": 0}))
+    return path
+
+
+def test_resolve_given_parent_symbology_without_definitions_says_what_is_missing(
+        dbn_path: DbnPath, tmp_path: Path) -> None:
+    path = _parent_symbology_day(dbn_path, tmp_path)
+    source = open_mbo(path)
+    assert source.instruments()[95414] == "ES.FUT"  # databento's InstrumentMap
+    with pytest.raises(SymbolError, match=r"^glbx-mdp3-20240508\.mbo\.dbn: symbol 'ESM3' not in "
+                                          r"file \(have: ES\.FUT, ESM4\); the file uses parent "
+                                          r"symbology: give the day's instrument definitions "
+                                          r"\(--definition FILE, or glbx-mdp3-20240508"
+                                          r"\.definition\.dbn\.zst beside it\)$"):
+        source.resolve("ESM3")
+
+
+def test_resolve_given_parent_symbology_and_definitions_beside_finds_the_raw_symbol(
+        dbn_path: DbnPath, tmp_path: Path) -> None:
+    path = _parent_symbology_day(dbn_path, tmp_path)
+    shutil.copy(dbn_path("glbx-mdp3-es-fut.definition.dbn.zst"),
+                tmp_path / "glbx-mdp3-20240508.definition.dbn.zst")
+    source = open_mbo(path)
+    assert source.resolve("ESM3").instrument_id == 95414
+    got = _concat(list(source.iter_chunks(symbol="ESM3")))
+    assert len(got) == len(_all_records(dbn_path(ESM4)))
+
+
+def test_open_mbo_given_explicit_definition_file_resolves_parent_symbology(
+        dbn_path: DbnPath, tmp_path: Path) -> None:
+    path = _parent_symbology_day(dbn_path, tmp_path / "day")
+    source = open_mbo(path, definition=dbn_path("glbx-mdp3-es-fut.definition.dbn.zst"))
+    assert source.resolve_instrument("esm3") == (95414, "ESM3")
+
+
+def test_read_definition_symbols_given_es_definitions_names_each_instrument(
+        dbn_path: DbnPath) -> None:
+    from vpbatch.reader import read_definition_symbols
+
+    assert read_definition_symbols(dbn_path("glbx-mdp3-es-fut.definition.dbn.zst")) == {
+        95414: "ESM3"}

@@ -5,12 +5,19 @@ dict; this module stores and finds it again, and refuses anything it cannot trus
 
 Key and digest
 --------------
-:class:`CacheKey` identifies the input file (size, ``mtime_ns``, sha256 of its first 1 MiB),
-the ``instrument_id``, the ``publisher_id``, the boundary time (int ns; the book as of that
-time) and an optional ``extra`` string (e.g. a hash of the parameters the state depends on).
-Its :attr:`~CacheKey.digest` names the *slot* and deliberately leaves out ``book_format``:
-after an engine upgrade the old entry is found, reported as stale and replaced, instead of
-lingering as an orphan. ``source`` (the input's file name) is for display only.
+:class:`CacheKey` identifies the input by the sha256 of the *whole* file (computed by the
+reader from the bytes it reads anyway, vpbatch/input_digest.py), the ``instrument_id``, the
+``publisher_id``, the boundary time (int ns; the book as of that time), the engine version
+and an optional ``extra`` string (e.g. the bucket). Its :attr:`~CacheKey.digest` names the
+*slot* and deliberately leaves out ``book_format`` and ``engine_version``: after an engine
+upgrade the old entry is found, reported as stale and replaced, instead of lingering as an
+orphan. ``source`` (the input's file name) is for display only.
+
+A build needs the key before it has read the file, so ``inputs.json`` beside the entries
+remembers, per input path, the sha256 last computed for a given size and ``mtime_ns``
+(:func:`known_sha256`, :func:`remember_sha256`). That is only a hint: the build hashes the
+file while reading it and, if the hint was wrong (an edit that kept size and mtime), throws
+its output away and builds again without the cache (vpbatch/pipeline.py).
 
 File format
 -----------
@@ -63,20 +70,26 @@ from vpbatch.errors import CacheError, OutputError, VpbatchWarning
 
 #: Version of the ``.npz`` layout written by this module.
 CACHE_FORMAT: Final = 1
-#: Bytes of the input file hashed into its identity.
-HEAD_BYTES: Final = 1 << 20
 HEADER_MEMBER: Final = "__header__"
 #: A temp file older than this is a leftover of a dead writer (one on any host may be writing).
 TEMP_STALE_SECONDS: Final = 3600.0
 _NO_LOCKS: Final = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+#: Per-input sha256 hints (path -> size, mtime_ns, sha256), beside the entries.
+INDEX_NAME: Final = "inputs.json"
 _NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
-_IDENTITY: Final = ("file_size", "file_mtime_ns", "file_head_sha256", "instrument_id",
-                    "publisher_id", "boundary_ts", "extra")
+#: Fields that name the slot; ``book_format`` and ``engine_version`` must also match to load.
+_IDENTITY: Final = ("file_sha256", "instrument_id", "publisher_id", "boundary_ts", "extra")
 
 
 def cache_dir(lake: Path) -> Path:
     """``lake/cache/book``."""
     return Path(lake) / "cache" / "book"
+
+
+def _engine_version() -> str:
+    from vpbatch.version import engine_version
+
+    return engine_version()
 
 
 @dataclass(frozen=True)
@@ -85,56 +98,34 @@ class CacheKey:
 
     Parameters
     ----------
-    file_size, file_mtime_ns : int
-        ``os.stat`` of the input file.
-    file_head_sha256 : str
-        Hex sha256 of the first :data:`HEAD_BYTES` of the input file.
+    file_sha256 : str
+        Hex sha256 of the whole input file.
     instrument_id, publisher_id : int
         The one book the engine kept.
     boundary_ts : int
         The book is as of this engine time (ns since the epoch).
     book_format : int
         Version of the engine's book-state layout; checked on load, not part of the digest.
+    engine_version : str, default the running vpbatch's
+        Checked on load, not part of the digest (an upgrade replaces the entry).
     extra : str, default ''
         Anything else the state depends on (part of the digest).
     source : str, default ''
         Input file name, for ``vpbatch cache ls`` only.
     """
 
-    file_size: int
-    file_mtime_ns: int
-    file_head_sha256: str
+    file_sha256: str
     instrument_id: int
     publisher_id: int
     boundary_ts: int
     book_format: int
+    engine_version: str = field(default_factory=_engine_version)
     extra: str = ""
     source: str = field(default="", compare=False)
 
-    @classmethod
-    def for_file(cls, path: str | os.PathLike[str], *, instrument_id: int, publisher_id: int,
-                 boundary_ts: int, book_format: int, extra: str = "") -> CacheKey:
-        """The key of ``path`` (stat + sha256 of its first MiB).
-
-        Raises
-        ------
-        CacheError
-            When the file cannot be read.
-        """
-        p = Path(path)
-        try:
-            st = p.stat()
-            with open(p, "rb") as fh:
-                head = hashlib.sha256(fh.read(HEAD_BYTES)).hexdigest()
-        except OSError as exc:
-            raise CacheError(f"{p}: cannot read input for the cache key: "
-                             f"{exc.strerror or exc}") from None
-        return cls(st.st_size, st.st_mtime_ns, head, int(instrument_id), int(publisher_id),
-                   int(boundary_ts), int(book_format), extra, p.name)
-
     @property
     def digest(self) -> str:
-        """Stable hex sha256 of the identity fields (not ``book_format``, not ``source``)."""
+        """Stable hex sha256 of the slot fields (not book_format, engine_version, source)."""
         ident = {name: getattr(self, name) for name in _IDENTITY}
         text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
@@ -280,9 +271,7 @@ def save(lake: Path, key: CacheKey, arrays: Mapping[str, np.ndarray],
 
 
 def _version() -> str:
-    from vpbatch.version import engine_version
-
-    return engine_version()
+    return _engine_version()
 
 
 def _remove_temp_files(folder: Path) -> None:
@@ -314,7 +303,8 @@ def _stale_reason(header: Mapping[str, Any], key: CacheKey) -> str | None:
         return "header has no key"
     want = key.to_dict()
     diffs = [f"{name} {stored.get(name)!r} != {want[name]!r}"
-             for name in (*_IDENTITY, "book_format") if stored.get(name) != want[name]]
+             for name in (*_IDENTITY, "book_format", "engine_version")
+             if stored.get(name) != want[name]]
     return "key differs: " + ", ".join(diffs) if diffs else None
 
 
@@ -427,6 +417,70 @@ def clear(lake: Path) -> int:
             for path in folder.glob("*.npz"):
                 path.unlink()
                 removed += 1
+            with contextlib.suppress(FileNotFoundError):
+                (folder / INDEX_NAME).unlink()
     except OSError as exc:
         raise OutputError(f"{folder}: cannot clear book cache: {exc.strerror or exc}") from None
     return removed
+
+
+def _index_entry(path: Path) -> tuple[str, int, int]:
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    return str(resolved), st.st_size, st.st_mtime_ns
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / INDEX_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def known_sha256(lake: Path, path: str | os.PathLike[str]) -> str | None:
+    """The sha256 a previous build computed for ``path``, if its size and mtime still match.
+
+    A hint for finding the cache entry before the file is read; the caller verifies it
+    against the sha256 of the bytes it then reads.
+    """
+    folder = cache_dir(lake)
+    if not (folder / INDEX_NAME).is_file():
+        return None
+    try:
+        name, size, mtime_ns = _index_entry(Path(path))
+        with _locked(folder, fcntl.LOCK_SH):
+            hint = _read_index(folder).get(name)
+    except OSError:
+        return None
+    if not isinstance(hint, dict) or hint.get("size") != size \
+            or hint.get("mtime_ns") != mtime_ns:
+        return None
+    sha = hint.get("sha256")
+    return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None
+
+
+def remember_sha256(lake: Path, path: str | os.PathLike[str], sha256: str) -> None:
+    """Record ``path``'s sha256 for its current size and mtime (atomic replace).
+
+    Raises
+    ------
+    OutputError
+        When the cache folder cannot be written.
+    """
+    folder = cache_dir(lake)
+    try:
+        name, size, mtime_ns = _index_entry(Path(path))
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder, fcntl.LOCK_EX):
+            index = _read_index(folder)
+            index[name] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha256}
+            tmp = folder / f".{INDEX_NAME}.{uuid.uuid4().hex}.tmp"
+            try:
+                tmp.write_text(json.dumps(index, sort_keys=True, indent=1))
+                os.replace(tmp, folder / INDEX_NAME)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+    except OSError as exc:
+        raise OutputError(f"{folder / INDEX_NAME}: cannot write: {exc.strerror or exc}") from None

@@ -26,11 +26,11 @@ from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.clock import describe_ns, et_ns, session_day
-from vpbatch.config import EngineConfig
+from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.lake import find_definition_file
 from vpbatch.mbp_layout import records_from_raw
-from vpbatch.partitions import is_complete
+from vpbatch.partitions import InputFile, is_complete
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.reader import (
@@ -44,7 +44,7 @@ from vpbatch.writer import PartitionWriter
 
 #: Emitted batches queued for the writer thread before the engine waits (bounds memory).
 MAX_PENDING_WRITES: Final = 4
-DEFAULT_WARMUP_NS: Final = 30 * 60 * 1_000_000_000
+DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 
 
@@ -172,6 +172,9 @@ class _Build:
         self.phases = self._phases()
         self.timings: dict[str, float] = {}
         self.cache_state = "off"
+        self.trust_cache = True
+        self.cached_sha256: str | None = None
+        self._book_to_cache: dict[str, np.ndarray] | None = None
         self.emitted_states = 0
         # Parquet encoding releases the GIL and so does the kernel: write while computing.
         self._writes: deque[Future[None]] = deque()
@@ -341,40 +344,63 @@ class _Build:
 
     # -- book cache --------------------------------------------------------------------------
 
-    def _cache_key(self) -> cache.CacheKey:
+    def _cache_key(self, sha256: str) -> cache.CacheKey:
         assert self.phases.warm is not None
-        return cache.CacheKey.for_file(self.source.path, instrument_id=self.selection.instrument_id,
-                                       publisher_id=self.selection.publisher_id,
-                                       boundary_ts=self.phases.warm,
-                                       book_format=BOOK_FORMAT_VERSION,
-                                       extra=f"bucket={self.product.bucket}")
+        return cache.CacheKey(sha256, self.selection.instrument_id, self.selection.publisher_id,
+                              self.phases.warm, BOOK_FORMAT_VERSION,
+                              extra=f"bucket={self.product.bucket}", source=self.source.name)
 
     def _load_cached_book(self) -> int:
-        """Records to skip (the fast-forward a cache hit replaces), 0 on a miss."""
+        """Records to skip (the fast-forward a cache hit replaces), 0 on a miss.
+
+        The entry is found through the input's remembered sha256 (cache.known_sha256); the
+        sha256 of the bytes actually read is checked against it in ``finish_input``.
+        """
         if not self.req.use_cache:
             return 0
-        hit = cache.load(self.req.lake, self._cache_key())
+        self.cache_state = "miss"
+        sha = cache.known_sha256(self.req.lake, self.source.path) if self.trust_cache else None
+        hit = None if sha is None else cache.load(self.req.lake, self._cache_key(sha))
         if hit is None:
-            self.cache_state = "miss"
             return 0
         arrays, _meta = hit
         try:
             self.engine.import_book(arrays)
         except VpbatchError:
-            self.cache_state = "miss"
             return 0
         self.cache_state = "hit"
+        self.cached_sha256 = sha
         return self.engine.event_count
 
     def _save_cached_book(self) -> None:
-        """Best effort: a cache that cannot be written costs the next build time, not this one."""
-        if not (self.req.use_cache and self.cache_state == "miss"):
-            return
+        """Keep the fast-forwarded book; it is saved once the input's sha256 is known."""
+        if self.req.use_cache and self.cache_state == "miss":
+            self._book_to_cache = self.engine.export_book()
+
+    def finish_input(self) -> str:
+        """After the read: the input's sha256 (no extra pass), cache check and save.
+
+        Raises _StaleCacheHint when a cached book was loaded for other bytes (an edit that
+        kept the file's size and mtime): the caller discards this build and runs it again.
+        """
+        sha = self.source.sha256()
+        if self.cached_sha256 is not None and sha != self.cached_sha256:
+            raise _StaleCacheHint(f"{self.source.name}: changed since its book was cached "
+                                  f"(same size and mtime, other sha256); rebuilding")
+        if not self.req.use_cache:
+            return sha
         try:
-            cache.save(self.req.lake, self._cache_key(), self.engine.export_book(),
-                       {"symbol": self.selection.symbol, "day": self.day.isoformat()})
+            cache.remember_sha256(self.req.lake, self.source.path, sha)
+            if self._book_to_cache is not None:
+                cache.save(self.req.lake, self._cache_key(sha), self._book_to_cache,
+                           {"symbol": self.selection.symbol, "day": self.day.isoformat()})
         except (VpbatchError, OSError) as exc:
             warnings.warn(f"book cache not saved: {exc}", VpbatchWarning, stacklevel=2)
+        return sha
+
+
+class _StaleCacheHint(VpbatchError):
+    """A loaded cache entry did not match the input's bytes (see ``_Build.finish_input``)."""
 
 
 def build(req: BuildRequest) -> BuildResult:
@@ -391,6 +417,15 @@ def build(req: BuildRequest) -> BuildResult:
         Bad input, unresolvable symbol, bad parameters, unwritable lake; nothing is left
         half-written.
     """
+    try:
+        return _build(req, trust_cache=True)
+    except _StaleCacheHint as exc:
+        warnings.warn(str(exc), VpbatchWarning, stacklevel=2)
+        return _build(req, trust_cache=False)
+
+
+def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
+    """``build``; ``trust_cache=False`` ignores the remembered input sha256 (still saves)."""
     product = resolve_product(req.symbol)
     if req.definition is not None:
         tick = read_definition_tick(Path(req.definition), req.symbol)
@@ -421,8 +456,9 @@ def build(req: BuildRequest) -> BuildResult:
                           f"table's tick", VpbatchWarning, stacklevel=2)
             definition = None
     started = time.perf_counter()
-    source = open_mbo(path)
+    source = open_mbo(path, definition=definition)
     job = _Build(req, product, day, source)
+    job.trust_cache = trust_cache
     params: dict[str, Any] = {
         "symbol": job.selection.symbol, "instrument_id": job.selection.instrument_id,
         "publisher_id": job.selection.publisher_id,
@@ -443,6 +479,9 @@ def build(req: BuildRequest) -> BuildResult:
                             force=req.force) as writer:
         try:
             job.run(writer, bar)
+            # The manifest's input checksum is the one computed while reading.
+            writer.inputs[0] = InputFile(str(path.resolve()), path.stat().st_size,
+                                         job.finish_input())
         finally:
             job.close()
         job.timings["total"] = round(time.perf_counter() - started, 6)

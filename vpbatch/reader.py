@@ -17,18 +17,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 import databento as db
 import numpy as np
 import zstandard
 from databento.common.error import BentoError, BentoWarning
 from databento.common.publishers import Publisher
+from databento.common.symbology import InstrumentMap
 from databento_dbn import DBNError
 
-from vpbatch.book.dtypes import MBO_DTYPE, UNDEF_PRICE, as_kernel_records
+from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records
 from vpbatch.errors import ConfigError, InputError, SymbolError
-from vpbatch.lake import find_raw_file
+from vpbatch.input_digest import HashingFileSource
+from vpbatch.lake import find_definition_file, find_raw_file
 from vpbatch.products import resolve_product
 
 #: Databento record type of an MBO record.
@@ -80,6 +82,17 @@ class Selection:
     instrument_id: int
     publisher_id: int
     symbol: str
+
+
+def select_records(records: np.ndarray, selection: Selection) -> np.ndarray:
+    """The records of one book: ``selection``'s instrument *and* publisher (SPEC §2).
+
+    Returns ``records`` itself when every record matches (no copy), else the matches.
+    """
+    keep = ((records["instrument_id"] == selection.instrument_id)
+            & (records["publisher_id"] == selection.publisher_id))
+    n = int(np.count_nonzero(keep))
+    return records if n == len(records) else records[keep]
 
 
 def publisher_name(publisher_id: int) -> str:
@@ -185,7 +198,8 @@ def _check_dbn_complete(path: Path, fh: BinaryIO, size: int, record_size: int) -
                          f"record at the end (file size {size})")
 
 
-def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, FileMetadata]:
+def _validated_store(path: Path, expected_schema: str
+                     ) -> tuple[db.DBNStore, FileMetadata, HashingFileSource]:
     """Open ``path`` with databento after checking it exists, is complete and has the schema."""
     path = Path(path)
     if not path.exists():
@@ -207,7 +221,8 @@ def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, Fil
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        store = db.DBNStore.from_file(path)
+        data = HashingFileSource(path)
+        store = db.DBNStore(data)
     except (*_DECODE_ERRORS, OSError) as exc:
         raise InputError(f"{path.name}: not a readable DBN file ({_one_line(exc)})") from None
     meta = store.metadata
@@ -234,7 +249,7 @@ def _validated_store(path: Path, expected_schema: str) -> tuple[db.DBNStore, Fil
         compressed=compressed,
         size_bytes=size,
     )
-    return store, info
+    return store, info, data
 
 
 def _one_line(exc: BaseException) -> str:
@@ -242,24 +257,19 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _mapping_pairs(entries: dict[str, list[dict[str, Any]]], stype_in: str | None,
-                   first_day: dt.date, last_day: dt.date | None,
-                   d0: str, d1: str, out: str) -> dict[int, str]:
-    """``{symbol_in: [{d0, d1, s}]}`` -> ``{instrument_id: symbol}`` for intervals in the file."""
+#: Symbology types whose symbols name a group of instruments, not one contract.
+PARENT_STYPES: Final = ("parent", "continuous")
+
+
+def _in_days(imap: InstrumentMap, first_day: dt.date, last_day: dt.date | None
+             ) -> dict[int, str]:
+    """``instrument_id -> symbol`` for the mapping intervals that overlap the file's days."""
     result: dict[int, str] = {}
-    for key, intervals in entries.items():
-        for entry in intervals:
-            target = str(entry.get(out) or "")
-            if not target:
-                continue
-            start = dt.date.fromisoformat(str(entry[d0])[:10])
-            end = dt.date.fromisoformat(str(entry[d1])[:10])
+    for iid, intervals in imap.build_symbol_map().items():
+        for start, end, symbol in intervals:
             if end <= first_day or (last_day is not None and start > last_day):
                 continue
-            by_id = stype_in == "instrument_id" or (key.isdigit() and not target.isdigit())
-            ident, symbol = (key, target) if by_id else (target, key)
-            if ident.isdigit():
-                result[int(ident)] = symbol
+            result[int(iid)] = symbol
     return result
 
 
@@ -294,10 +304,14 @@ class MboSource:
         Dataset, schema, DBN version, time range, symbols and symbology types.
     """
 
-    def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata) -> None:
+    def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata,
+                 data: HashingFileSource | None = None, definition: Path | None = None) -> None:
         self.path = path
         self.metadata = metadata
         self._store = store
+        self._data = data
+        self._definition = definition
+        self._json_parent = False
         self._counts: _Counts | None = None
         self._instruments: dict[int, str] | None = None
 
@@ -308,6 +322,20 @@ class MboSource:
     def name(self) -> str:
         """The file name, as used in error messages."""
         return self.path.name
+
+    def sha256(self) -> str:
+        """Hex sha256 of the whole file, from the bytes the reader read (no second pass).
+
+        Call it after streaming: only what the decoder never reached is read again.
+        """
+        if self._data is None:
+            from vpbatch.files import file_sha256
+
+            return file_sha256(self.path)
+        try:
+            return self._data.sha256()
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -348,12 +376,14 @@ class MboSource:
             raise ConfigError(f"chunk_records: must be >= 1, was {chunk_records}")
         schema = "mbo" if self.metadata.schema == "mixed" else None
         done = 0
+        last_flags = F_LAST
         chunks = self._guarded(lambda: iter(self._store.to_ndarray(schema, count=chunk_records)),
                                done)
         while True:
             try:
                 raw = self._guarded(lambda: next(chunks), done)
             except StopIteration:
+                self._check_ends_whole(done, last_flags)
                 return
             if raw.size == 0:
                 continue
@@ -366,11 +396,25 @@ class MboSource:
                                  f"(length field {int(records['length'][bad])}, expected "
                                  f"{MBO_LENGTH_WORDS} for MBO)")
             done += len(records)
+            last_flags = int(records["flags"][-1])
             keep = records["rtype"] == RTYPE_MBO
             if keep.all():
                 yield records.copy()
             elif keep.any():
                 yield records[keep]
+
+    def _check_ends_whole(self, done: int, last_flags: int) -> None:
+        """A file cut at a zstd frame boundary decodes cleanly: catch what the data shows.
+
+        Databento ends every event with ``F_LAST``, so a complete file's last record has it;
+        a query cut by its ``limit`` may end anywhere. A cut right after an ``F_LAST`` record
+        cannot be seen in the data (docs/SEMANTICS.md).
+        """
+        limit = self.metadata.limit
+        if done and not last_flags & F_LAST and not (limit is not None and done >= limit):
+            raise InputError(f"{self.name}: truncated: the data ends inside an event (record "
+                             f"{done:,} has no F_LAST); the file was probably cut at a zstd "
+                             f"frame boundary")
 
     def iter_chunks(self, *, symbol: str | None = None, publisher_id: int | None = None,
                     chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
@@ -406,14 +450,10 @@ class MboSource:
         """Like :meth:`iter_chunks` for an already resolved :class:`Selection`."""
         matched = seen = 0
         for records in self.iter_raw(chunk_records):
-            keep = ((records["instrument_id"] == selection.instrument_id)
-                    & (records["publisher_id"] == selection.publisher_id))
-            n = int(np.count_nonzero(keep))
-            if n == len(records):
-                yield records
-            elif n:
-                yield records[keep]
-            matched += n
+            mine = select_records(records, selection)
+            if len(mine):
+                yield mine
+            matched += len(mine)
             seen += len(records)
         if seen == 0:
             raise InputError(f"{self.name}: no MBO records in the file (only a header: an empty "
@@ -501,6 +541,8 @@ class MboSource:
         """
         if self._instruments is None:
             mapped = {**self._metadata_mappings(), **self._symbology_json()}
+            if self._parent_symbology:
+                mapped.update(self._definition_symbols())
             if not mapped:
                 present = sorted(self._scan().instruments())
                 if len(self.metadata.symbols) == 1 and len(present) == 1:
@@ -518,25 +560,42 @@ class MboSource:
         return first, last
 
     def _metadata_mappings(self) -> dict[int, str]:
-        mappings = self._store.metadata.mappings
-        if not mappings:
-            return {}
-        first, last = self._day_range()
-        entries = {k: [{"d0": str(e["start_date"]), "d1": str(e["end_date"]), "s": e["symbol"]}
-                       for e in v] for k, v in mappings.items()}
-        return _mapping_pairs(entries, self.metadata.stype_in, first, last, "d0", "d1", "s")
+        """The file's own mappings, through databento's ``InstrumentMap``."""
+        imap = InstrumentMap()
+        try:
+            imap.insert_metadata(self._store.metadata)
+        except ValueError as exc:
+            raise InputError(f"{self.name}: unusable symbol mappings in the metadata "
+                             f"({_one_line(exc)})") from None
+        return _in_days(imap, *self._day_range())
 
     def _symbology_json(self) -> dict[int, str]:
+        """A Databento ``symbology.json`` beside the file (``InstrumentMap.insert_json``)."""
         path = self.path.parent / SYMBOLOGY_JSON
         if not path.is_file():
             return {}
+        imap = InstrumentMap()
         try:
             doc = json.loads(path.read_text())
-            first, last = self._day_range()
-            return _mapping_pairs(doc["result"], doc.get("stype_in"), first, last,
-                                  "d0", "d1", "s")
+            imap.insert_json(doc)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{path}: not a Databento symbology.json ({_one_line(exc)})") from None
+        if isinstance(doc, dict) and doc.get("stype_in") in PARENT_STYPES:
+            self._json_parent = True
+        return _in_days(imap, *self._day_range())
+
+    @property
+    def _parent_symbology(self) -> bool:
+        """The mappings name parents (``MNQ.FUT``): raw symbols come from definitions."""
+        return self.metadata.stype_in in PARENT_STYPES or self._json_parent
+
+    def definition_file(self) -> Path | None:
+        """The definition file used for raw symbols: the given one, else the day's beside it."""
+        return self._definition or find_definition_file(self.path)
+
+    def _definition_symbols(self) -> dict[int, str]:
+        path = self.definition_file()
+        return {} if path is None else read_definition_symbols(path)
 
     # -- selection -------------------------------------------------------------------------
 
@@ -600,8 +659,15 @@ class MboSource:
             if not ids:
                 ids = [i for i, s in instruments.items() if s.upper() == wanted.upper()]
             if not ids:
+                hint = ""
+                if self._parent_symbology and self.definition_file() is None:
+                    stype = self.metadata.stype_in if self.metadata.stype_in in PARENT_STYPES \
+                        else "parent"
+                    hint = (f"; the file uses {stype} symbology: "
+                            f"give the day's instrument definitions (--definition FILE, or "
+                            f"{self.path.name.split('.mbo.')[0]}.definition.dbn.zst beside it)")
                 raise SymbolError(f"{self.name}: symbol '{wanted}' not in file "
-                                  f"(have: {_listing(have) or 'none'})")
+                                  f"(have: {_listing(have) or 'none'}){hint}")
         if len(ids) > 1:
             present = self._scan().instruments()
             ids = [i for i in ids if i in present] or ids[:1]
@@ -634,13 +700,16 @@ class MboSource:
         return next(iter(counts))
 
 
-def open_mbo(path: Path) -> MboSource:
+def open_mbo(path: Path, definition: Path | None = None) -> MboSource:
     """Open and validate a Databento MBO file (``.dbn`` or ``.dbn.zst``, DBN v1-v3).
 
     Parameters
     ----------
     path : Path
         The file.
+    definition : Path, optional
+        Instrument definitions naming the raw symbols of a parent-symbology file (default:
+        the day's ``*.definition.dbn.zst`` beside the file, if any).
 
     Returns
     -------
@@ -653,8 +722,8 @@ def open_mbo(path: Path) -> MboSource:
         truncated or corrupt file, bytes that are not DBN, or a schema other than ``mbo``.
     """
     path = Path(path)
-    store, metadata = _validated_store(path, "mbo")
-    return MboSource(path, store, metadata)
+    store, metadata, data = _validated_store(path, "mbo")
+    return MboSource(path, store, metadata, data, None if definition is None else Path(definition))
 
 
 def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = None) -> Path:
@@ -687,6 +756,34 @@ def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = Non
     return find_raw_file(Path(lake), resolve_product(symbol), day)
 
 
+def read_definition_symbols(path: Path) -> dict[int, str]:
+    """``instrument_id -> raw_symbol`` from a definition DBN file (the latest definition wins).
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
+    """
+    path = Path(path)
+    store, _, _ = _validated_store(path, "definition")
+    latest: dict[int, tuple[int, str]] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BentoWarning)
+            schema = "definition" if store.metadata.schema is None else None
+            for chunk in store.to_ndarray(schema, count=100_000):
+                chunk = chunk.reshape(-1)
+                for iid, ts, raw in zip(chunk["instrument_id"].tolist(),
+                                        chunk["ts_recv"].tolist(), chunk["raw_symbol"],
+                                        strict=True):
+                    name = bytes(raw).rstrip(b"\0").decode("ascii", "replace")
+                    if name and (iid not in latest or ts >= latest[iid][0]):
+                        latest[iid] = (ts, name)
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+    return {iid: name for iid, (_, name) in sorted(latest.items())}
+
+
 def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
     """``min_price_increment`` (fixed-point, 1e-9) of ``symbol`` from a definition DBN file.
 
@@ -711,7 +808,7 @@ def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
         Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
     """
     path = Path(path)
-    store, _ = _validated_store(path, "definition")
+    store, _, _ = _validated_store(path, "definition")
     wanted = None if symbol is None else symbol.strip().upper()
     best: tuple[int, int] | None = None
     seen: set[str] = set()

@@ -100,11 +100,36 @@ O_FIELDS: Final = 10
 # Integer state.
 (S_BB, S_BA, S_NFREE, S_OID, S_SEQ, S_TS, S_RECV, S_GROUPS, S_WRITTEN, S_CHILD, S_EXCITE,
  S_TREND, S_NS_TGT, S_NF_TGT, S_BUDGET, S_DAY0, S_EMIT, S_BURN_T0, S_BURN_DT, S_TICK, S_BASE,
- S_RPOS0, S_RPOS1) = range(23)
-N_ST: Final = 23
+ S_RPOS0, S_RPOS1, S_EP_LEFT, S_EP_DIR, S_EP_JUMP) = range(26)
+N_ST: Final = 26
 # Float state.
-FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN = range(8)
-N_FS: Final = 8
+(FS_FAIR, FS_T, FS_SCALE, FS_SIGMA, FS_MU, FS_PSW, FS_HTARGET, FS_HMIN, FS_INFORMED,
+ FS_JUMP_MODE) = range(10)
+N_FS: Final = 10
+
+# Planted signal (``informed > 0``): informed episodes. An episode lasts INFORMED_EPISODE event
+# groups with a direction drawn at its start; in each of its groups, with probability
+# INFORMED_ACT, the informed trader pulls an order 1..INFORMED_DEPTH ticks beyond the touch on
+# the side price is about to move into (vacuum ahead of the move) or adds one 1..INFORMED_DEPTH
+# ticks behind the touch on the other side (pressure behind it), never at the touch itself.
+# When the episode ends the fair value jumps INFORMED_JUMP ticks in its direction, and the
+# ordinary flow carries the mid there. Episodes start at a rate that puts about ``informed``
+# of the event groups inside one. All planted randomness comes from a second generator.
+#: Event groups per informed episode.
+INFORMED_EPISODE: Final = 40
+#: Chance of an informed action in each group of an episode.
+INFORMED_ACT: Final = 0.6
+#: The fair value's jump (ticks) at the end of an episode.
+INFORMED_JUMP: Final = 3.0
+#: Informed orders act 1..INFORMED_DEPTH ticks away from the touch (where the regime looks).
+INFORMED_DEPTH: Final = 10
+#: Share of informed actions that pull liquidity (the rest add on the other side).
+INFORMED_PULL_SHARE: Final = 0.6
+#: How the fair-value jump at the end of an episode relates to the episode's activity:
+#: ``aligned`` (the planted signal: the jump goes the way the activity points), ``random``
+#: (the placebo: same episodes, same activity, the jump's direction a fair coin of its own),
+#: ``none`` (the activity is not followed by any jump).
+INFORMED_JUMPS: Final = ("aligned", "random", "none")
 
 # Event mix (per event), measured on MESH5: A 45.5%, C 39.3%, M 12.2%, trade 2.9%.
 # Add and cancel weights are per side (the two sides sum to the measured share).
@@ -509,16 +534,72 @@ def _init_book(lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray
     fs[FS_FAIR] = center - 0.5
 
 
+@njit(cache=True)
+def _informed_step(st: np.ndarray, fs: np.ndarray, rng2: np.ndarray) -> float:
+    """Advance the informed episode by one group; the fair-value jump (ticks) it releases."""
+    if st[S_EP_LEFT] == 0:
+        # Idle for 1/p groups on average, then busy for INFORMED_EPISODE: a busy share of
+        # E p / (E p + 1), which is ``informed`` for this p.
+        share = fs[FS_INFORMED]
+        p = 1.0 if share >= 1.0 else share / (INFORMED_EPISODE * (1.0 - share))
+        if _u01(rng2) < p:
+            st[S_EP_LEFT] = INFORMED_EPISODE
+            st[S_EP_DIR] = 1 if _u01(rng2) < 0.5 else -1
+            mode = fs[FS_JUMP_MODE]
+            if mode == 0.0:
+                st[S_EP_JUMP] = st[S_EP_DIR]
+            elif mode == 1.0:
+                # Placebo: an independent coin from a generator of its own, so the episodes
+                # (drawn from rng2's first four words) are the planted day's.
+                st[S_EP_JUMP] = 1 if _u01(rng2[4:]) < 0.5 else -1
+            else:
+                st[S_EP_JUMP] = 0
+        return 0.0
+    st[S_EP_LEFT] -= 1
+    return INFORMED_JUMP * st[S_EP_JUMP] if st[S_EP_LEFT] == 0 else 0.0
+
+
+@njit(cache=True)
+def _informed_pull(lv: np.ndarray, side: int, best: int, rng2: np.ndarray) -> int:
+    """The order an informed trader pulls: the newest at a level drawn 1..INFORMED_DEPTH ticks
+    beyond the touch on ``side`` (the nearest non-empty level towards the touch; the touch only
+    when all of them are empty)."""
+    step = -1 if side == 0 else 1
+    lvl = best + step * (1 + _randint(rng2, INFORMED_DEPTH))
+    while lvl != best and lv[L_CNT, side * NLEV + lvl] == 0:
+        lvl -= step
+    return lv[L_TAIL, side * NLEV + lvl]
+
+
+@njit(cache=True)
+def _informed_kind(kind: int, up: bool, nfb: int, nsb: int, nfa: int, nsa: int, room: bool,
+                   rng2: np.ndarray) -> tuple[int, bool]:
+    """The informed action as an event kind (4/5 fast cancel bid/ask, 0/1 fast add bid/ask)
+    and True, or the ordinary ``kind`` and False when the book has no room for it."""
+    if _u01(rng2) < INFORMED_PULL_SHARE:
+        if up and nfa > 0 and nfa + nsa > 10:
+            return 5, True
+        if not up and nfb > 0 and nfb + nsb > 10:
+            return 4, True
+        return kind, False
+    if not room:
+        return kind, False
+    return (0 if up else 1), True
+
+
 @njit(cache=True, nogil=True)
 def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray,
          dense: np.ndarray, nd: np.ndarray, recent: np.ndarray, st: np.ndarray, fs: np.ndarray,
          rng: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
-         max_groups: int) -> int:
+         max_groups: int, rng2: np.ndarray) -> int:
     """Simulate event groups; write them to ``out`` when ``st[S_EMIT]``. Returns records written.
 
     Emitting: stops once ``max_records`` are in ``out`` (a group never straddles calls) or the
     live budget is spent. Silent (burn-in): runs ``max_groups`` groups on a synthetic clock.
+    With ``fs[FS_INFORMED] > 0`` the planted signal is on (informed episodes, drawn from
+    ``rng2``; ``informed = 0`` never touches ``rng2`` and is the unplanted stream exactly).
     """
+    informed = fs[FS_INFORMED]
     emit = st[S_EMIT] != 0
     n = 0
     g = 0
@@ -556,7 +637,8 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
         # Latent fair value: event-time random walk with trend episodes.
         if _u01(rng) < fs[FS_PSW]:
             st[S_TREND] = _randint(rng, 3) - 1
-        f = fs[FS_FAIR] + fs[FS_SIGMA] * _randn(rng) + fs[FS_MU] * st[S_TREND]
+        jump = _informed_step(st, fs, rng2) if informed > 0.0 else 0.0
+        f = fs[FS_FAIR] + fs[FS_SIGMA] * _randn(rng) + fs[FS_MU] * st[S_TREND] + jump
         if f < EDGE:
             f = 2.0 * EDGE - f
             st[S_TREND] = 1
@@ -595,6 +677,9 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             kind += 1
         if kind > 9:
             kind = 0
+        touch = False
+        if informed > 0.0 and st[S_EP_LEFT] > 0 and _u01(rng2) < INFORMED_ACT:
+            kind, touch = _informed_kind(kind, st[S_EP_DIR] > 0, nfb, nsb, nfa, nsa, room, rng2)
 
         if kind == 9:
             # ---------------- trade: T per level + FIFO F's, then C/M per filled order ----
@@ -788,7 +873,9 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             cls = 0 if kind < 6 else 1
             s = -1
             wrong = (side == 1 and x > 0.5) or (side == 0 and x < -0.5)
-            if wrong and _u01(rng) < min(0.7, 0.25 * abs(x)):
+            if touch:
+                s = _informed_pull(lv, side, bb if side == 0 else ba, rng2)
+            elif wrong and _u01(rng) < min(0.7, 0.25 * abs(x)):
                 s = lv[L_TAIL, side * NLEV + (bb if side == 0 else ba)]
             elif cls == 0 and _u01(rng) < P_FLICKER:
                 pos = st[S_RPOS0 + side]
@@ -817,7 +904,11 @@ def _run(out: np.ndarray, lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free:
             cls = 0 if kind < 2 else 1
             bb = st[S_BB]
             ba = st[S_BA]
-            if cls == 0:
+            if touch:
+                size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
+                d = 1 + _randint(rng2, INFORMED_DEPTH)
+                lvl = bb - d if side == 0 else ba + d
+            elif cls == 0:
                 spread = ba - bb
                 size = _table(rng, _FAST_LO, _FAST_HI, _FAST_CUM)
                 if spread > 1 and _u01(rng) < P_IMPROVE:
@@ -960,7 +1051,8 @@ def _record_buffer(n: int, instrument_id: int, publisher_id: int) -> np.ndarray:
 class _Sim:
     """The kernel's arrays, one object so the call sites stay readable."""
 
-    def __init__(self, seed_words: np.ndarray) -> None:
+    def __init__(self, seed_words: np.ndarray, informed: float = 0.0,
+                 informed_words: np.ndarray | None = None, jump_mode: int = 0) -> None:
         self.lv = np.zeros((4, 2 * NLEV), np.int64)
         self.lv[L_HEAD] = -1
         self.lv[L_TAIL] = -1
@@ -976,12 +1068,17 @@ class _Sim:
         self.st[S_NFREE] = MAXO
         self.st[S_BB] = -1
         self.st[S_BA] = NLEV
+        self.fs[FS_INFORMED] = informed
+        self.fs[FS_JUMP_MODE] = jump_mode
+        # Words 0-3: the episodes and their activity; words 4-7: the placebo's jump coins.
+        self.rng2 = (np.ones(8, np.uint64) if informed_words is None
+                     else informed_words.astype(np.uint64))
 
     def run(self, out: np.ndarray, h: np.ndarray, hcum: np.ndarray, max_records: int,
             max_groups: int = 0) -> int:
         return int(_run(out, self.lv, self.od, self.ids, self.free, self.dense, self.nd,
                         self.recent, self.st, self.fs, self.rng, h, hcum, max_records,
-                        max_groups))
+                        max_groups, self.rng2))
 
     def snapshot(self, day0: int, instrument_id: int, publisher_id: int) -> np.ndarray:
         """The live book as Databento's start-of-day snapshot: ``R`` then adds by age."""
@@ -1080,10 +1177,24 @@ def _seed_words(seed: int, symbol: str, day: dt.date) -> np.ndarray:
     return words
 
 
+def _informed_words(words: np.ndarray) -> np.ndarray:
+    """The planted signal's two generator states (episodes; placebo jump coins), 8 words
+    derived from the file's seed words."""
+    parts = []
+    for tag in (0x1F0, 0x1F1):
+        out = np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words] + [tag]
+                                     ).generate_state(4, np.uint64)
+        if not out.any():
+            out[0] = 1
+        parts.append(out)
+    return np.concatenate(parts)
+
+
 def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
                   records: int = 1_000_000, seed: int = 0, start_price: float | None = None,
                   instrument_id: int = 42_000_001, publisher_id: int = 1,
-                  progress: Callable[[int], None] | None = None) -> SynthStats:
+                  progress: Callable[[int], None] | None = None,
+                  informed: float = 0.0, informed_jump: str = "aligned") -> SynthStats:
     """Write one synthetic CME MBO day for ``symbol`` to ``path`` (DBN; zstd if ``.zst``).
 
     Parameters
@@ -1106,6 +1217,19 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
         Written on every record; ``instrument_id`` is also the metadata mapping target.
     progress : callable, optional
         Called with the number of records written after each chunk.
+    informed : float
+        Planted signal, default 0 (off: the unplanted stream, byte for byte). About this share
+        of the event groups lies in an informed episode: for ``INFORMED_EPISODE`` groups an
+        informed trader pulls orders 1-10 ticks beyond the touch on the side price is about
+        to move into, or adds 1-10 ticks behind the touch on the other side, then the fair
+        value jumps ``INFORMED_JUMP`` ticks that way and the ordinary flow follows. Nothing
+        at the touch changes ahead of the jump. Deterministic with the seed. Used to check
+        that ``vpbatch evaluate`` finds a signal that is there.
+    informed_jump : {"aligned", "random", "none"}
+        ``aligned`` (default) is the planted signal above. ``random`` is its placebo control:
+        the same episodes and informed activity (the same generator draws), but each jump's
+        direction is an independent fair coin, so the activity says nothing about the move
+        that follows. ``none`` keeps the activity and drops the jumps.
 
     Returns
     -------
@@ -1129,6 +1253,15 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
         raise ConfigError(f"seed: must be in [0, 2**64), was {seed}")
     if not 0 < instrument_id < 2**32:
         raise ConfigError(f"instrument_id: must be in (0, 2**32), was {instrument_id}")
+    if isinstance(informed, bool) or not isinstance(informed, (int, float)) \
+            or not 0.0 <= informed <= 1.0:
+        raise ConfigError(f"informed: must be a share in [0, 1], was {informed!r}")
+    if informed_jump not in INFORMED_JUMPS:
+        raise ConfigError(f"informed_jump: must be one of {', '.join(INFORMED_JUMPS)}, "
+                          f"was {informed_jump!r}")
+    if informed_jump != "aligned" and informed == 0:
+        raise ConfigError(f"informed_jump: {informed_jump!r} needs informed episodes "
+                          "(informed > 0); with informed = 0 there is nothing to control for")
     if not 0 < publisher_id < 2**16:
         raise ConfigError(f"publisher_id: must be in (0, 2**16), was {publisher_id}")
     if day.weekday() >= 5:
@@ -1147,7 +1280,9 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     hcum = np.concatenate(([0.0], np.cumsum(h)))
     day0 = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
 
-    sim = _Sim(_seed_words(seed, product.symbol, day))
+    words = _seed_words(seed, product.symbol, day)
+    sim = _Sim(words, float(informed), _informed_words(words) if informed > 0 else None,
+               INFORMED_JUMPS.index(informed_jump))
     st, fs = sim.st, sim.fs
     st[S_TICK] = tick
     st[S_DAY0] = day0

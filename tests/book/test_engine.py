@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import EQUITY_BUCKET, EQUITY_TICK, build_stream, intents
-from vpbatch.book.dtypes import as_kernel_records
+from vpbatch.book.dtypes import UNDEF_PRICE, as_kernel_records
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.config import EngineConfig
 from vpbatch.errors import CacheError
@@ -88,7 +88,12 @@ def test_engine_given_equity_buckets_keeps_depth_equal_to_book(plan):
             if act == "R":
                 resting.clear()
             elif act in "AM":
-                resting[oid] = (r["side"], int(r["price"]), int(r["size"]))
+                if r["price"] == UNDEF_PRICE or chr(r["side"]) not in "BA":
+                    continue  # anomalies: skipped entirely
+                if r["size"] > 0:
+                    resting[oid] = (r["side"], int(r["price"]), int(r["size"]))
+                elif act == "M":
+                    resting.pop(oid, None)  # M to size 0 removes (unknown id: skipped)
             elif act == "C" and oid in resting:
                 side, px, sz = resting[oid]
                 if sz - r["size"] > 0:
@@ -162,3 +167,34 @@ def test_kernels_load_from_numba_cache_in_a_fresh_process():
     log = second.stdout + second.stderr
     assert "data loaded from" in log
     assert "[cache] data saved" not in log
+
+
+def _mbo(rows: list[tuple[str, str, int, int, int]]) -> np.ndarray:
+    """(action, side, price, size, order_id) rows at one time, each ending its event."""
+    from vpbatch.book.dtypes import F_LAST, MBO_DTYPE
+
+    out = np.zeros(len(rows), dtype=MBO_DTYPE)
+    for i, (action, side, price, size, oid) in enumerate(rows):
+        out[i]["ts_event"] = out[i]["ts_recv"] = 1_000_000_000_000 + i
+        out[i]["action"], out[i]["side"] = ord(action), ord(side)
+        out[i]["price"], out[i]["size"], out[i]["order_id"] = price, size, oid
+        out[i]["flags"] = F_LAST
+    return out
+
+
+def test_off_tick_mode_given_last_off_tick_level_gone_or_clear_ends():
+    """Issue 8: one off-tick price no longer makes every later walk scan the whole table."""
+    engine = _engine()
+    engine.process(_mbo([("A", "B", 100 * FUT, 1, 1), ("A", "A", 102 * FUT, 1, 2),
+                         ("A", "B", 100 * FUT + 7, 2, 3), ("A", "B", 99 * FUT + 3, 2, 4)]))
+    assert engine.off_tick_levels == 2
+    assert engine.best_bid() == 100 * FUT + 7
+    engine.process(_mbo([("C", "B", 100 * FUT + 7, 2, 3)]))
+    # the walk from the removed off-grid best still finds the on-grid level behind it
+    assert engine.off_tick_levels == 1 and engine.best_bid() == 100 * FUT
+    engine.process(_mbo([("C", "B", 99 * FUT + 3, 2, 4)]))
+    assert engine.off_tick_levels == 0
+    engine.process(_mbo([("A", "A", 101 * FUT + 1, 1, 5)]))
+    assert engine.off_tick_levels == 1 and engine.best_ask() == 101 * FUT + 1
+    engine.process(_mbo([("R", "N", 0, 0, 0)]))
+    assert engine.off_tick_levels == 0

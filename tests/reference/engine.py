@@ -375,12 +375,13 @@ class ReferenceEngine:
             self.sample == SAMPLE_TIME
             and not snap
             and self.pending
-            and t_new // cfg.sample_ns != self.pending_bin
+            and (t_new - cfg.epoch_ns) // cfg.sample_ns != self.pending_bin
         ):
             self._emit(snaps, grid)
         # 2. regime step at the last boundary crossed
         if not snap and self.started:
-            last = (t_new // cfg.regime_step_ns) * cfg.regime_step_ns
+            last = cfg.epoch_ns + ((t_new - cfg.epoch_ns) // cfg.regime_step_ns) \
+                * cfg.regime_step_ns
             if last > self.t:
                 window = [] if self.spot is None else self._window(last)
                 score, intensity = self._regime_sums(window)
@@ -425,7 +426,7 @@ class ReferenceEngine:
                 self._emit(snaps, grid)
             elif self.sample == SAMPLE_TIME:
                 self.pending = True
-                self.pending_bin = self.t // cfg.sample_ns
+                self.pending_bin = (self.t - cfg.epoch_ns) // cfg.sample_ns
 
     def _apply(
         self, action: int, side: int, price: int, size: int, order_id: int, snap: bool

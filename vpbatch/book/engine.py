@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from vpbatch.book import kernels
+from vpbatch.book.borrow import kernel_array
 from vpbatch.book.dtypes import GRID_DTYPE, SNAPSHOT_DTYPE, as_kernel_records
 from vpbatch.book.hashtable import rehash
 from vpbatch.book.state import (
@@ -93,6 +94,7 @@ class Engine:
         return self._drain()
 
     def _run(self, records: np.ndarray) -> Iterator[Emitted]:
+        records = kernel_array(records)
         start = 0
         while True:
             start, status = kernels.process_chunk(self._st, self.params, records, start,
@@ -141,6 +143,11 @@ class Engine:
     @property
     def live_orders(self) -> int:
         return int(self._st.sc[0]["n_orders"])
+
+    @property
+    def off_tick_levels(self) -> int:
+        """Live price levels off the tick grid (while any remain, level walks scan the table)."""
+        return int(self._st.sc[0]["off_tick_levels"])
 
     def depth(self, side: str | int, price: int) -> int:
         """Resting size at ``price`` (fixed point) on side ``'B'``/``'A'`` (or their codes)."""
@@ -237,8 +244,8 @@ class Engine:
         mbp_cols = raw_columns(self.params.mbp_levels)
         mbp_rows = states * 8 if self.params.mbp_levels else 0
         return kernels.Output(
-            snap=np.zeros(states, dtype=SNAPSHOT_DTYPE),
-            grid=np.zeros(states * rows, dtype=GRID_DTYPE),
+            snap=kernel_array(np.zeros(states, dtype=SNAPSHOT_DTYPE)),
+            grid=kernel_array(np.zeros(states * rows, dtype=GRID_DTYPE)),
             mbp=np.zeros((mbp_rows, mbp_cols), dtype=np.int64),
             counts=np.zeros(2, dtype=np.int64),
         )

@@ -136,7 +136,7 @@ def next_level(st, side: int, price: int, tick: int) -> int:
     price range; off-tick books fall back to a table scan.
     """
     sc = st.sc[0]
-    if sc.off_tick:
+    if sc.off_tick_levels > 0:
         if side == BID:
             return scan_best(st, BID, -UNDEF_PRICE, price)
         return scan_best(st, ASK, price, UNDEF_PRICE)
@@ -167,7 +167,7 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
         st.levels[i].count = 0
         sc.n_levels += 1
         if price % tick != 0:
-            sc.off_tick = True
+            sc.off_tick_levels += 1
         if side == BID:
             if sc.bid_levels == 0 or price > sc.best_bid:
                 sc.best_bid = price
@@ -193,6 +193,10 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
             sc.ask_levels -= 1
             if sc.ask_levels > 0 and price == sc.best_ask:
                 sc.best_ask = next_level(st, ASK, price, tick)
+        if price % tick != 0:
+            # Counted down only after the walk from this (off-grid) price: stepping by
+            # ticks from it would miss the on-grid levels behind it.
+            sc.off_tick_levels -= 1
 
 
 @njit(cache=True, inline="always")
@@ -317,11 +321,13 @@ def valid_add(st, price: int, side: int, size: int) -> bool:
 def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if not valid_add(st, price, side, size):
         return 0
+    # The touch remembers the bucket's depth *before* the record (SPEC §7), so it is taken
+    # before a live order with the same id is replaced (SPEC §3: the old order goes too).
+    n = record_touch(st, prm, tch, 0, price, float(size), 0.0, 0.0)
     slot = find(st.orders, oid)
     if slot >= 0:
         st.anomalies[AN_DUPLICATE_ID] += 1
         reduce_order(st, prm, slot, st.orders[slot].size)
-    n = record_touch(st, prm, tch, 0, price, float(size), 0.0, 0.0)
     insert_order(st, prm, oid, side, price, size, 0)
     return n
 
@@ -412,6 +418,7 @@ def apply_clear(st) -> None:
     sc.n_buckets = 0
     sc.bid_levels = 0
     sc.ask_levels = 0
+    sc.off_tick_levels = 0
 
 
 # --------------------------------------------------------------------------- spot and window
@@ -812,11 +819,11 @@ def advance_clock(st, prm, ts_event: int, out) -> None:
     t_new = max(sc.t, ts_event) if sc.started else ts_event
     if sc.full:
         if prm.sample_mode == SAMPLE_TIME and sc.pending \
-                and t_new // prm.sample_ns != sc.pending_bin:
+                and (t_new - prm.epoch) // prm.sample_ns != sc.pending_bin:
             write_state(st, prm, out, True)
             sc.pending = False
         if sc.started:
-            boundary = (t_new // prm.regime_step) * prm.regime_step
+            boundary = prm.epoch + ((t_new - prm.epoch) // prm.regime_step) * prm.regime_step
             if boundary > sc.t:
                 step_regime(st, prm, boundary)
     sc.t = t_new
@@ -904,7 +911,7 @@ def process_record(st, prm, rec, tch, out) -> None:
         write_state(st, prm, out, True)
     elif prm.sample_mode == SAMPLE_TIME:
         sc.pending = True
-        sc.pending_bin = sc.t // prm.sample_ns
+        sc.pending_bin = (sc.t - prm.epoch) // prm.sample_ns
 
 
 @njit(cache=True, inline="always")

@@ -11,6 +11,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 
+from vpbatch.book.borrow import kernel_array
 from vpbatch.book.dtypes import REGIME_CHOP
 from vpbatch.config import EngineConfig
 
@@ -91,7 +92,7 @@ SCALARS_DTYPE: Final = np.dtype(
         ("ask_levels", "<i8"),
         ("bid_lo", "<i8"),         # loose bounds of prices ever resting on each side
         ("ask_hi", "<i8"),
-        ("off_tick", "?"),         # a price not on the tick grid was seen: walk by scanning
+        ("off_tick_levels", "<i8"),  # live levels off the tick grid: walk by scanning
         ("regime", "<i8"),
         ("pending", "?"),
         ("pending_bin", "<i8"),
@@ -132,6 +133,7 @@ class Params(NamedTuple):
     regime_step: int
     sample_mode: int
     sample_ns: int
+    epoch: int
     mbp_levels: int
 
 
@@ -158,7 +160,7 @@ def make_params(config: EngineConfig, bucket: int, tick: int, mbp_levels: int = 
         c_v_a_pull=f.vacuum_a_pull, theta_on=config.theta_on, theta_off=config.theta_off,
         intensity_floor=config.intensity_floor, eps=config.eps,
         regime_step=config.regime_step_ns, sample_mode=config.sample_code,
-        sample_ns=config.sample_ns, mbp_levels=mbp_levels,
+        sample_ns=config.sample_ns, epoch=config.epoch_ns, mbp_levels=mbp_levels,
     )
 
 
@@ -166,7 +168,7 @@ def empty_table(dtype: np.dtype, capacity: int) -> np.ndarray:
     """A hash table of ``capacity`` (a power of two) free slots."""
     table = np.zeros(capacity, dtype=dtype)
     table["key"] = EMPTY_KEY
-    return table
+    return kernel_array(table)
 
 
 def allocate_state(config: EngineConfig, capacity: int = 1 << 16) -> EngineState:
@@ -180,11 +182,11 @@ def allocate_state(config: EngineConfig, capacity: int = 1 << 16) -> EngineState
     k = np.arange(-config.K, config.K + 1)
     weights = np.exp(-(np.abs(k) - 1) / config.regime_lambda)
     return EngineState(
-        sc=sc,
+        sc=kernel_array(sc),
         orders=empty_table(ORDER_DTYPE, capacity),
         levels=empty_table(LEVEL_DTYPE, capacity),
         buckets=empty_table(BUCKET_DTYPE, capacity),
-        cells=cells,
+        cells=kernel_array(cells),
         weights=weights,
         anomalies=np.zeros(len(ANOMALY_NAMES), dtype=np.int64),
     )
