@@ -17,7 +17,7 @@ DEMO_SUMMARY_SQL := SELECT regime, count(*) AS states, round(avg(regime_score), 
 # uv must never download a Python interpreter: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test test-slow lint demo bench build build-range clean download chromium bench-serve
+.PHONY: install test test-slow lint demo bench bench-cluster build build-range clean download chromium bench-serve
 
 install: $(STAMP)
 
@@ -60,7 +60,10 @@ build: install
 	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --dt $(or $(DT),$(error usage: make build SYMBOL=MNQH6 DT=2026-02-06)) --lake $(LAKE)
 
 build-range: install
-	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --start $(or $(START),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --end $(or $(END),$(error usage: make build-range SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06)) --lake $(LAKE)
+	$(BIN)/vpbatch build --symbol $(or $(SYMBOL),$(error usage: make build-range SYMBOL=MNQH6[,ESH6] START=2026-02-02 END=2026-02-06 [JOBS=2] [SCHEDULER=tcp://host:8786])) --start $(or $(START),$(error usage: make build-range SYMBOL=MNQH6[,ESH6] START=2026-02-02 END=2026-02-06 [JOBS=2] [SCHEDULER=tcp://host:8786])) --end $(or $(END),$(error usage: make build-range SYMBOL=MNQH6[,ESH6] START=2026-02-02 END=2026-02-06 [JOBS=2] [SCHEDULER=tcp://host:8786])) --lake $(LAKE) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(JOBS),--jobs $(JOBS))
+
+bench-cluster: install
+	$(BIN)/python -m benchmarks.cluster
 
 download: install
 	$(BIN)/vpbatch download --symbol $(or $(SYMBOL),$(error usage: make download SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06 [MAX_COST=25] [DATASET=GLBX.MDP3] [YES=1])) --start $(or $(START),$(error usage: make download SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06 [MAX_COST=25] [DATASET=GLBX.MDP3] [YES=1])) --end $(or $(END),$(START)) --lake $(LAKE) $(if $(MAX_COST),--max-cost $(MAX_COST)) $(if $(DATASET),--dataset $(DATASET)) $(if $(YES),--yes)

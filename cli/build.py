@@ -1,4 +1,4 @@
-"""``vpbatch build``: one day, or a date range, into the lake."""
+"""``vpbatch build``: one day, or many (symbols x days, locally or on a Dask cluster)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ from vpbatch.lake import parse_date
 if TYPE_CHECKING:
     from vpbatch.pipeline import BuildResult
 
+#: Retries of a crashed task (``vpbatch.cluster.DEFAULT_RETRIES``; not imported: --help stays
+#: light).
+_RETRIES = 2
+
 _TABLES = ("vp", "mbp")
 _DEFAULTS = EngineConfig()
 
@@ -41,7 +45,8 @@ def _date(value: str | None, param: str) -> dt.date | None:
 
 
 @click.command("build")
-@click.option("--symbol", required=True, metavar="SYMBOL", help="Contract or ticker (MNQH6, QQQ).")
+@click.option("--symbol", required=True, metavar="SYMBOL[,SYMBOL...]",
+              help="Contract or ticker (MNQH6, QQQ); several comma-separated (MNQH6,ESH6).")
 @click.option("--dt", "day", metavar="YYYY-MM-DD",
               help="Session date (one day); with --path, inferred from the file when omitted.")
 @click.option("--start", "range_start", metavar="YYYY-MM-DD", help="First day of a range.")
@@ -69,8 +74,16 @@ def _date(value: str | None, param: str) -> dt.date | None:
               help="Tables to write: vp (vp_snapshot + vp_grid) or vp,mbp.")
 @click.option("--mbp-levels", type=click.IntRange(1, 99), default=10, show_default=True,
               help="Book levels per side in the mbp table.")
-@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
-              help="Days built in parallel processes (date ranges).")
+@click.option("--jobs", type=click.IntRange(1), default=None,
+              help="Builds in parallel on this machine, in N worker processes (default 1: one "
+                   "after the other in this process).")
+@click.option("--scheduler", metavar="ADDRESS", envvar="VPBATCH_SCHEDULER",
+              help="Run the builds on this Dask scheduler (tcp://host:8786, or its scheduler "
+                   "file); the lake must be at the same path on every worker "
+                   "(env VPBATCH_SCHEDULER).")
+@click.option("--retries", type=click.IntRange(0), default=_RETRIES, show_default=True,
+              help="Retries of a build that crashed or whose worker died (a bad day fails "
+                   "without retry).")
 @click.option("--force", is_flag=True, help="Rebuild a partition that is already complete.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the book-state cache.")
 @publisher_option
@@ -81,24 +94,30 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
             path: Path | None, definition: Path | None, start_time: str | None,
             end_time: str | None, config_file: Path | None, warmup: str, sample: str, K: int,
             band: int, tables: str,
-            mbp_levels: int, jobs: int,
+            mbp_levels: int, jobs: int | None, scheduler: str | None, retries: int,
             force: bool, no_cache: bool, publisher_id: int | None, lake: Path, quiet: bool,
             as_json: bool) -> None:
-    """Build vacuum/pressure grids for one symbol and day (or a date range) into the lake.
+    """Build vacuum/pressure grids for symbols and days into the lake.
 
     Writes lake/gold/{vp_snapshot,vp_grid[,mbp]}/product_type=…/symbol=…/dt=…/ atomically,
     with _MANIFEST.json and _SUCCESS. A complete partition is skipped unless --force.
+    Several symbols or days are one task per (symbol, day): in this process, in local
+    processes (--jobs N) or on any Dask cluster (--scheduler); a bad day fails alone, and
+    the exit code is 1 when any failed.
 
     \b
     Example:
       vpbatch build --symbol MNQH6 --dt 2026-02-06 --start-time 09:30 --end-time 16:00
       vpbatch build --symbol MNQH6 --start 2026-02-02 --end 2026-02-06 --jobs 2
+      vpbatch build --symbol MNQH6,ESH6 --start 2026-02-02 --end 2026-02-06 \\
+          --scheduler tcp://scheduler:8786 --lake /mnt/lake
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
     """
+    from vpbatch.cluster import plan, run_range
     from vpbatch.pipeline import (
         BuildRequest,
         build,
-        build_many,
+        check_request,
         date_range,
         infer_session_day,
         parse_wall_time,
@@ -114,6 +133,10 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
         mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
         force=force, use_cache=not no_cache, progress=not quiet, definition=definition,
     )
+    symbols = _symbols(symbol)
+    if scheduler is not None and jobs is not None:
+        raise ConfigError("--jobs is for this machine; with --scheduler the cluster's workers "
+                          "run the builds")
     if range_start or range_end:
         if day or not (range_start and range_end):
             raise ConfigError("give either --dt, or both --start and --end")
@@ -121,22 +144,39 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
             raise ConfigError("--path is one file, one day: use it with --dt (or alone), not "
                               "with --start/--end")
         days = date_range(parse_date(range_start, "--start"), parse_date(range_end, "--end"))
-        results = build_many(req, days, jobs=jobs)
+    elif req.day is not None:
+        days = [req.day]
+    elif path is not None and len(symbols) == 1 and scheduler is None:
+        days = []
     else:
-        if day is None and path is None:
-            raise ConfigError("--dt (or --path, or --start/--end) is required")
-        if day is None and path is not None:
+        raise ConfigError("--dt (or --path, or --start/--end) is required")
+    if len(symbols) == 1 and len(days) <= 1 and scheduler is None:
+        if not days and path is not None:
             inferred, how = infer_session_day(path)
             click.echo(f"--dt {inferred.isoformat()} ({how})", err=True)
             req = replace(req, day=inferred)
-        results = [build(req)]
+        results = [build(replace(req, symbol=symbols[0]))]
+    else:
+        if scheduler is None:
+            check_request(req)
+        results = run_range(plan(req, symbols, days), jobs=jobs or 1, scheduler=scheduler,
+                            retries=retries, progress=not quiet)
     _report(results, as_json)
     if all(r.status == "no-data" for r in results):
         raise VpbatchError(f"no input files for {symbol} in the requested dates")
     failed = [r for r in results if r.status == "failed"]
     if failed:
+        who = [str(r.day) if len(symbols) == 1 else f"{r.symbol} {r.day}" for r in failed]
         raise VpbatchError(f"{len(failed)} of {len(results)} days failed: "
-                           + "; ".join(f"{r.day}: {r.message}" for r in failed))
+                           + "; ".join(f"{w}: {r.message}" for w, r in zip(who, failed,
+                                                                          strict=True)))
+
+
+def _symbols(value: str) -> list[str]:
+    names = [s.strip() for s in value.split(",")]
+    if not all(names):
+        raise ConfigError(f"--symbol: '{value}' has an empty name; use MNQH6 or MNQH6,ESH6")
+    return list(dict.fromkeys(names))
 
 
 def _engine_config(config_file: Path | None, sample: str, K: int, band: int,
@@ -160,7 +200,7 @@ def _engine_config(config_file: Path | None, sample: str, K: int, band: int,
 def _report(results: list[BuildResult], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{
-            "symbol": r.symbol, "dt": r.day.isoformat(), "status": r.status,
+            "symbol": r.symbol, "dt": r.day.isoformat(), "status": r.status, "host": r.host,
             "rows": r.rows, "records": r.records, "cache": r.cache, "timings": r.timings,
             "anomalies": r.anomalies, "message": r.message,
             "partitions": {k: str(v) for k, v in r.partitions.items()},
@@ -179,3 +219,7 @@ def _report(results: list[BuildResult], as_json: bool) -> None:
         for table, part in sorted(r.partitions.items()):
             if table in r.rows:
                 click.echo(f"  {table}: {part}")
+    if len(results) > 1:
+        from vpbatch.cluster import summary_line
+
+        click.echo(summary_line(results))

@@ -324,7 +324,8 @@ def test_build_given_two_concurrent_builds_of_one_partition_one_fails_clearly(
     assert sorted(codes) == [0, 1], outputs
     (won_out, won_err), (lost_out, lost_err) = outputs[codes.index(0)], outputs[codes.index(1)]
     lock = big_lake / "gold" / ".locks" / f"{KEY}.lock"
-    assert lost_err == f"Error: {lock}: another build of {KEY} is running\n"
+    assert re.fullmatch(rf"Error: {re.escape(str(lock))}: another build of {KEY} is running "
+                        rf"\(host \S+ pid \d+ since \S+\)\n", lost_err), lost_err
     assert lost_out == ""
     assert won_out.startswith("MNQH6 2026-02-06: built ")
     assert won_err == ""
@@ -358,7 +359,8 @@ def test_build_given_date_range_with_two_files_builds_both_and_reports_the_rest(
                         "(dates there: 20260206, 20260209)")
     assert lines[1].startswith("MNQH6 2026-02-06: built ")
     assert lines[4].startswith("MNQH6 2026-02-09: built ")
-    assert len(lines) == 5
+    assert lines[5] == "5 tasks: 2 built, 0 skipped, 3 no-data, 0 failed"
+    assert len(lines) == 6
     assert is_complete(lake, PRODUCT, FEB6)
     assert is_complete(lake, PRODUCT, FEB9)
     assert verify(lake, SYMBOL).passed

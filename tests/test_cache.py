@@ -224,9 +224,23 @@ def test_cache_given_leftover_temp_file_next_save_removes_it(tmp_path: Path,
     folder.mkdir(parents=True)
     leftover = folder / f".{key.digest}.npz.{'a' * 32}.tmp"
     leftover.write_bytes(b"half")
+    old = leftover.stat().st_mtime - cache.TEMP_STALE_SECONDS - 1
+    os.utime(leftover, (old, old))
     assert [e.digest for e in list_entries(tmp_path)] == []
     save(tmp_path, key, book_state())
     assert not leftover.exists()
+
+
+def test_cache_given_fresh_temp_file_of_another_writer_keeps_it(tmp_path: Path,
+                                                                 key: CacheKey) -> None:
+    # Another host may be writing it: the lock on a network mount may not reach that host.
+    folder = cache_dir(tmp_path)
+    folder.mkdir(parents=True)
+    in_flight = folder / f".{key.digest}.npz.{'b' * 32}.tmp"
+    in_flight.write_bytes(b"being written")
+    save(tmp_path, key, book_state())
+    assert in_flight.read_bytes() == b"being written"
+    assert load(tmp_path, key) is not None
 
 
 # --- concurrency ------------------------------------------------------------------------------

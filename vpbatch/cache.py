@@ -33,21 +33,28 @@ Concurrency and failure
 Writes go to a temp file in the same folder, are fsynced and renamed over the entry, all under
 an exclusive ``flock`` on ``lake/cache/book/.lock``; reads hold a shared lock. So two builds
 at once never see or leave a half-written entry, and a leftover temp file of a killed writer
-is removed by the next writer. An entry that is corrupt (unreadable, truncated, checksum
-mismatch) or stale (other ``cache_format``/``book_format``, or key fields that differ) is
-reported with ``warnings.warn(..., VpbatchWarning)`` naming the reason, deleted, and
-:func:`load` returns None so the caller rebuilds the book.
+is removed by a later writer once it is older than :data:`TEMP_STALE_SECONDS`. Correctness
+does not rest on the ``flock`` (which network filesystems may keep per host or refuse, see
+``docs/cluster.md``): the rename is atomic and every read checks the payload checksum, so
+where the lock is refused (``ENOLCK``, ``EOPNOTSUPP``) the cache works without it.
+
+An entry that is corrupt (unreadable, truncated, checksum mismatch) or stale (other
+``cache_format``/``book_format``, or key fields that differ) is reported with
+``warnings.warn(..., VpbatchWarning)`` naming the reason, deleted, and :func:`load` returns None
+so the caller rebuilds the book.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
+import time
 import uuid
 import warnings
 import zipfile
@@ -64,6 +71,9 @@ from vpbatch.errors import CacheError, OutputError, VpbatchWarning
 #: Version of the ``.npz`` layout written by this module.
 CACHE_FORMAT: Final = 1
 HEADER_MEMBER: Final = "__header__"
+#: A temp file older than this is a leftover of a dead writer (one on any host may be writing).
+TEMP_STALE_SECONDS: Final = 3600.0
+_NO_LOCKS: Final = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 #: Per-input sha256 hints (path -> size, mtime_ns, sha256), beside the entries.
 INDEX_NAME: Final = "inputs.json"
 _NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -146,7 +156,11 @@ class CacheEntry:
 def _locked(folder: Path, mode: int) -> Iterator[None]:
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, mode)
+        try:
+            fcntl.flock(fd, mode)
+        except OSError as exc:  # a mount without locks: rename + checksum still hold
+            if exc.errno not in _NO_LOCKS:
+                raise
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -261,10 +275,12 @@ def _version() -> str:
 
 
 def _remove_temp_files(folder: Path) -> None:
-    """Temp files of writers that died (call with the exclusive lock held)."""
+    """Temp files of writers that died (old ones only: the lock may not reach other hosts)."""
+    cutoff = time.time() - TEMP_STALE_SECONDS
     for tmp in folder.glob(".*.npz.*.tmp"):
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
 
 
 _READ_ERRORS: Final = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile,

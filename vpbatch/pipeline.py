@@ -14,8 +14,8 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -104,6 +104,7 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     cache: str = "off"  # "hit", "miss", "off"
     message: str = ""
+    host: str = ""  # where it ran (ranges)
 
 
 def parse_wall_time(text: str | None, param: str) -> dt.time | None:
@@ -426,7 +427,7 @@ def _product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
             raise InputError(f"{Path(req.definition).name}: no min_price_increment for "
                              f"{req.symbol}")
         product = product.with_tick(tick)
-    _check_request(req)
+    check_request(req)
     day = req.day
     if day is None:
         if req.path is None:
@@ -564,7 +565,7 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
                        timings=job.timings, cache=job.cache_state)
 
 
-def _check_request(req: BuildRequest) -> None:
+def check_request(req: BuildRequest) -> None:
     """Checks that need no input file: a missing lake, --end-time not after --start-time."""
     if req.path is None and not Path(req.lake).is_dir():
         raise InputError(f"{req.lake}: lake folder does not exist (give --lake or set "
@@ -578,25 +579,16 @@ def _check_request(req: BuildRequest) -> None:
 
 
 def build_many(req: BuildRequest, days: list[dt.date], jobs: int = 1) -> list[BuildResult]:
-    """Build each day (in ``jobs`` processes); a day without a file is reported, not fatal."""
-    _check_request(req)
-    requests = [replace(req, day=d, progress=req.progress and jobs == 1) for d in days]
-    if jobs <= 1:
-        return [_build_or_report(r) for r in requests]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_build_or_report, requests))
+    """Build each day of ``req.symbol`` (in ``jobs`` local worker processes).
 
+    A day without a file is reported (``no-data``), a bad day fails alone. Several symbols and
+    Dask clusters: :func:`vpbatch.cluster.plan` and :func:`vpbatch.cluster.run_range`.
+    """
+    from vpbatch import cluster
 
-def _build_or_report(req: BuildRequest) -> BuildResult:
-    assert req.day is not None
-    try:
-        find_input(req.lake, req.symbol, req.day, path=req.path)
-    except InputError as exc:
-        return BuildResult(req.symbol, req.day, "no-data", message=str(exc))
-    try:
-        return build(req)
-    except VpbatchError as exc:  # one bad day must not stop the others
-        return BuildResult(req.symbol, req.day, "failed", message=str(exc))
+    check_request(req)
+    tasks = cluster.plan(req, [req.symbol], days)
+    return cluster.run_range(tasks, jobs=jobs, progress=req.progress)
 
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:

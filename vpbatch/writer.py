@@ -13,10 +13,12 @@ Everything is written under ``lake/gold/.tmp.<product_type>.<symbol>.<dt>.<uuid>
 filesystem), fsynced, and only at :meth:`PartitionWriter.commit` renamed into place; ``_SUCCESS``
 files come last, after every table is in place. A partition is complete only when every table
 of the build has a ``_SUCCESS`` naming the same build (:func:`is_complete`), so a crash or
-``kill -9`` at any moment leaves nothing that looks complete. A build holds an exclusive
-``flock`` on ``lake/gold/.locks/<product_type>.<symbol>.<dt>.lock`` (the kernel releases it
-when the process dies); once it has the lock, any ``.tmp.…``/``.old.…`` directory of the same
-partition is a leftover of a dead build and is removed. Replacing a complete partition
+``kill -9`` at any moment leaves nothing that looks complete. A build holds the partition's
+lock ``lake/gold/.locks/<product_type>.<symbol>.<dt>.lock/``, a directory renamed into place
+(:mod:`vpbatch.locks`: safe across hosts sharing the lake, where ``flock`` is not; the lock
+of a dead build is broken); once it has the lock, any ``.tmp.…``/``.old.…`` directory of the
+same partition is a leftover of a dead build and is removed, and it checks it still holds
+the lock just before moving anything into place. Replacing a complete partition
 (``force=True``) renames the old directories away, renames the new ones in, writes the
 ``_SUCCESS`` files, then deletes the old ones; if the commit fails with an error, the old
 partition is put back. A forced rebuild also retires tables of the old build that the new
@@ -49,8 +51,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import errno
-import fcntl
 import json
 import os
 import time
@@ -85,6 +85,7 @@ from vpbatch.lake import (
     SUCCESS_FILE,
     gold_partition,
 )
+from vpbatch.locks import DirLock
 from vpbatch.mbp_layout import MAX_LEVELS, levels_of, mbp_dtype
 from vpbatch.partitions import InputFile, build_digest, is_complete, partition_key
 from vpbatch.products import Product
@@ -279,7 +280,7 @@ class PartitionWriter:
         self._gold = self.lake / "gold"
         self._key = partition_key(product, day)
         self._tmp_root: Path | None = None
-        self._lock_fd: int | None = None
+        self._lock_dir: DirLock | None = None
         self._sinks: dict[str, _TableSink] = {}
         self._states = _StateTimes()
         self._state = "new"
@@ -345,26 +346,14 @@ class PartitionWriter:
                           ["event_id"])
 
     def _lock(self) -> None:
-        path = self._gold / ".locks" / f"{self._key}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot create lock file: {os_reason(exc)}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputError(f"{path}: another build of {self._key} is running") from None
-            raise OutputError(f"{path}: cannot lock: {os_reason(exc)}") from None
-        self._lock_fd = fd
+        lock = DirLock(self._gold / ".locks" / f"{self._key}.lock", self._key)
+        lock.acquire()
+        self._lock_dir = lock
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock_dir is not None:
+            self._lock_dir.release()
+            self._lock_dir = None
 
     def _clean_leftovers(self) -> None:
         """Remove temp/old directories of dead builds of this partition (we hold the lock)."""
@@ -526,6 +515,12 @@ class PartitionWriter:
             raise
         self._rows_final = {t: int(f["rows"]) for t, f in facts.items()}
         self._sinks = {}
+        try:
+            assert self._lock_dir is not None
+            self._lock_dir.check()  # another host may have judged us dead and taken over
+        except OutputError:
+            self.abort()
+            raise
         self._swap_in(build)
         self._state = "committed"
         return dict(self.partitions)
