@@ -108,7 +108,8 @@ def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None) -> st
             "<p>No built days yet: run <code>vpbatch build --symbol MNQH6 --dt 2026-02-06 "
             "--start-time 09:30</code>.</p>")
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href=data:,><title>vpbatch serve</title>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href=data:,>"
+        "<title>vpbatch serve</title>"
         "<link rel=stylesheet href=/static/viewer.css></head><body class=index>"
         f"<h1>vpbatch serve</h1><p>Lake <code>{html.escape(str(lake))}</code>: built days "
         f"(click one to watch it).</p>{body}</body></html>")
