@@ -99,6 +99,19 @@ def test_pacer_pause_and_resume_continue_from_the_paused_event_time() -> None:
     assert pacer.delay(1_000_000_000) == pytest.approx(0.6)
 
 
+def test_pacer_given_seek_while_paused_resumes_from_the_seek_target() -> None:
+    now = [0.0]
+    pacer = Pacer(1.0, clock=lambda: now[0])
+    pacer.delay(0)
+    now[0] = 0.4
+    pacer.pause(pending_ns=1_000_000_000)
+    pacer.reset()  # a seek to 600 s of event time while paused
+    now[0] = 50.0
+    pacer.resume()
+    assert pacer.delay(600_000_000_000) == 0.0  # the seek target is due at once
+    assert pacer.delay(601_000_000_000) == pytest.approx(1.0)
+
+
 def test_state_buffer_drops_oldest_and_moves_its_counters_on() -> None:
     async def run() -> tuple[list[int], list[int], int, int]:
         buf = StateBuffer(capacity=2)

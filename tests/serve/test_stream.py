@@ -238,6 +238,23 @@ def test_stream_given_seek_jumps_to_the_first_state_at_that_time_both_ways(
             assert int(update["ts_ns"]) == int(ts[ts >= _et(target)][0])
 
 
+def test_stream_given_seek_while_paused_shows_the_landing_state_then_waits(
+        server: ServerThread, lake_rows: dict[str, object]) -> None:
+    ts = lake_rows["snap"]["ts_ns"].to_numpy()
+    with open_stream(server, speed=5, start_time="09:30") as ws:
+        assert _updates_for(ws, 0.3)
+        ws.send(json.dumps({"type": "pause"}))
+        assert _status(ws)["paused"] is True
+        _updates_for(ws, 0.5)  # frames queued before the pause may still land
+        ws.send(json.dumps({"type": "seek", "time": "09:37"}))
+        _status(ws)
+        shown = _updates_for(ws, 1.0)
+        assert [int(u["ts_ns"]) for u in shown] == [int(ts[ts >= _et("09:37")][0])]
+        ws.send(json.dumps({"type": "resume"}))
+        assert _status(ws)["paused"] is False
+        assert all(int(u["ts_ns"]) > int(shown[0]["ts_ns"]) for u in _updates_for(ws, 0.5))
+
+
 def test_stream_given_bad_control_message_answers_and_keeps_streaming(
         server: ServerThread) -> None:
     with open_stream(server, speed=20) as ws:

@@ -57,6 +57,7 @@ class Pacer:
         self._clock = clock
         self._wall0: float | None = None
         self._event0 = 0
+        self._paused_at: int | None = None
 
     def anchor(self, event_ns: int) -> None:
         """From now on, ``event_ns`` is due now."""
@@ -64,8 +65,9 @@ class Pacer:
         self._event0 = event_ns
 
     def reset(self) -> None:
-        """The next state sets the anchor (after a seek)."""
+        """The next state sets the anchor (after a seek, also one made while paused)."""
         self._wall0 = None
+        self._paused_at = None
 
     def position(self) -> int | None:
         """Event time the wall clock has reached (None before the first state)."""
@@ -97,7 +99,7 @@ class Pacer:
 
     def resume(self) -> None:
         self.paused = False
-        here = getattr(self, "_paused_at", None)
+        here = self._paused_at
         if here is None or self.speed == 0:
             self._wall0 = None
         else:
@@ -242,6 +244,8 @@ class Stream:
         while True:
             self._iter = await self._in_worker(self._open, from_ns)
             seek = None
+            # A seek while paused shows the state it landed on, then waits for resume.
+            preview = from_ns != self._start_ns and self.pacer.paused
             while seek is None:
                 batch = await self._in_worker(next, self._iter, None)
                 if batch is None:
@@ -252,6 +256,10 @@ class Stream:
                         self.buffer.end()
                         return
                     self._pending_ns = state.ts_ns
+                    if preview:
+                        preview = False
+                        self.buffer.put_newest(state)
+                        continue
                     seek = await self._wait_due(state.ts_ns)
                     if seek is not None:
                         break
