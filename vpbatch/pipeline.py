@@ -468,8 +468,9 @@ class StateStream:
 
     def __init__(self, req: BuildRequest) -> None:
         product, self.day = _product_and_day(req)
-        self.path, self.product, _ = _input(req, product, self.day)
-        self._job = _Build(req, self.product, self.day, open_mbo(self.path))
+        self.path, self.product, definition = _input(req, product, self.day)
+        self._job = _Build(req, self.product, self.day,
+                           open_mbo(self.path, definition=definition))
         self.config = req.config
 
     @property

@@ -319,7 +319,7 @@ class RawSource:
                                    self.view(grid_to_arrow(emitted.grid, times)), self.rows)
                 if from_ns is not None:
                     states = [s for s in states if s.ts_ns >= from_ns]
-                yield states  # empty during fast-forward and warm-up: the stream can stop
+                yield states
         finally:
             stream.close()
 
@@ -348,13 +348,9 @@ def _partition(lake: Path, table: str, product_type: str, symbol: str,
 
 def built_days(lake: Path) -> list[Partition]:
     """``vp_snapshot`` partitions whose build is complete (``vp_grid`` of the same build)."""
-    out = []
-    for part in list_partitions(lake, "vp_snapshot"):
-        grid = _partition(lake, "vp_grid", part.product_type, part.symbol,
-                          dt.date.fromisoformat(part.dt))
-        if grid is not None:
-            out.append(part)
-    return out
+    grids = {(p.product_type, p.symbol, p.dt) for p in list_partitions(lake, "vp_grid")}
+    return [part for part in list_partitions(lake, "vp_snapshot")
+            if (part.product_type, part.symbol, part.dt) in grids]
 
 
 def _missing(lake: Path, req: StreamRequest) -> str:
