@@ -322,11 +322,12 @@ def test_stream_given_50_connect_disconnect_cycles_releases_threads_and_memory(
     for i in range(50):
         cycle(speed=[0, 1, 100][i % 3])
     assert _settled_threads(baseline_threads) <= baseline_threads
-    assert _rss_mb() - baseline_rss < 40
     deadline = time.monotonic() + 3
     while _health(server)["streams"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _health(server)["streams"] == 0
+    # Measured once the last stream is gone (its decoded row group is ~70 MB on its own).
+    assert _rss_mb() - baseline_rss < 40
 
 
 def test_stream_given_disconnect_during_raw_warmup_stops_the_engine_within_a_second(
