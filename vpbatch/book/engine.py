@@ -253,8 +253,9 @@ class Engine:
     def _drain(self) -> Emitted:
         n_snap, n_mbp = int(self._out.counts[0]), int(self._out.counts[1])
         rows = 2 * self.params.K + 1
-        emitted = Emitted(self._out.snap[:n_snap].copy(), self._out.grid[: n_snap * rows].copy(),
-                          self._out.mbp[:n_mbp].copy())
+        emitted = Emitted(_copy_rows(self._out.snap[:n_snap]),
+                          _copy_rows(self._out.grid[: n_snap * rows]),
+                          _copy_rows(self._out.mbp[:n_mbp]))
         self._out.counts[:] = 0
         return emitted
 
@@ -271,6 +272,14 @@ class Engine:
                 rehash(old, new)
                 tables[name] = new
         self._st = st._replace(**tables)
+
+
+def _copy_rows(rows: np.ndarray) -> np.ndarray:
+    """A contiguous copy as raw bytes: numpy copies structured arrays field by field (~14x
+    slower, and the drain copies every emitted grid row)."""
+    out = np.empty_like(rows)
+    out.view(np.uint8)[...] = rows.view(np.uint8)
+    return out
 
 
 def _concat(parts: list[Emitted], mbp_levels: int) -> Emitted:
