@@ -65,6 +65,19 @@ NS = 1e9
 MAX_WALK_STEPS = 100_000
 #: Magnitudes below this cannot overflow float64 when combined as in ``advance_chain``.
 SAFE_MAGNITUDE = 1e300
+#: Chains at or beyond this magnitude make every later regime step take the exact path:
+#: below it the reference's non-finite fallback (SPEC §7) can never apply to a ``_now`` value.
+TAME_LIMIT = 1e200
+#: Regime evaluations a cell's cached decay is carried forward before it is recomputed (the
+#: carried product drifts ~2 ulp per evaluation).
+DECAY_REUSE = 64
+#: Bound, relative to each cell's chain magnitudes, on how far the filter's forces may be
+#: from ``forces_now``'s: the carried decays are within ~1e-13 of exp(); 1e-10 leaves ~1000x.
+FILTER_KAPPA = 1e-10
+#: Rounding of the score's own division and subtraction, added to every score margin.
+SCORE_ROUNDING = 1e-14
+#: ``filtered_regime``: a threshold lies within the error bound; evaluate exactly.
+UNDECIDED = -1
 #: Fixed columns of a raw MBP row, before the 6 * levels book columns (layout: mbp_layout).
 MBP_FIXED = RAW_FIXED
 
@@ -609,6 +622,17 @@ def touch_bucket(st, prm, bucket: int, pre: int, d_add: float, d_pull: float,
     c.rest_mem = depth_now
     c.last_event_id = sc.n
     c.last_ts = sc.t
+    if not chains_tame(c):
+        sc.wild = True
+
+
+@njit(cache=True, inline="always")
+def chains_tame(c) -> bool:
+    """Every chain value finite and far from overflow (``TAME_LIMIT``)."""
+    m = max(abs(c.v_add), abs(c.a_add), abs(c.j_add), abs(c.v_pull), abs(c.a_pull),
+            abs(c.j_pull), abs(c.v_fill), abs(c.a_fill), abs(c.j_fill), abs(c.v_rest),
+            abs(c.a_rest), abs(c.j_rest))
+    return m < TAME_LIMIT
 
 
 @njit(cache=True, inline="always")
@@ -630,10 +654,22 @@ def idle_chain(v0: float, a0: float, j0: float, dt: float, av: float, aa: float,
     return v, a
 
 
+@njit(cache=True, inline="always")
+def window_start(sc, prm) -> int:
+    """Ring slot of the window's first cell (k = -K); later cells follow with ``next_slot``."""
+    return (sc.spot - prm.K) % prm.W
+
+
+@njit(cache=True, inline="always")
+def next_slot(slot: int, prm) -> int:
+    """The ring slot after ``slot`` (an integer modulo per cell costs more than the cell)."""
+    return slot + 1 if slot + 1 < prm.W else 0
+
+
 @njit(cache=True)
-def forces_now(st, prm, bucket: int, t: int) -> tuple[float, float]:
-    """SPEC §8 as-of forces: the chains advanced without activity from t_b to t."""
-    c = st.cells[bucket % prm.W]
+def forces_now(c, prm, bucket: int, t: int) -> tuple[float, float]:
+    """SPEC §8 as-of forces of ``bucket`` (ring cell ``c``): the chains advanced without
+    activity from t_b to t."""
     if c.bucket != bucket:
         return 0.0, 0.0
     if t <= c.t_b:
@@ -670,9 +706,11 @@ def regime_score(st, prm, t: int) -> tuple[float, float]:
     sc = st.sc[0]
     sums = np.zeros(2)
     if sc.spot_defined:
+        slot = window_start(sc, prm)
         for idx in range(2 * prm.K + 1):
             b = sc.spot + idx - prm.K
-            p_now, v_now = forces_now(st, prm, b, t)
+            p_now, v_now = forces_now(st.cells[slot], prm, b, t)
+            slot = next_slot(slot, prm)
             add_to_score(prm, sc, b, st.weights[idx], p_now, v_now, sums)
     bull = sums[0]
     bear = sums[1]
@@ -696,11 +734,143 @@ def next_regime(prm, regime: int, score: float, intensity: float) -> int:
     return regime
 
 
+@njit(cache=True, inline="always")
+def carried_decay(c, prm, t: int, since: int, ratio_v: float,
+                  ratio_a: float) -> tuple[float, float]:
+    """(exp(-dt/tau_v), exp(-dt/tau_a)) at ``t`` for the cell's ``t_b``, 0 once saturated.
+
+    A cell evaluated at the window's previous evaluation (``since``) carries its cached
+    decays forward with the window's shared ratios: two multiplications instead of two exps.
+    """
+    if c.e_tb == c.t_b and c.e_t == since and c.e_n < DECAY_REUSE:
+        ev = c.e_v * ratio_v
+        ea = c.e_a * ratio_a
+        c.e_n += 1
+    else:
+        dt = (t - c.t_b) / NS
+        ev = math.exp(-dt / prm.tau_v)
+        ea = math.exp(-dt / prm.tau_a)
+        c.e_n = 0
+    c.e_t = t
+    c.e_tb = c.t_b
+    c.e_v = ev
+    c.e_a = ea
+    elapsed = t - c.t_b
+    if elapsed > ALPHA_SATURATION * prm.tau_v * NS:
+        ev = 0.0
+    if elapsed > ALPHA_SATURATION * prm.tau_a * NS:
+        ea = 0.0
+    return ev, ea
+
+
+@njit(cache=True, inline="always")
+def filtered_forces(c, prm, t: int, ev: float, ea: float,
+                    rate: float) -> tuple[float, float, float]:
+    """(pressure_now, vacuum_now) from carried decays, and the magnitude their error scales with.
+
+    The same formulas as ``forces_now`` with ``1 - alpha`` replaced by the decays; each value
+    is within ``FILTER_KAPPA * magnitude`` of ``forces_now``'s (tame chains only).
+    """
+    inv_dt = NS / (t - c.t_b)
+    aa = 1.0 - ea
+    v_add = ev * c.v_add
+    v_pull = ev * c.v_pull
+    a_add = aa * (v_add - c.v_add) * inv_dt + ea * c.a_add
+    a_pull = aa * (v_pull - c.v_pull) * inv_dt + ea * c.a_pull
+    pressure, vacuum = forces(prm, v_add, a_add, v_pull, a_pull, ev * c.v_fill, ev * c.v_rest)
+    magnitude = (abs(prm.c_p_v_add) * abs(c.v_add) + abs(prm.c_v_v_pull) * abs(c.v_pull)
+                 + abs(prm.c_v_v_fill) * abs(c.v_fill)
+                 + (abs(prm.c_p_v_rest) + abs(prm.c_v_v_rest)) * abs(c.v_rest)
+                 + 2.0 * abs(prm.c_p_a_add) * (abs(c.a_add) + rate * abs(c.v_add))
+                 + 2.0 * abs(prm.c_v_a_pull) * (abs(c.a_pull) + rate * abs(c.v_pull)))
+    return pressure, vacuum, magnitude
+
+
+@njit(cache=True)
+def filtered_score(st, prm, t: int) -> tuple[float, float, float]:
+    """(bull, bear, bound) of the window at ``t``: ``regime_score``'s sums, each within ``bound``.
+
+    Exact where ``regime_score`` needs no exp (absent cells, cells touched at ``t``); other
+    cells use ``filtered_forces``. Updates the cells' decay caches and ``eval_t``.
+    """
+    sc = st.sc[0]
+    since = sc.eval_t
+    ratio_v = ratio_a = 0.0
+    if since != EMPTY_KEY and t > since:
+        gap = (t - since) / NS
+        ratio_v = math.exp(-gap / prm.tau_v)
+        ratio_a = math.exp(-gap / prm.tau_a)
+    else:
+        since = EMPTY_KEY  # no cell carries its decays forward
+    rate = 1.0 / prm.tau_v + 1.0 / prm.tau_a
+    bull = bear = bound = 0.0
+    if sc.spot_defined:
+        slot = window_start(sc, prm)
+        for idx in range(2 * prm.K + 1):
+            b = sc.spot + idx - prm.K
+            c = st.cells[slot]
+            slot = next_slot(slot, prm)
+            twice = 2 * b * prm.bucket
+            if c.bucket != b or twice == sc.mid2:
+                continue
+            if t <= c.t_b:
+                p_now, v_now, magnitude = c.pressure, c.vacuum, 0.0
+            else:
+                ev, ea = carried_decay(c, prm, t, since, ratio_v, ratio_a)
+                p_now, v_now, magnitude = filtered_forces(c, prm, t, ev, ea, rate)
+            w = st.weights[idx]
+            if twice > sc.mid2:
+                bull += w * v_now
+                bear += w * p_now
+            else:
+                bull += w * p_now
+                bear += w * v_now
+            bound += w * magnitude
+    sc.eval_t = t
+    return bull, bear, FILTER_KAPPA * bound
+
+
+@njit(cache=True)
+def filtered_regime(prm, regime: int, bull: float, bear: float, bound: float) -> int:
+    """``next_regime`` of the exact score if every score within the bound decides the same.
+
+    ``regime_score``'s sums lie within ``bound`` (plus summation rounding) of ``bull``/``bear``;
+    when a threshold or the intensity floor lies that close, returns ``UNDECIDED``.
+    """
+    intensity = bull + bear
+    slack = bound + FILTER_KAPPA * intensity
+    if not (intensity + slack < prm.intensity_floor or intensity - slack >= prm.intensity_floor):
+        return UNDECIDED
+    den = intensity + prm.eps
+    low = den - slack
+    if low <= 0.0:
+        return UNDECIDED
+    score = (bull - bear) / den
+    reach = 2.0 * slack * (den + slack) / (low * low) + SCORE_ROUNDING
+    for threshold in (prm.theta_on, -prm.theta_on, prm.theta_off, -prm.theta_off):
+        if abs(score - threshold) <= reach:
+            return UNDECIDED
+    return next_regime(prm, regime, score, intensity)
+
+
 @njit(cache=True)
 def step_regime(st, prm, boundary: int) -> None:
-    score, intensity = regime_score(st, prm, boundary)
+    """One step of the machine at ``boundary``: filtered when it can be, exact otherwise.
+
+    The filter (``filtered_score``) skips the exps of ``regime_score`` but bounds its error;
+    the step is decided by it only when the exact score is certain to decide the same, so
+    the regime sequence is exactly ``regime_score``'s (docs/SEMANTICS.md, "Regime steps").
+    """
     sc = st.sc[0]
-    sc.regime = next_regime(prm, sc.regime, score, intensity)
+    regime = UNDECIDED
+    if not sc.wild:
+        bull, bear, bound = filtered_score(st, prm, boundary)
+        regime = filtered_regime(prm, sc.regime, bull, bear, bound)
+    if regime == UNDECIDED:
+        score, intensity = regime_score(st, prm, boundary)
+        regime = next_regime(prm, sc.regime, score, intensity)
+        sc.exact_steps += 1
+    sc.regime = regime
 
 
 # --------------------------------------------------------------------------- emission
@@ -737,6 +907,7 @@ def write_state(st, prm, out, reset_counters: bool) -> None:
     rows = 2 * prm.K + 1
     base = i * rows
     sums = np.zeros(2)
+    slot = window_start(sc, prm)
     for idx in range(rows):
         b = sc.spot + idx - prm.K
         g = out.grid[base + idx]
@@ -745,7 +916,8 @@ def write_state(st, prm, out, reset_counters: bool) -> None:
         g.price = (b * prm.bucket) * PRICE_SCALE
         g.bid_depth, g.ask_depth = bucket_depth(st, b)
         g.rest_depth = g.bid_depth + g.ask_depth
-        c = st.cells[b % prm.W]
+        c = st.cells[slot]
+        slot = next_slot(slot, prm)
         if c.bucket == b:
             g.add_mass, g.pull_mass, g.fill_mass = c.add_mass, c.pull_mass, c.fill_mass
             g.v_add, g.v_pull, g.v_fill, g.v_rest_depth = c.v_add, c.v_pull, c.v_fill, c.v_rest
@@ -761,7 +933,7 @@ def write_state(st, prm, out, reset_counters: bool) -> None:
             g.pressure = g.vacuum = 0.0
             g.last_event_id = 0
             g.last_ts = 0
-        g.pressure_now, g.vacuum_now = forces_now(st, prm, b, sc.t)
+        g.pressure_now, g.vacuum_now = forces_now(c, prm, b, sc.t)
         add_to_score(prm, sc, b, st.weights[idx], g.pressure_now, g.vacuum_now, sums)
     s.regime_score = (sums[0] - sums[1]) / (sums[0] + sums[1] + prm.eps)
     s.regime_intensity = sums[0] + sums[1]

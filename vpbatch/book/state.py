@@ -69,6 +69,10 @@ CELL_DTYPE: Final = np.dtype(
     + [(name, "<f8") for name in _CHAIN_FIELDS]
     + [(f"base_{name}", "<f8") for name in _CHAIN_FIELDS]
     + [("pressure", "<f8"), ("vacuum", "<f8")]
+    # Regime filter cache (kernels.filtered_score): exp(-dt/tau_v), exp(-dt/tau_a) as of e_t
+    # for a cell whose t_b was e_tb, carried forward e_n times. A pure function of
+    # (e_t, e_tb): never part of any output.
+    + [("e_t", "<i8"), ("e_tb", "<i8"), ("e_n", "<i8"), ("e_v", "<f8"), ("e_a", "<f8")]
 )
 
 #: Engine scalars, one record.
@@ -103,6 +107,9 @@ SCALARS_DTYPE: Final = np.dtype(
         ("full", "?"),             # full engine (False = book-only fast path)
         ("emit", "?"),             # write states (False during warm-up)
         ("resync_due", "?"),       # resync rest memory before the next full record
+        ("eval_t", "<i8"),         # time of the last filtered regime evaluation
+        ("wild", "?"),             # a chain left TAME_LIMIT: regime steps take the exact path
+        ("exact_steps", "<i8"),    # regime steps the filter could not decide (diagnostic)
     ]
 )
 
@@ -177,8 +184,10 @@ def allocate_state(config: EngineConfig, capacity: int = 1 << 16) -> EngineState
     sc["regime"] = REGIME_CHOP
     sc["full"] = True
     sc["emit"] = True
+    sc["eval_t"] = EMPTY_KEY
     cells = np.zeros(2 * config.band + 1, dtype=CELL_DTYPE)
     cells["bucket"] = EMPTY_KEY
+    cells["e_tb"] = EMPTY_KEY
     k = np.arange(-config.K, config.K + 1)
     weights = np.exp(-(np.abs(k) - 1) / config.regime_lambda)
     return EngineState(
