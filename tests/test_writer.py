@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from tests.fakes import DAY, FakeBuild, empty_levels, fake_build
 from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE, UNDEF_PRICE
 from vpbatch.errors import ConfigError, OutputError
+from vpbatch.grid_columns import StoredGridBuffer
 from vpbatch.lake import GOLD_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.mbp_layout import levels_of, mbp_columns, mbp_dtype, mbp_kernel_dtype
 from vpbatch.partitions import (
@@ -241,6 +243,43 @@ def test_writer_given_any_chunking_grid_file_is_identical(tmp_path_factory: pyte
     assert got.read_bytes() == ref.read_bytes()
 
 
+@settings(max_examples=15, deadline=None)
+@given(batch_states=st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=12))
+def test_grid_through_stored_columns_gives_the_file_of_write_grid(
+        tmp_path_factory: pytest.TempPathFactory, batch_states: list[int]) -> None:
+    """A build's path (engine batches -> StoredGridBuffer -> whole row groups) == write_grid."""
+    build = fake_build(seed=5)
+    base = tmp_path_factory.mktemp("stored")
+    ref = write(base / "ref", build, mbp=False)["vp_grid"] / PART_FILE
+    rows = len(build.grid) // len(build.snapshots)
+    with PartitionWriter(base / "cols", build.product, DAY, config=build.config,
+                         row_group_rows=SMALL_GROUPS) as out:
+        out.write_snapshots(build.snapshots)
+        buffer = StoredGridBuffer(SMALL_GROUPS["vp_grid"], out.write_grid_group)
+        state = 0
+        for n in itertools.cycle(batch_states):
+            if state >= len(build.snapshots):
+                break
+            buffer.add(build.snapshots[state:state + n],
+                       build.grid[state * rows:(state + n) * rows])
+            state += n
+        buffer.flush()
+    got = gold_partition(base / "cols", "vp_grid", build.product, DAY) / PART_FILE
+    assert got.read_bytes() == ref.read_bytes()
+
+
+def test_stored_grid_buffer_given_value_beyond_float32_raises_output_error() -> None:
+    snapshots = np.zeros(1, SNAPSHOT_DTYPE)
+    grid = np.zeros(2, GRID_DTYPE)
+    grid["event_id"] = 7
+    grid["v_fill"][0] = np.inf  # infinities are stored as such
+    grid["a_add"][1] = 1e300
+    buffer = StoredGridBuffer(10, lambda columns: None)
+    with pytest.raises(OutputError, match=r"^vp_grid\.a_add: 1e\+300 at event_id 7 does not "
+                                          r"fit float32$"):
+        buffer.add(snapshots, grid)
+
+
 # --- mbp layout -------------------------------------------------------------------------------
 
 
@@ -387,7 +426,8 @@ def test_is_complete_given_success_of_another_build_is_false(tmp_path: Path) -> 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time
     from tests.fakes import fake_build
-    from vpbatch.writer import PartitionWriter
+    from vpbatch.grid_columns import StoredGridBuffer
+from vpbatch.writer import PartitionWriter
 
     build = fake_build(seed=4)
     out = PartitionWriter(sys.argv[1], build.product, build.day, config=build.config,
@@ -409,7 +449,8 @@ _CRASH_DRIVER = textwrap.dedent("""
     from vpbatch.lake import gold_partition
     from vpbatch.lake import PART_FILE
     from vpbatch.partitions import is_complete, read_success
-    from vpbatch.writer import PartitionWriter
+    from vpbatch.grid_columns import StoredGridBuffer
+from vpbatch.writer import PartitionWriter
 
     lake, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     build = fake_build(seed=2)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from vpbatch.errors import ConfigError, InputError, VpbatchError
+from vpbatch.memory import reuse_freed_memory
 from vpbatch.pipeline import BuildRequest, BuildResult, build
 from vpbatch.progress import Progress
 from vpbatch.reader import find_input
@@ -80,35 +81,6 @@ def plan(req: BuildRequest, symbols: Sequence[str], days: Sequence[dt.date]) -> 
     return [replace(base, symbol=s, day=d) for s in unique_symbols for d in unique_days]
 
 
-#: glibc ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD: Final = -1
-_M_MMAP_THRESHOLD: Final = -3
-#: Arrays below this come from the heap and are reused (glibc's own adaptive maximum).
-_MMAP_THRESHOLD: Final = 32 << 20
-_TRIM_THRESHOLD: Final = 64 << 20
-
-
-def _reuse_freed_memory() -> None:
-    """Undo a tiny ``MALLOC_TRIM_THRESHOLD_`` in this process (Linux glibc only).
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting it turns off
-    glibc's adaptive mmap threshold, so every large array of a build is a fresh ``mmap``
-    that page-faults in and is unmapped on free: measured 7x the page faults, 4x the system
-    time and ~40% more wall time per build. Large blocks from the heap, trimmed beyond
-    64 MiB, keep freed memory reusable while still giving most of it back.
-    """
-    if not os.environ.get("MALLOC_TRIM_THRESHOLD_") or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: nothing to undo
-        return
-
-
 def run_task(req: BuildRequest) -> BuildResult:
     """Build one ``(symbol, day)``; a bad day is a ``failed`` result, never an exception.
 
@@ -117,7 +89,7 @@ def run_task(req: BuildRequest) -> BuildResult:
     retries the task.
     """
     assert req.day is not None
-    _reuse_freed_memory()
+    reuse_freed_memory()  # also undoes the Dask nanny's MALLOC_TRIM_THRESHOLD_
     host = socket.gethostname()
     if req.path is None and not Path(req.lake).is_dir():
         return BuildResult(req.symbol, req.day, "failed", host=host,

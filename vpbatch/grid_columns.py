@@ -8,10 +8,13 @@ never imports numba.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit
 
 from vpbatch.book.dtypes import GRID_DTYPE
+from vpbatch.errors import OutputError
 
 #: float32 stored columns, in :data:`vpbatch.schema.GRID_STORED_FLOATS` order.
 FLOAT_ORDER = ("add_mass", "pull_mass", "fill_mass", "v_add", "v_pull", "v_fill", "v_rest_depth",
@@ -24,18 +27,19 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 @njit(cache=True, nogil=True)
 def _split(rows: np.ndarray, ints: np.ndarray, k: np.ndarray, price: np.ndarray,
-           floats: np.ndarray, f32_max: float) -> int:
-    """Fill the column arrays; index of the first value too large for float32, else -1."""
+           floats: np.ndarray, f32_max: float, at: int) -> int:
+    """Fill the column arrays from index ``at``; first row too large for float32, else -1."""
     bad = -1
     for i in range(rows.shape[0]):
         r = rows[i]
-        ints[0, i] = r.event_id
-        ints[1, i] = r.bid_depth
-        ints[2, i] = r.ask_depth
-        ints[3, i] = r.last_event_id
-        ints[4, i] = r.last_ts
-        k[i] = r.k
-        price[i] = r.price
+        o = at + i
+        ints[0, o] = r.event_id
+        ints[1, o] = r.bid_depth
+        ints[2, o] = r.ask_depth
+        ints[3, o] = r.last_event_id
+        ints[4, o] = r.last_ts
+        k[o] = r.k
+        price[o] = r.price
         values = (r.add_mass, r.pull_mass, r.fill_mass, r.v_add, r.v_pull, r.v_fill,
                   r.v_rest_depth, r.a_add, r.a_pull, r.a_fill, r.a_rest_depth, r.j_add,
                   r.j_pull, r.j_fill, r.j_rest_depth)
@@ -43,8 +47,89 @@ def _split(rows: np.ndarray, ints: np.ndarray, k: np.ndarray, price: np.ndarray,
             x = values[j]
             if bad < 0 and abs(x) > f32_max and abs(x) < np.inf:
                 bad = i
-            floats[j, i] = np.float32(x)
+            floats[j, o] = np.float32(x)
     return bad
+
+
+@njit(cache=True, nogil=True)
+def _state_times(ts: np.ndarray, at: int, n: int, snap_ts: np.ndarray, first: int,
+                 per_state: int) -> None:
+    """``ts[at:at+n]``: the time of each row's state (rows ``first..`` of the batch)."""
+    for i in range(n):
+        ts[at + i] = snap_ts[(first + i) // per_state]
+
+
+class _Columns:
+    """Preallocated stored columns of one row group."""
+
+    def __init__(self, n: int) -> None:
+        self.ints = np.empty((len(INT_ORDER), n), dtype=np.int64)
+        self.k = np.empty(n, dtype=np.int32)
+        self.price = np.empty(n, dtype=np.float64)
+        self.floats = np.empty((len(FLOAT_ORDER), n), dtype=np.float32)
+        self.ts = np.empty(n, dtype=np.int64)
+
+    def named(self, n: int) -> dict[str, np.ndarray]:
+        columns: dict[str, np.ndarray] = {
+            name: self.ints[i, :n] for i, name in enumerate(INT_ORDER)}
+        columns.update({name: self.floats[i, :n] for i, name in enumerate(FLOAT_ORDER)})
+        columns["k"] = self.k[:n]
+        columns["price"] = self.price[:n]
+        columns["ts_event"] = self.ts[:n]
+        return columns
+
+
+class StoredGridBuffer:
+    """Engine grid rows -> stored columns (with each row's state time), a row group at a time.
+
+    A build's engine hands each batch's rows here while they are still in its cache-sized
+    buffer (``Engine.send_grid_to``); ``on_group`` receives every full group of
+    ``group_rows`` rows and, from :meth:`flush`, the last partial one: the same row groups
+    the writer's own buffering makes, so the file is the same.
+    """
+
+    def __init__(self, group_rows: int,
+                 on_group: Callable[[dict[str, np.ndarray]], None]) -> None:
+        self.group_rows = group_rows
+        self.on_group = on_group
+        self._cols: _Columns | None = None
+        self._filled = 0
+
+    def add(self, snapshots: np.ndarray, rows: np.ndarray) -> None:
+        """Convert ``rows`` (the 2K+1 rows of each of ``snapshots``, in order)."""
+        n = rows.shape[0]
+        if n == 0:
+            return
+        per_state = n // len(snapshots)
+        snap_ts = np.ascontiguousarray(snapshots["ts_event"])
+        pos = 0
+        while pos < n:
+            if self._cols is None:
+                self._cols = _Columns(self.group_rows)
+            take = min(self.group_rows - self._filled, n - pos)
+            piece = rows[pos:pos + take]
+            bad = _split(piece, self._cols.ints, self._cols.k, self._cols.price,
+                         self._cols.floats, _F32_MAX, self._filled)
+            if bad >= 0:
+                name = next(f for f in FLOAT_ORDER if _F32_MAX < abs(piece[f][bad]) < np.inf)
+                raise OutputError(f"vp_grid.{name}: {float(piece[name][bad])!r} at event_id "
+                                  f"{piece['event_id'][bad]} does not fit float32")
+            _state_times(self._cols.ts, self._filled, take, snap_ts, pos, per_state)
+            self._filled += take
+            pos += take
+            if self._filled == self.group_rows:
+                self._emit()
+
+    def flush(self) -> None:
+        """Hand over the last, partial group (if any)."""
+        if self._filled:
+            self._emit()
+
+    def _emit(self) -> None:
+        assert self._cols is not None
+        columns, self._cols, filled = self._cols, None, self._filled
+        self._filled = 0
+        self.on_group(columns.named(filled))
 
 
 def split_grid(rows: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
@@ -55,7 +140,7 @@ def split_grid(rows: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
     k = np.empty(n, dtype=np.int32)
     price = np.empty(n, dtype=np.float64)
     floats = np.empty((len(FLOAT_ORDER), n), dtype=np.float32)
-    bad = _split(rows, ints, k, price, floats, _F32_MAX)
+    bad = _split(rows, ints, k, price, floats, _F32_MAX, 0)
     columns = {name: ints[i] for i, name in enumerate(INT_ORDER)}
     columns.update({name: floats[i] for i, name in enumerate(FLOAT_ORDER)})
     columns["k"] = k

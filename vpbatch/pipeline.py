@@ -13,7 +13,7 @@ import re
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +28,14 @@ from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
+from vpbatch.grid_columns import StoredGridBuffer
 from vpbatch.lake import find_definition_file
 from vpbatch.mbp_layout import records_from_raw
+from vpbatch.memory import reuse_freed_memory
 from vpbatch.partitions import InputFile, is_complete
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
+from vpbatch.read_ahead import read_ahead
 from vpbatch.reader import (
     MboSource,
     find_input,
@@ -42,8 +45,11 @@ from vpbatch.reader import (
 )
 from vpbatch.writer import PartitionWriter
 
-#: Emitted batches queued for the writer thread before the engine waits (bounds memory).
-MAX_PENDING_WRITES: Final = 4
+#: Bytes queued for the writer thread before the engine waits (bounds memory: ~3 row groups).
+MAX_PENDING_BYTES: Final = 96 << 20
+#: States per engine batch in a build: the batch's grid rows (~2.7 MB at K = 50) are
+#: converted to stored columns while still in cache.
+BUILD_BATCH_STATES: Final = 128
 DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 #: An empty engine batch (yielded between fast-forward chunks so a stream can stop there).
@@ -180,7 +186,8 @@ class _Build:
         self._book_to_cache: dict[str, np.ndarray] | None = None
         self.emitted_states = 0
         # Parquet encoding releases the GIL and so does the kernel: write while computing.
-        self._writes: deque[Future[None]] = deque()
+        self._writes: deque[tuple[Future[None], int]] = deque()
+        self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
         self.records_read = 0
         self.phase = 0  # the phase the record stream ended in (set by ``emitted``)
@@ -211,8 +218,8 @@ class _Build:
     # -- the record stream, cut into phases ----------------------------------------------
 
     def chunks(self) -> Iterator[np.ndarray]:
-        for chunk in self.source.iter_selection(self.selection,
-                                                chunk_records=self.req.chunk_records):
+        reader = self.source.iter_selection(self.selection, chunk_records=self.req.chunk_records)
+        for chunk in read_ahead(reader, name="vpbatch-reader"):
             self.records_read += len(chunk)
             self.tob_records += int(np.count_nonzero(chunk["flags"] & F_TOB))
             yield chunk
@@ -274,9 +281,22 @@ class _Build:
         yield self.engine.finish()
 
     def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
-        """Write what phase 3 emits (see :meth:`emitted`)."""
+        """Write what phase 3 emits (see :meth:`emitted`).
+
+        Grid rows go from the engine's buffer straight into stored columns, a row group at
+        a time (``StoredGridBuffer``); the writer thread encodes while the engine computes.
+        """
+        grid = None
+        if writer is not None:
+            w = writer
+            grid = StoredGridBuffer(writer.row_group_rows["vp_grid"],
+                                    lambda columns: self._submit(w.write_grid_group, columns,
+                                                                 _nbytes(columns)))
+            self.engine.send_grid_to(grid.add, BUILD_BATCH_STATES)
         for emitted in self.emitted(bar):
             self._write(emitted, writer)
+        if grid is not None:
+            grid.flush()
         self._wait_writes(0)
         phase = self.phase
         self.timings["emit" if phase >= 3 else ("warmup" if phase == 2 else "fast_forward")] = \
@@ -337,23 +357,33 @@ class _Build:
         if writer is None or not (len(emitted.snapshots) or len(emitted.mbp)):
             return
         self.emitted_states += len(emitted.snapshots)
-        self._writes.append(self._pool.submit(self._write_now, emitted, writer))
-        self._wait_writes(MAX_PENDING_WRITES)
+        self._submit(self._write_now, (emitted, writer), _nbytes(emitted._asdict()))
+
+    def _submit(self, write: Callable[..., None], args: Any, nbytes: int) -> None:
+        """Queue one write (in order); waits while the queue holds too many bytes."""
+        call = self._pool.submit(write, *args) if isinstance(args, tuple) \
+            else self._pool.submit(write, args)
+        self._writes.append((call, nbytes))
+        self._pending_bytes += nbytes
+        self._wait_writes(MAX_PENDING_BYTES)
 
     def _write_now(self, emitted: Emitted, writer: PartitionWriter) -> None:
         if len(emitted.snapshots):
             writer.write_snapshots(emitted.snapshots)
-            writer.write_grid(emitted.grid)
+            if len(emitted.grid):
+                writer.write_grid(emitted.grid)
         if self.req.mbp_levels and len(emitted.mbp):
             writer.write_mbp(records_from_raw(emitted.mbp, self.req.mbp_levels))
 
-    def _wait_writes(self, keep: int) -> None:
-        while len(self._writes) > keep:
-            self._writes.popleft().result()
+    def _wait_writes(self, keep_bytes: int) -> None:
+        while self._writes and (self._pending_bytes > keep_bytes or keep_bytes == 0):
+            call, nbytes = self._writes.popleft()
+            self._pending_bytes -= nbytes
+            call.result()
 
     def close(self) -> None:
         """Stop the writer thread (after an error, queued batches are dropped)."""
-        for pending in self._writes:
+        for pending, _ in self._writes:
             pending.cancel()
         self._pool.shutdown(wait=True)
 
@@ -412,6 +442,10 @@ class _Build:
         except (VpbatchError, OSError) as exc:
             warnings.warn(f"book cache not saved: {exc}", VpbatchWarning, stacklevel=2)
         return sha
+
+
+def _nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    return sum(int(a.nbytes) for a in arrays.values())
 
 
 class _StaleCacheHint(VpbatchError):
@@ -520,6 +554,7 @@ def build(req: BuildRequest) -> BuildResult:
 
 def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
     """``build``; ``trust_cache=False`` ignores the remembered input sha256 (still saves)."""
+    reuse_freed_memory()
     product, day = _product_and_day(req)
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
     if not req.force and is_complete(req.lake, product, day, tables):

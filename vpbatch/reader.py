@@ -27,7 +27,7 @@ from databento.common.publishers import Publisher
 from databento.common.symbology import InstrumentMap
 from databento_dbn import DBNError
 
-from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records
+from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records, copy_rows
 from vpbatch.errors import ConfigError, InputError, SymbolError
 from vpbatch.input_digest import HashingFileSource
 from vpbatch.lake import find_definition_file, find_raw_file
@@ -399,7 +399,7 @@ class MboSource:
             last_flags = int(records["flags"][-1])
             keep = records["rtype"] == RTYPE_MBO
             if keep.all():
-                yield records.copy()
+                yield copy_rows(records)
             elif keep.any():
                 yield records[keep]
 

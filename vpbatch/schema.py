@@ -27,6 +27,7 @@ Column types
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import numpy as np
@@ -206,10 +207,18 @@ def grid_to_arrow(arr: np.ndarray, ts_event: np.ndarray) -> pa.Table:
         raise OutputError(f"vp_grid.{name}: {float(arr[name][bad])!r} at event_id "
                           f"{arr['event_id'][bad]} does not fit float32")
     values["ts_event"] = np.asarray(ts_event, dtype=np.int64)
+    return stored_grid_table(values)
+
+
+def stored_grid_table(columns: Mapping[str, np.ndarray]) -> pa.Table:
+    """Stored ``vp_grid`` columns by name (``grid_columns`` order and types) -> Arrow table.
+
+    No copies: each Arrow array wraps its numpy column.
+    """
     schema = grid_schema()
-    columns = [_timestamps(values[f.name]) if f.name in ("ts_event", "last_ts")
-               else pa.array(values[f.name], type=f.type) for f in schema]
-    return pa.Table.from_arrays(columns, schema=schema)
+    arrays = [_timestamps(columns[f.name]) if f.name in ("ts_event", "last_ts")
+              else pa.array(columns[f.name], type=f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def state_times(grid_event_ids: np.ndarray, state_ids: np.ndarray,

@@ -30,7 +30,8 @@ Column types are defined in :mod:`vpbatch.schema`, partitions are read back thro
 Encoding: zstd level 2 (level 3 is 0.3% smaller and a third slower); dictionary encoding for
 non-float columns of ``vp_snapshot`` and ``mbp`` only (float columns compress better and
 faster without it); none in ``vp_grid``, whose lean layout (:data:`~vpbatch.schema.GRID_LAYOUT`,
-docs/storage.md) is encoded fastest plain.
+docs/storage.md) is encoded fastest plain, and whose float32 columns carry no statistics
+(min/max of every page of 15 columns: 10% of its encoding time, for pruning nobody does).
 Determinism: fixed row-group sizes (rows are buffered, so the
 file does not depend on how the caller chunks its arrays), fixed key-value metadata, no times
 or ids in the data files. ``vp_grid`` is declared sorted by ``(event_id, k)`` and
@@ -99,6 +100,7 @@ from vpbatch.schema import (
     snapshot_schema,
     snapshots_to_arrow,
     state_times,
+    stored_grid_table,
 )
 from vpbatch.version import engine_version
 
@@ -142,7 +144,8 @@ class _TableSink:
 
     def __init__(self, table: str, folder: Path, schema: pa.Schema,
                  convert: Callable[[np.ndarray], pa.Table], row_group_rows: int,
-                 sorting: Sequence[str], dictionary: bool = True) -> None:
+                 sorting: Sequence[str], dictionary: bool = True,
+                 float_statistics: bool = True) -> None:
         self.table = table
         self.folder = folder
         self.schema = schema
@@ -155,7 +158,9 @@ class _TableSink:
         names = schema.names
         self._writer = pq.ParquetWriter(
             folder / PART_FILE, schema, compression=COMPRESSION,
-            compression_level=COMPRESSION_LEVEL, write_statistics=True, store_schema=True,
+            compression_level=COMPRESSION_LEVEL, store_schema=True,
+            write_statistics=True if float_statistics
+            else [f.name for f in schema if not pa.types.is_floating(f.type)],
             use_dictionary=[f.name for f in schema if not pa.types.is_floating(f.type)]
             if dictionary else False,
             sorting_columns=[pq.SortingColumn(names.index(c)) for c in sorting],
@@ -183,6 +188,14 @@ class _TableSink:
             self._buffered += take
             if self._buffered == size:
                 self._flush()
+
+    def write_group(self, table: pa.Table) -> None:
+        """One whole row group, bypassing the row buffer (which must be empty)."""
+        if self._buffered:
+            raise OutputError(f"{self.table}: a row group arrived while rows were buffered")
+        self._writer.write_table(table, row_group_size=max(len(table), 1))
+        self.rows += len(table)
+        self.row_groups += 1
 
     def _flush(self) -> None:
         if self._buffer is not None and self._buffered:
@@ -340,7 +353,7 @@ class PartitionWriter:
                               ["event_id"])
         if table == "vp_grid":
             return _TableSink(table, folder, grid_schema(), self._grid_to_arrow, rows,
-                              ["event_id", "k"], dictionary=False)
+                              ["event_id", "k"], dictionary=False, float_statistics=False)
         assert self.mbp_levels
         return _TableSink(table, folder, mbp_schema(self.mbp_levels), mbp_to_arrow, rows,
                           ["event_id"])
@@ -416,6 +429,27 @@ class PartitionWriter:
         stored beside the grid rows).
         """
         self._append("vp_grid", check_dtype(arr, GRID_DTYPE, "vp_grid"))
+
+    def write_grid_group(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Append one row group of stored ``vp_grid`` columns (``ts_event`` included).
+
+        From :class:`~vpbatch.grid_columns.StoredGridBuffer`, which cuts groups of
+        ``row_group_rows["vp_grid"]`` rows, so the file equals one written with
+        :meth:`write_grid`. Don't mix the two in one build.
+        """
+        table = stored_grid_table(columns)
+        if self._state != "open":
+            raise OutputError(f"{self._key}: cannot write vp_grid: writer is {self._state}")
+        started = time.perf_counter()
+        try:
+            self._sinks["vp_grid"].write_group(table)
+        except OSError as exc:
+            self._fail("vp_grid", exc)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._write_seconds += time.perf_counter() - started
 
     def _grid_to_arrow(self, rows: np.ndarray) -> pa.Table:
         table = grid_to_arrow(rows, self._states.times(rows["event_id"]))

@@ -135,3 +135,14 @@ def as_kernel_records(records: np.ndarray) -> np.ndarray:
     if records.dtype.itemsize != MBO_DTYPE.itemsize or records.dtype.names != MBO_DTYPE.names:
         raise TypeError(f"not an MBO record array: dtype {records.dtype}")
     return records.view(MBO_DTYPE)
+
+
+def copy_rows(rows: np.ndarray) -> np.ndarray:
+    """A contiguous, writable copy of a (structured) array, copied as raw bytes.
+
+    numpy copies structured arrays field by field: 8x slower for MBO records, 14x for grid
+    rows, and both are copied on every chunk and batch.
+    """
+    out = np.empty_like(rows, order="C")
+    out.view(np.uint8)[...] = np.ascontiguousarray(rows).view(np.uint8)
+    return out
