@@ -47,9 +47,9 @@ from vpbatch.writer import PartitionWriter
 
 #: Bytes queued for the writer thread before the engine waits (bounds memory: ~3 row groups).
 MAX_PENDING_BYTES: Final = 96 << 20
-#: States per engine batch in a build: the batch's grid rows (~2.7 MB at K = 50) are
+#: States per engine batch in a build: the batch's grid rows (~1.4 MB at K = 50) are
 #: converted to stored columns while still in cache.
-BUILD_BATCH_STATES: Final = 128
+BUILD_BATCH_STATES: Final = 64
 DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 #: An empty engine batch (yielded between fast-forward chunks so a stream can stop there).
