@@ -426,8 +426,7 @@ def test_is_complete_given_success_of_another_build_is_false(tmp_path: Path) -> 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time
     from tests.fakes import fake_build
-    from vpbatch.grid_columns import StoredGridBuffer
-from vpbatch.writer import PartitionWriter
+    from vpbatch.writer import PartitionWriter
 
     build = fake_build(seed=4)
     out = PartitionWriter(sys.argv[1], build.product, build.day, config=build.config,
@@ -449,8 +448,7 @@ _CRASH_DRIVER = textwrap.dedent("""
     from vpbatch.lake import gold_partition
     from vpbatch.lake import PART_FILE
     from vpbatch.partitions import is_complete, read_success
-    from vpbatch.grid_columns import StoredGridBuffer
-from vpbatch.writer import PartitionWriter
+    from vpbatch.writer import PartitionWriter
 
     lake, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     build = fake_build(seed=2)
