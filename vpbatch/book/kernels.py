@@ -636,6 +636,13 @@ def chains_tame(c) -> bool:
 
 
 @njit(cache=True, inline="always")
+def idle_va(v0: float, a0: float, dt: float, av: float, aa: float) -> tuple[float, float]:
+    """v and a of one zero-rate ``advance_chain`` step, before its finiteness check."""
+    v = av * 0.0 + (1.0 - av) * v0
+    return v, aa * (v - v0) / dt + (1.0 - aa) * a0
+
+
+@njit(cache=True, inline="always")
 def idle_chain(v0: float, a0: float, j0: float, dt: float, av: float, aa: float,
                prm) -> tuple[float, float]:
     """(v, a) of ``advance_chain`` with rate 0, without computing jerk when it cannot matter.
@@ -644,8 +651,7 @@ def idle_chain(v0: float, a0: float, j0: float, dt: float, av: float, aa: float,
     whenever ``x`` is finite and ``|x| + |j0|`` is far from overflow; otherwise the exact
     chain decides. Saves a third of the exps of every regime evaluation.
     """
-    v = av * 0.0 + (1.0 - av) * v0
-    a = aa * (v - v0) / dt + (1.0 - aa) * a0
+    v, a = idle_va(v0, a0, dt, av, aa)
     x = (a - a0) / dt
     if math.isfinite(v) and math.isfinite(a) and math.isfinite(x) \
             and abs(x) + abs(j0) < SAFE_MAGNITUDE:
@@ -667,9 +673,14 @@ def next_slot(slot: int, prm) -> int:
 
 
 @njit(cache=True)
-def forces_now(c, prm, bucket: int, t: int) -> tuple[float, float]:
+def forces_now(c, prm, bucket: int, t: int, tame: bool) -> tuple[float, float]:
     """SPEC §8 as-of forces of ``bucket`` (ring cell ``c``): the chains advanced without
-    activity from t_b to t."""
+    activity from t_b to t.
+
+    ``tame`` (no chain ever reached ``TAME_LIMIT``, see ``chains_tame``): every step is
+    finite (dt >= 1 ns), so the non-finite fallback and the jerk that only feeds it are
+    skipped; the values are the same.
+    """
     if c.bucket != bucket:
         return 0.0, 0.0
     if t <= c.t_b:
@@ -677,6 +688,12 @@ def forces_now(c, prm, bucket: int, t: int) -> tuple[float, float]:
     dt = (t - c.t_b) / NS
     av = alpha(dt, prm.tau_v)
     aa = alpha(dt, prm.tau_a)
+    if tame:
+        v_add, a_add = idle_va(c.v_add, c.a_add, dt, av, aa)
+        v_pull, a_pull = idle_va(c.v_pull, c.a_pull, dt, av, aa)
+        v_fill = av * 0.0 + (1.0 - av) * c.v_fill
+        v_rest = av * 0.0 + (1.0 - av) * c.v_rest
+        return forces(prm, v_add, a_add, v_pull, a_pull, v_fill, v_rest)
     v_add, a_add = idle_chain(c.v_add, c.a_add, c.j_add, dt, av, aa, prm)
     v_pull, a_pull = idle_chain(c.v_pull, c.a_pull, c.j_pull, dt, av, aa, prm)
     v_fill, _ = idle_chain(c.v_fill, c.a_fill, c.j_fill, dt, av, aa, prm)
@@ -709,7 +726,7 @@ def regime_score(st, prm, t: int) -> tuple[float, float]:
         slot = window_start(sc, prm)
         for idx in range(2 * prm.K + 1):
             b = sc.spot + idx - prm.K
-            p_now, v_now = forces_now(st.cells[slot], prm, b, t)
+            p_now, v_now = forces_now(st.cells[slot], prm, b, t, not sc.wild)
             slot = next_slot(slot, prm)
             add_to_score(prm, sc, b, st.weights[idx], p_now, v_now, sums)
     bull = sums[0]
@@ -933,7 +950,7 @@ def write_state(st, prm, out, reset_counters: bool) -> None:
             g.pressure = g.vacuum = 0.0
             g.last_event_id = 0
             g.last_ts = 0
-        g.pressure_now, g.vacuum_now = forces_now(c, prm, b, sc.t)
+        g.pressure_now, g.vacuum_now = forces_now(c, prm, b, sc.t, not sc.wild)
         add_to_score(prm, sc, b, st.weights[idx], g.pressure_now, g.vacuum_now, sums)
     s.regime_score = (sums[0] - sums[1]) / (sums[0] + sums[1] + prm.eps)
     s.regime_intensity = sums[0] + sums[1]
