@@ -133,6 +133,10 @@ def test_writer_manifest_records_inputs_parameters_counts_and_digest(tmp_path: P
     for folder in parts.values():
         assert read_success(folder) == build_digest(manifest)
         assert read_manifest(folder) == manifest
+    for table, folder in parts.items():  # hashed while written: must be the file's own digest
+        data = (folder / PART_FILE).read_bytes()
+        assert manifest["tables"][table]["sha256"] == hashlib.sha256(data).hexdigest(), table
+        assert manifest["tables"][table]["bytes"] == len(data)
 
 
 def test_writer_columns_have_documented_types_and_round_trip(tmp_path: Path) -> None:
