@@ -302,7 +302,7 @@ class _Build:
         self.timings["emit" if phase >= 3 else ("warmup" if phase == 2 else "fast_forward")] = \
             round(time.perf_counter() - self._phase_started, 6)
         if self.emitted_states == 0:
-            raise InputError(self._nothing_emitted(phase))
+            raise InputError(self.nothing_emitted(phase))
 
     def _show_progress(self, bar: Progress, chunk: np.ndarray) -> None:
         now = int(chunk["ts_event"][-1]) if len(chunk) else self._progress_ns
@@ -310,7 +310,8 @@ class _Build:
             bar.update((now - self._progress_ns) / 1e9)
             self._progress_ns = now
 
-    def _nothing_emitted(self, phase: int) -> str:
+    def nothing_emitted(self, phase: int) -> str:
+        """Why a run that ended in ``phase`` wrote no state (shared with StateStream)."""
         name = self.source.name
         if phase < 3:
             return (f"{name}: no records at or after --start-time {self.req.start_time:%H:%M} "
@@ -525,7 +526,7 @@ class StateStream:
             states += len(emitted.snapshots)
             yield emitted  # also the empty ones: a consumer may stop between any two
         if states == 0:
-            raise InputError(self._job._nothing_emitted(self._job.phase))
+            raise InputError(self._job.nothing_emitted(self._job.phase))
 
     def close(self) -> None:
         self._job.close()

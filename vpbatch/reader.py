@@ -756,6 +756,27 @@ def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = Non
     return find_raw_file(Path(lake), resolve_product(symbol), day)
 
 
+def _definitions(path: Path) -> Iterator[tuple[int, int, str, int]]:
+    """``(instrument_id, ts_recv, raw_symbol, min_price_increment)`` of each definition record.
+
+    The one decode loop of the definition readers; any decoding problem is an InputError
+    naming the file.
+    """
+    store, _, _ = _validated_store(path, "definition")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BentoWarning)
+            schema = "definition" if store.metadata.schema is None else None
+            for chunk in store.to_ndarray(schema, count=100_000):
+                chunk = chunk.reshape(-1)
+                names = [bytes(raw).rstrip(b"\0").decode("ascii", "replace")
+                         for raw in chunk["raw_symbol"]]
+                yield from zip(chunk["instrument_id"].tolist(), chunk["ts_recv"].tolist(),
+                               names, chunk["min_price_increment"].tolist(), strict=True)
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+
+
 def read_definition_symbols(path: Path) -> dict[int, str]:
     """``instrument_id -> raw_symbol`` from a definition DBN file (the latest definition wins).
 
@@ -764,23 +785,10 @@ def read_definition_symbols(path: Path) -> dict[int, str]:
     InputError
         Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
     """
-    path = Path(path)
-    store, _, _ = _validated_store(path, "definition")
     latest: dict[int, tuple[int, str]] = {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", BentoWarning)
-            schema = "definition" if store.metadata.schema is None else None
-            for chunk in store.to_ndarray(schema, count=100_000):
-                chunk = chunk.reshape(-1)
-                for iid, ts, raw in zip(chunk["instrument_id"].tolist(),
-                                        chunk["ts_recv"].tolist(), chunk["raw_symbol"],
-                                        strict=True):
-                    name = bytes(raw).rstrip(b"\0").decode("ascii", "replace")
-                    if name and (iid not in latest or ts >= latest[iid][0]):
-                        latest[iid] = (ts, name)
-    except _DECODE_ERRORS as exc:
-        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+    for iid, ts, name, _ in _definitions(Path(path)):
+        if name and (iid not in latest or ts >= latest[iid][0]):
+            latest[iid] = (ts, name)
     return {iid: name for iid, (_, name) in sorted(latest.items())}
 
 
@@ -808,27 +816,14 @@ def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
         Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
     """
     path = Path(path)
-    store, _, _ = _validated_store(path, "definition")
     wanted = None if symbol is None else symbol.strip().upper()
     best: tuple[int, int] | None = None
     seen: set[str] = set()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", BentoWarning)
-            schema = "definition" if store.metadata.schema is None else None
-            for chunk in store.to_ndarray(schema, count=100_000):
-                chunk = chunk.reshape(-1)
-                if chunk.size == 0:
-                    continue
-                names = [bytes(s).rstrip(b"\0").decode("ascii", "replace").upper()
-                         for s in chunk["raw_symbol"]]
-                seen.update(names)
-                for name, ts, tick in zip(names, chunk["ts_recv"].tolist(),
-                                          chunk["min_price_increment"].tolist(), strict=True):
-                    if (wanted is None or name == wanted) and (best is None or ts >= best[0]):
-                        best = (ts, tick)
-    except _DECODE_ERRORS as exc:
-        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+    for _, ts, raw_name, tick in _definitions(path):
+        name = raw_name.upper()
+        seen.add(name)
+        if (wanted is None or name == wanted) and (best is None or ts >= best[0]):
+            best = (ts, tick)
     if wanted is None and len(seen) > 1:
         raise SymbolError(f"{path.name}: {len(seen)} instruments defined; choose one symbol "
                           f"(have: {_listing(sorted(seen))})")
