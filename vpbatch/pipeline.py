@@ -288,10 +288,9 @@ class _Build:
         """
         grid = None
         if writer is not None:
-            w = writer
-            grid = StoredGridBuffer(writer.row_group_rows["vp_grid"],
-                                    lambda columns: self._submit(w.write_grid_group, columns,
-                                                                 _nbytes(columns)))
+            write_group = writer.write_grid_group
+            grid = StoredGridBuffer(writer.row_group_rows["vp_grid"], lambda columns: self._submit(
+                _nbytes(columns), write_group, columns))
             self.engine.send_grid_to(grid.add, BUILD_BATCH_STATES)
         for emitted in self.emitted(bar):
             self._write(emitted, writer)
@@ -358,13 +357,11 @@ class _Build:
         if writer is None or not (len(emitted.snapshots) or len(emitted.mbp)):
             return
         self.emitted_states += len(emitted.snapshots)
-        self._submit(self._write_now, (emitted, writer), _nbytes(emitted._asdict()))
+        self._submit(_nbytes(emitted._asdict()), self._write_now, emitted, writer)
 
-    def _submit(self, write: Callable[..., None], args: Any, nbytes: int) -> None:
+    def _submit(self, nbytes: int, write: Callable[..., None], *args: Any) -> None:
         """Queue one write (in order); waits while the queue holds too many bytes."""
-        call = self._pool.submit(write, *args) if isinstance(args, tuple) \
-            else self._pool.submit(write, args)
-        self._writes.append((call, nbytes))
+        self._writes.append((self._pool.submit(write, *args), nbytes))
         self._pending_bytes += nbytes
         self._wait_writes(MAX_PENDING_BYTES)
 
