@@ -28,15 +28,6 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def fsync_file(path: Path) -> None:
-    """fsync a file that was written by someone else (e.g. a Parquet writer)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a sibling temp file, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

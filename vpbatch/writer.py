@@ -132,6 +132,11 @@ class _StateTimes:
                 self._ids, self._ts = self._ids[order], self._ts[order]
         return state_times(event_ids, self._ids, self._ts)
 
+    def clear(self) -> None:
+        """Forget every state (their grid rows arrive with their own times)."""
+        self._ids, self._ts = self._ids[:0], self._ts[:0]
+        self._new = []
+
     def forget_before(self, event_id: int) -> None:
         """Drop states before ``event_id`` (grid rows arrive in event order)."""
         keep = int(np.searchsorted(self._ids, event_id))
@@ -450,6 +455,10 @@ class PartitionWriter:
     # -- streaming ---------------------------------------------------------------------------
 
     def _append(self, table: str, arr: np.ndarray) -> None:
+        self._to_sink(table, lambda sink: sink.append(arr))
+
+    def _to_sink(self, table: str, write: Callable[[_TableSink], None]) -> None:
+        """Run ``write`` on ``table``'s sink: timed, and any failure aborts the whole build."""
         if self._state != "open":
             raise OutputError(f"{self._key}: cannot write {table}: writer is {self._state}")
         sink = self._sinks.get(table)
@@ -458,7 +467,7 @@ class PartitionWriter:
                               f"(tables: {', '.join(self.tables)})")
         started = time.perf_counter()
         try:
-            sink.append(arr)
+            write(sink)
         except OSError as exc:
             self._fail(table, exc)
         except BaseException:
@@ -493,19 +502,8 @@ class PartitionWriter:
         ``row_group_rows["vp_grid"]`` rows, so the file equals one written with
         :meth:`write_grid`. Don't mix the two in one build.
         """
-        table = stored_grid_table(columns)
-        if self._state != "open":
-            raise OutputError(f"{self._key}: cannot write vp_grid: writer is {self._state}")
-        started = time.perf_counter()
-        try:
-            self._sinks["vp_grid"].write_group(table)
-        except OSError as exc:
-            self._fail("vp_grid", exc)
-        except BaseException:
-            self.abort()
-            raise
-        finally:
-            self._write_seconds += time.perf_counter() - started
+        self._states.clear()  # the group carries its rows' state times
+        self._to_sink("vp_grid", lambda sink: sink.write_group(stored_grid_table(columns)))
 
     def _grid_to_arrow(self, rows: np.ndarray) -> pa.Table:
         table = grid_to_arrow(rows, self._states.times(rows["event_id"]))
