@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.run import _commit, _machine
-from vpbatch.cluster import LOCAL_BACKEND
+from vpbatch.build.cluster import LOCAL_BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench" / "cluster"
@@ -75,8 +75,8 @@ CPU: list[float] = []
 
 def _backend_command(lake: Path, days: list[dt.date], backend: str) -> list[str]:
     code = ("import sys, datetime as dt; from pathlib import Path; "
-            "from vpbatch.cluster import plan, run_range; "
-            "from vpbatch.pipeline import BuildRequest, date_range, parse_wall_time; "
+            "from vpbatch.build.cluster import plan, run_range; "
+            "from vpbatch.build.pipeline import BuildRequest, date_range, parse_wall_time; "
             "req = BuildRequest(symbol='MNQH6', day=None, lake=Path(sys.argv[1]), force=True, "
             "start_time=parse_wall_time('09:30', ''), end_time=parse_wall_time('12:00', '')); "
             "days = date_range(dt.date.fromisoformat(sys.argv[2]), "
@@ -113,8 +113,8 @@ def speedup() -> dict[str, object]:
 def overhead() -> dict[str, float]:
     from distributed import Client, LocalCluster
 
-    from vpbatch.cluster import plan, run_task
-    from vpbatch.pipeline import BuildRequest, parse_wall_time
+    from vpbatch.build.cluster import plan, run_task
+    from vpbatch.build.pipeline import BuildRequest, parse_wall_time
 
     lake = WORK / "small"
     day = FIRST

@@ -29,8 +29,8 @@ DAY = dt.date(2026, 2, 6)
 
 def step(lake: str) -> dict[str, Any]:
     """Timed in-process: load, evaluate (1,000 resamples), and the bootstrap share."""
-    import vpbatch.evaluate as ev
-    import vpbatch.evaluate_stats as stats
+    import vpbatch.evaluate.evaluation as ev
+    import vpbatch.evaluate.stats as stats
 
     boot_seconds = 0.0
     original = stats.block_bootstrap

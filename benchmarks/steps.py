@@ -36,7 +36,7 @@ def step_synth(path: str, records: str) -> dict[str, Any]:
 
 
 def step_read(path: str) -> dict[str, Any]:
-    from vpbatch.reader import open_mbo
+    from vpbatch.ingest.reader import open_mbo
 
     started = time.perf_counter()
     n = 0
@@ -54,7 +54,7 @@ def step_engine(path: str, mode: str) -> dict[str, Any]:
     from vpbatch.book.dtypes import MBO_DTYPE
     from vpbatch.book.engine import Engine
     from vpbatch.config import EngineConfig
-    from vpbatch.reader import open_mbo
+    from vpbatch.ingest.reader import open_mbo
 
     config = EngineConfig(regime_step_ns=10**18) if mode == "full-noregime" else EngineConfig()
     warm = Engine(config, bucket=BUCKET)  # compile / load the numba cache first
@@ -83,7 +83,7 @@ def step_reference(path: str, records: str) -> dict[str, Any]:
     from tests.reference.engine import ReferenceEngine
     from vpbatch.book.engine import Engine
     from vpbatch.config import EngineConfig
-    from vpbatch.reader import open_mbo
+    from vpbatch.ingest.reader import open_mbo
 
     want = int(records)
     chunks, total = [], 0
@@ -112,8 +112,8 @@ def step_reference(path: str, records: str) -> dict[str, Any]:
 
 def step_build(lake: str, cache: str) -> dict[str, Any]:
     """The product run: 09:30-16:00 ET with the default 25 ms sampling."""
+    from vpbatch.build.pipeline import BuildRequest, build
     from vpbatch.config import EngineConfig
-    from vpbatch.pipeline import BuildRequest, build
 
     req = BuildRequest(symbol=SYMBOL, day=SESSION_DAY, lake=Path(lake),
                        start_time=dt.time(9, 30), end_time=dt.time(16, 0),

@@ -19,9 +19,9 @@ import numpy as np
 import vpbatch
 from vpbatch.book.engine import Engine
 from vpbatch.config import EngineConfig
+from vpbatch.ingest.reader import open_mbo
 from vpbatch.products import resolve_product
-from vpbatch.reader import open_mbo
-from vpbatch.writer import PartitionWriter
+from vpbatch.store.writer import PartitionWriter
 
 DAY = dt.date(2026, 2, 6)
 

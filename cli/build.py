@@ -19,12 +19,12 @@ from vpbatch.config import (
     parse_duration_ns,
 )
 from vpbatch.errors import ConfigError, VpbatchError
-from vpbatch.lake import parse_date
+from vpbatch.store.lake import parse_date
 
 if TYPE_CHECKING:
-    from vpbatch.pipeline import BuildResult
+    from vpbatch.build.pipeline import BuildResult
 
-#: Retries of a crashed task (``vpbatch.cluster.DEFAULT_RETRIES``; not imported: --help stays
+#: Retries of a crashed task (``vpbatch.build.cluster.DEFAULT_RETRIES``; not imported: --help stays
 #: light).
 _RETRIES = 2
 
@@ -113,8 +113,8 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
           --scheduler tcp://scheduler:8786 --lake /mnt/lake
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
     """
-    from vpbatch.cluster import plan, run_range
-    from vpbatch.pipeline import (
+    from vpbatch.build.cluster import plan, run_range
+    from vpbatch.build.pipeline import (
         BuildRequest,
         build,
         check_request,
@@ -220,6 +220,6 @@ def _report(results: list[BuildResult], as_json: bool) -> None:
             if table in r.rows:
                 click.echo(f"  {table}: {part}")
     if len(results) > 1:
-        from vpbatch.cluster import summary_line
+        from vpbatch.build.cluster import summary_line
 
         click.echo(summary_line(results))

@@ -47,7 +47,7 @@ def ls_command(lake: Path, as_json: bool) -> None:
     Example:
         vpbatch cache ls --lake lake
     """
-    from vpbatch.cache import cache_dir, list_entries
+    from vpbatch.store.cache import cache_dir, list_entries
 
     entries = list_entries(lake)
     if as_json:
@@ -86,7 +86,7 @@ def clear_command(lake: Path) -> None:
     Example:
         vpbatch cache clear --lake lake
     """
-    from vpbatch.cache import cache_dir, clear
+    from vpbatch.store.cache import cache_dir, clear
 
     n = clear(lake)
     click.echo(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from {cache_dir(lake)}")

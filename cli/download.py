@@ -11,7 +11,7 @@ import click
 from cli.options import lake_option, quiet_option
 
 if TYPE_CHECKING:
-    from vpbatch.download import Fetched
+    from vpbatch.ingest.download import Fetched
 
 
 def _stdin_is_terminal() -> bool:
@@ -63,15 +63,15 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
       vpbatch download --symbol MNQ.FUT --start 2026-02-06 --yes
       vpbatch download --symbol QQQ --start 2026-02-06 --dataset XNAS.ITCH --dry-run
     """
-    from vpbatch.download import (
+    from vpbatch.errors import ConfigError
+    from vpbatch.ingest.download import (
         DownloadRequest,
         check_cost,
         open_client,
         plan_download,
         run_download,
     )
-    from vpbatch.errors import ConfigError
-    from vpbatch.lake import parse_date
+    from vpbatch.store.lake import parse_date
 
     req = DownloadRequest(
         symbol=symbol, start=parse_date(start, "--start"),

@@ -9,7 +9,7 @@ import click
 
 from cli.options import json_option, lake_option, quiet_option, symbol_dt_options
 from vpbatch.errors import ConfigError
-from vpbatch.lake import parse_date
+from vpbatch.store.lake import parse_date
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
@@ -57,9 +57,9 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
       vpbatch evaluate --symbol MNQH6 --start 2026-02-02 --end 2026-02-06 -o eval.html
       vpbatch evaluate --symbol MNQH6 --dt 2026-02-06 --json > eval.json
     """
-    from vpbatch.evaluate import evaluate
-    from vpbatch.evaluate_report import format_table, to_json, write_html
-    from vpbatch.evaluate_stats import Bootstrap
+    from vpbatch.evaluate.evaluation import evaluate
+    from vpbatch.evaluate.report import format_table, to_json, write_html
+    from vpbatch.evaluate.stats import Bootstrap
     from vpbatch.progress import Progress
 
     if symbol is None:
@@ -72,7 +72,7 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
         day = start
     end = end if end is not None else day
     if out is not None:
-        from vpbatch.plot import require_matplotlib
+        from vpbatch.pictures.plot import require_matplotlib
 
         require_matplotlib()
     with Progress(total=7, enabled=not quiet, phase="evaluate", unit="targets") as bar:

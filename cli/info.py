@@ -30,9 +30,9 @@ def command(path: Path | None, symbol: str | None, day: dt.date | None, lake: Pa
         vpbatch info --symbol MNQH6 --dt 2026-02-06
         vpbatch info --json --symbol GOOG dbeq-basic-goog-20240403.mbo.dbn.zst
     """
-    from vpbatch.info import file_info, format_info
+    from vpbatch.ingest.info import file_info, format_info
+    from vpbatch.ingest.reader import find_input
     from vpbatch.progress import Progress
-    from vpbatch.reader import find_input
 
     if path is None:
         if symbol is None or day is None:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from vpbatch.errors import ConfigError
-from vpbatch.lake import parse_date
+from vpbatch.store.lake import parse_date
 
 F = TypeVar("F", bound=Callable[..., Any])
 

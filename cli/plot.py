@@ -9,7 +9,7 @@ import click
 
 from cli.options import lake_option, symbol_dt_options
 from vpbatch.clock import parse_clock
-from vpbatch.plot import DEFAULT_DPI, parse_size
+from vpbatch.pictures.plot import DEFAULT_DPI, parse_size
 
 
 def _default_output(symbol: str, day: dt.date, start: str | None, end: str | None) -> Path:
@@ -49,7 +49,7 @@ def command(symbol: str, day: dt.date, start: str | None, end: str | None, out: 
         vpbatch plot --symbol MNQH6 --dt 2026-02-06 --from 10:00 --to 10:05 -o open.svg
         vpbatch plot --symbol GOOG --dt 2024-04-03 -o goog.html --width 12in --height 7in
     """
-    from vpbatch.plot import plot_heatmap
+    from vpbatch.pictures.plot import plot_heatmap
 
     out = out if out is not None else _default_output(symbol, day, start, end)
     path = plot_heatmap(

@@ -29,7 +29,7 @@ def command(symbol: str, day: dt.date, out: Path | None, lake: Path) -> None:
         vpbatch report --symbol MNQH6 --dt 2026-02-06
         vpbatch report --symbol GOOG --dt 2024-04-03 -o goog.html --lake lake
     """
-    from vpbatch.report import write_report
+    from vpbatch.pictures.report import write_report
 
     out = out if out is not None else Path(f"report_{symbol.upper()}_{day.isoformat()}.html")
     click.echo(str(write_report(lake, symbol, day, out)))

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from cli.options import lake_option, quiet_option
-from vpbatch.lake import raw_dir, raw_file_name
 from vpbatch.products import resolve_product
+from vpbatch.store.lake import raw_dir, raw_file_name
 
 #: Below this many records the run takes a second or two: no progress bar.
 PROGRESS_MIN_RECORDS = 2_000_000

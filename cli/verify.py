@@ -35,7 +35,7 @@ def command(symbol: str | None, day: dt.date | None, all_partitions: bool, lake:
         raise click.UsageError("give --all, or --symbol and/or --dt, not both")
     if not all_partitions and symbol is None and day is None:
         raise click.UsageError("give --symbol and/or --dt, or --all")
-    from vpbatch.verify import verify
+    from vpbatch.build.verify import verify
 
     report = verify(lake, symbol=symbol, day=day, all=all_partitions)
     if as_json:

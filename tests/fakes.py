@@ -24,8 +24,8 @@ from vpbatch.book.dtypes import (
     SNAPSHOT_DTYPE,
     UNDEF_PRICE,
 )
+from vpbatch.book.mbp_layout import mbp_kernel_dtype
 from vpbatch.config import EngineConfig
-from vpbatch.mbp_layout import mbp_kernel_dtype
 from vpbatch.products import Product, resolve_product
 
 STORED = tuple(f for f in GRID_FLOAT_FIELDS if f not in ("pressure_now", "vacuum_now"))

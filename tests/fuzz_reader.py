@@ -111,7 +111,7 @@ def mutated_files(draw: st.DrawFn) -> tuple[str, bytes]:
 
 def read_like_a_build(path: Path) -> None:
     """What ``vpbatch build`` and ``vpbatch info`` do with a file, minus the engine."""
-    from vpbatch.reader import open_mbo
+    from vpbatch.ingest.reader import open_mbo
 
     source = open_mbo(path)
     instruments = source.instruments()

@@ -28,12 +28,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from vpbatch import writer as writer_module
-from vpbatch.lake import PART_FILE, SUCCESS_FILE, gold_partition, raw_dir
-from vpbatch.partitions import is_complete, read_success
+from vpbatch.build.verify import verify
 from vpbatch.products import resolve_product
+from vpbatch.store import writer as writer_module
+from vpbatch.store.lake import PART_FILE, SUCCESS_FILE, gold_partition, raw_dir
+from vpbatch.store.partitions import is_complete, read_success
 from vpbatch.synth import synth_to_lake
-from vpbatch.verify import verify
 
 SYMBOL = "MNQH6"
 PRODUCT = resolve_product(SYMBOL)
@@ -465,9 +465,10 @@ def test_build_given_definition_without_the_symbol_exits_3(tmp_path: Path,
 
 def test_build_given_definition_uses_its_tick_as_the_bucket(
         tmp_path: Path, dbn_path: DbnPath, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vpbatch.pipeline
+    import vpbatch.build.pipeline
 
-    monkeypatch.setattr(vpbatch.pipeline, "read_definition_tick", lambda path, symbol: 500_000_000)
+    monkeypatch.setattr(vpbatch.build.pipeline, "read_definition_tick",
+                        lambda path, symbol: 500_000_000)
     run("--symbol", "ESM4", "--path", dbn_path(ESM4), "--definition", dbn_path(ESM4),
         "--sample", "event", "--lake", tmp_path, ok=True)
     grid = pq.read_table(next((tmp_path / "gold" / "vp_grid").rglob("part-0.parquet")))

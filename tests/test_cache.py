@@ -1,4 +1,4 @@
-"""vpbatch.cache and ``vpbatch cache``: round trip, keys, corruption, staleness, concurrency."""
+"""vpbatch.store.cache and ``vpbatch cache``: round trip, keys, corruption, staleness, races."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli.cache import command
-from vpbatch import cache
-from vpbatch.cache import CacheKey, cache_dir, clear, list_entries, load, save
 from vpbatch.errors import OutputError, VpbatchWarning
+from vpbatch.store import cache
+from vpbatch.store.cache import CacheKey, cache_dir, clear, list_entries, load, save
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,7 +248,7 @@ def test_cache_given_fresh_temp_file_of_another_writer_keeps_it(tmp_path: Path,
 _WORKER = textwrap.dedent("""
     import sys, warnings
     import numpy as np
-    from vpbatch.cache import CacheKey, load, save
+    from vpbatch.store.cache import CacheKey, load, save
 
     lake, role, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     key = CacheKey("ab" * 32, 42, 1, 5, 1, "1.0")

@@ -214,7 +214,7 @@ def test_cli_given_library_error_prints_one_line_and_its_exit_code(
     def fail(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr("vpbatch.info.file_info", fail)
+    monkeypatch.setattr("vpbatch.ingest.info.file_info", fail)
     result = run("info", str(tmp_path / "x.dbn"))
     assert result.exit_code == code
     assert result.stderr == f"Error: {error}\n"
@@ -233,7 +233,7 @@ def test_cli_given_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch,
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vpbatch.info.file_info", interrupt)
+    monkeypatch.setattr("vpbatch.ingest.info.file_info", interrupt)
     result = run("info", str(tmp_path / "x.dbn"))
     assert result.exit_code == 130
     assert result.stderr == "Interrupted.\n"
@@ -244,7 +244,7 @@ def test_cli_given_os_error_exits_1_with_one_line(monkeypatch: pytest.MonkeyPatc
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", "/root/x")
 
-    monkeypatch.setattr("vpbatch.info.file_info", denied)
+    monkeypatch.setattr("vpbatch.ingest.info.file_info", denied)
     result = run("info", str(tmp_path / "x.dbn"))
     assert result.exit_code == 1
     assert result.stderr == "Error: Permission denied: /root/x\n"

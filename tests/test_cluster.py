@@ -23,14 +23,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from vpbatch.cluster import plan, summary_line
+from vpbatch.build.cluster import plan, summary_line
+from vpbatch.build.pipeline import BuildRequest, BuildResult
+from vpbatch.build.verify import verify
 from vpbatch.errors import ConfigError
-from vpbatch.lake import gold_partition, raw_dir, raw_file_name
-from vpbatch.pipeline import BuildRequest, BuildResult
 from vpbatch.products import resolve_product
+from vpbatch.store.lake import gold_partition, raw_dir, raw_file_name
+from vpbatch.store.writer import PART_FILE, is_complete
 from vpbatch.synth import synth_to_lake
-from vpbatch.verify import verify
-from vpbatch.writer import PART_FILE, is_complete
 
 SYMBOLS = ("MNQH6", "ESH6")
 DAYS = (dt.date(2026, 2, 4), dt.date(2026, 2, 5), dt.date(2026, 2, 6))  # Wed-Fri

@@ -19,7 +19,7 @@ from vpbatch.config import (
     parse_duration_ns,
 )
 from vpbatch.errors import ConfigError
-from vpbatch.lake import MANIFEST_FILE
+from vpbatch.store.lake import MANIFEST_FILE
 
 ESM4 = "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
 EVERYTHING = """

@@ -33,7 +33,8 @@ from tests.download_fake import (
     Script,
     serve,
 )
-from vpbatch.download import (
+from vpbatch.errors import OutputError
+from vpbatch.ingest.download import (
     DownloadRequest,
     count_records,
     merge_symbology,
@@ -43,8 +44,7 @@ from vpbatch.download import (
     plan_download,
     run_download,
 )
-from vpbatch.errors import OutputError
-from vpbatch.reader import read_definition_tick
+from vpbatch.ingest.reader import read_definition_tick
 
 FOLDER = Path("raw/source=databento/product_type=future_mbo/symbol=ES/table=market_by_order_dbn")
 START, END = "2024-05-08", "2024-05-11"  # Wed .. Sat: Saturday has no data

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from vpbatch.errors import ConfigError
-from vpbatch.evaluate import (
+from vpbatch.evaluate.evaluation import (
     NS,
     States,
     compute_predictors,
@@ -24,7 +24,7 @@ from vpbatch.evaluate import (
     order_flow_imbalance,
     states_from_frame,
 )
-from vpbatch.evaluate_stats import (
+from vpbatch.evaluate.stats import (
     Bootstrap,
     apply_thresholds,
     block_bootstrap,

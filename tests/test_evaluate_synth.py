@@ -16,8 +16,9 @@ import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
+from vpbatch.build.pipeline import BuildRequest, build
 from vpbatch.errors import ConfigError
-from vpbatch.evaluate import (
+from vpbatch.evaluate.evaluation import (
     Evaluation,
     Target,
     compute_targets,
@@ -25,8 +26,7 @@ from vpbatch.evaluate import (
     evaluate_states,
     load_states,
 )
-from vpbatch.evaluate_stats import Bootstrap
-from vpbatch.pipeline import BuildRequest, build
+from vpbatch.evaluate.stats import Bootstrap
 from vpbatch.synth import synth_session, synth_to_lake
 
 SYMBOL = "MNQH6"

@@ -19,15 +19,15 @@ import pytest
 
 from vpbatch.book.dtypes import GRID_DTYPE, GRID_FLOAT_FIELDS
 from vpbatch.book.engine import Engine
+from vpbatch.build.verify import verify
 from vpbatch.config import EngineConfig
-from vpbatch.lake import MANIFEST_FILE, PART_FILE, gold_partition
+from vpbatch.ingest.reader import open_mbo
 from vpbatch.products import resolve_product
-from vpbatch.reader import open_mbo
-from vpbatch.schema import GRID_STORED_FLOATS, grid_view_schema
 from vpbatch.sql import connect
+from vpbatch.store.lake import MANIFEST_FILE, PART_FILE, gold_partition
+from vpbatch.store.schema import GRID_STORED_FLOATS, grid_view_schema
+from vpbatch.store.writer import PartitionWriter
 from vpbatch.synth import synth_session
-from vpbatch.verify import verify
-from vpbatch.writer import PartitionWriter
 
 DAY = dt.date(2026, 2, 6)
 #: Documented bound (docs/storage.md): derived forces vs the engine's float64 values, relative

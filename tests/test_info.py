@@ -1,4 +1,4 @@
-"""vpbatch.info: file statistics in one streaming pass."""
+"""vpbatch.ingest.info: file statistics in one streaming pass."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from vpbatch.clock import NEW_YORK, format_ns
 from vpbatch.errors import InputError, SymbolError
-from vpbatch.info import file_info, format_info
+from vpbatch.ingest.info import file_info, format_info
 
 ESM4 = "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
 ESH4 = "glbx-mdp3-esh4-20231224.mbo.dbn.zst"

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import DAY, fake_build
-from vpbatch import locks
 from vpbatch.errors import OutputError
-from vpbatch.locks import OWNER_SUFFIX, DirLock, Owner
-from vpbatch.writer import PartitionWriter, is_complete
+from vpbatch.store import locks
+from vpbatch.store.locks import OWNER_SUFFIX, DirLock, Owner
+from vpbatch.store.writer import PartitionWriter, is_complete
 
 HOLDER = """
 import sys, time
-from vpbatch.locks import DirLock
+from vpbatch.store.locks import DirLock
 lock = DirLock(sys.argv[1], "x")
 lock.acquire()
 print("held", flush=True)

@@ -1,4 +1,4 @@
-"""``vpbatch.pipeline.build``: determinism, the book cache, the three phases, verify, skip.
+"""``vpbatch.build.pipeline.build``: determinism, the book cache, the three phases, verify, skip.
 
 Synthetic MNQH6 sessions (200k records) are generated once per test session and copied into
 each test's lake; builds emit short windows (09:30-09:45 ET) to stay fast. Error paths and
@@ -20,16 +20,16 @@ import pytest
 
 from vpbatch.book.dtypes import F_LAST, F_SNAPSHOT
 from vpbatch.book.engine import Engine
-from vpbatch.cache import cache_dir
+from vpbatch.build.pipeline import BuildRequest, BuildResult, build
+from vpbatch.build.verify import verify
 from vpbatch.config import EngineConfig
 from vpbatch.errors import OutputError, VpbatchWarning
-from vpbatch.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE
-from vpbatch.partitions import read_manifest, read_success
-from vpbatch.pipeline import BuildRequest, BuildResult, build
-from vpbatch.reader import MboSource, open_mbo
+from vpbatch.ingest.reader import MboSource, open_mbo
 from vpbatch.sql import run_query
+from vpbatch.store.cache import cache_dir
+from vpbatch.store.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE
+from vpbatch.store.partitions import read_manifest, read_success
 from vpbatch.synth import synth_to_lake
-from vpbatch.verify import verify
 
 SYMBOL = "MNQH6"
 FEB = dt.date(2026, 2, 6)  # Friday, EST (UTC-5)
@@ -225,8 +225,8 @@ def test_build_given_input_edited_keeping_size_and_mtime_rebuilds_without_cached
 
     import zstandard
 
-    from vpbatch import partitions
     from vpbatch.book.dtypes import MBO_DTYPE
+    from vpbatch.store import partitions
 
     src = next((lake / "raw").rglob(f"*{FEB:%Y%m%d}*.mbo.dbn.zst"))
     with open(src, "rb") as fh:

@@ -1,4 +1,4 @@
-"""vpbatch.plot / vpbatch.report and ``vpbatch plot`` / ``vpbatch report`` on real builds."""
+"""vpbatch.pictures (plot, report) and ``vpbatch plot`` / ``vpbatch report`` on real builds."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from matplotlib import image as mpimg
 
 from cli.main import cli
 from tests.fakes import fake_build
+from vpbatch.build.pipeline import BuildRequest, build
 from vpbatch.clock import et_ns, parse_clock
 from vpbatch.errors import ConfigError, InputError
-from vpbatch.pipeline import BuildRequest, build
-from vpbatch.plot import (
+from vpbatch.pictures.plot import (
     draw_heatmap,
     figure_bytes,
     heatmap_image,
@@ -33,15 +33,15 @@ from vpbatch.plot import (
     require_matplotlib,
     scales,
 )
-from vpbatch.plot_data import MAX_COLUMNS, load_heatmap, open_session, resolve_window
-from vpbatch.report import (
+from vpbatch.pictures.plot_data import MAX_COLUMNS, load_heatmap, open_session, resolve_window
+from vpbatch.pictures.report import (
     BUSY_WINDOW_NS,
     regime_table,
     write_report,
 )
 from vpbatch.sql import connect, run_query
+from vpbatch.store.writer import PartitionWriter
 from vpbatch.synth import synth_to_lake
-from vpbatch.writer import PartitionWriter
 
 DAY = dt.date(2026, 2, 6)
 GOOG_DAY = dt.date(2024, 4, 3)

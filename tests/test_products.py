@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vpbatch.errors import ConfigError
+from vpbatch.ingest.reader import read_definition_tick
 from vpbatch.products import (
     EQUITY_MBO,
     FUTURE_MBO,
@@ -15,7 +16,6 @@ from vpbatch.products import (
     list_products,
     resolve_product,
 )
-from vpbatch.reader import read_definition_tick
 
 DbnPath = Callable[[str], Path]
 

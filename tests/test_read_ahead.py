@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vpbatch.read_ahead import read_ahead
+from vpbatch.ingest.read_ahead import read_ahead
 
 
 def _threads() -> int:

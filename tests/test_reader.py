@@ -1,4 +1,4 @@
-"""vpbatch.reader on every shared Databento file and on every kind of bad input."""
+"""vpbatch.ingest.reader on every shared Databento file and on every kind of bad input."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from vpbatch.book.dtypes import ACTION_CLEAR, F_SNAPSHOT, MBO_DTYPE
 from vpbatch.errors import ConfigError, InputError, SymbolError
-from vpbatch.reader import (
+from vpbatch.ingest.reader import (
     MboSource,
     Selection,
     dataset_publishers,
@@ -517,7 +517,7 @@ def test_iter_chunks_given_big_file_keeps_peak_memory_bounded(
     script = textwrap.dedent(f"""
         import resource
         from pathlib import Path
-        from vpbatch.reader import open_mbo
+        from vpbatch.ingest.reader import open_mbo
         source = open_mbo(Path({str(path)!r}))
         source.resolve("ESM4")
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -638,7 +638,7 @@ def test_open_mbo_given_explicit_definition_file_resolves_parent_symbology(
 
 def test_read_definition_symbols_given_es_definitions_names_each_instrument(
         dbn_path: DbnPath) -> None:
-    from vpbatch.reader import read_definition_symbols
+    from vpbatch.ingest.reader import read_definition_symbols
 
     assert read_definition_symbols(dbn_path("glbx-mdp3-es-fut.definition.dbn.zst")) == {
         95414: "ESM3"}

@@ -13,9 +13,9 @@ import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
+from vpbatch.build.pipeline import infer_session_day
 from vpbatch.clock import NEW_YORK, et_ns, session_day
 from vpbatch.errors import ConfigError
-from vpbatch.pipeline import infer_session_day
 
 ESM4 = "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
 #: Offset of the header's ``end`` (u64 ns) in a DBN v1-v3 file: magic+version 4, length 4,

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from cli.sql import command
 from tests.fakes import DAY, FakeBuild, fake_build
 from vpbatch.errors import VpbatchError
-from vpbatch.lake import SUCCESS_FILE, gold_partition
 from vpbatch.sql import complete_files, connect, run_query
-from vpbatch.writer import PartitionWriter
+from vpbatch.store.lake import SUCCESS_FILE, gold_partition
+from vpbatch.store.writer import PartitionWriter
 
 
 def write(lake: Path, build: FakeBuild, *, day: dt.date = DAY, mbp: bool = True) -> None:

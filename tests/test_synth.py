@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from cli.synth import command
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.lake import find_raw_file, raw_dir
 from vpbatch.products import resolve_product
+from vpbatch.store.lake import find_raw_file, raw_dir
 from vpbatch.synth import synth_session, synth_to_lake
 
 FRIDAY = dt.date(2026, 2, 6)       # EST: CT = UTC-6, NY = UTC-5; CME closes 22:00 UTC

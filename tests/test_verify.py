@@ -1,4 +1,4 @@
-"""vpbatch.verify and ``vpbatch verify``: good builds pass, each kind of damage is named."""
+"""vpbatch.build.verify and ``vpbatch verify``: good builds pass, each kind of damage is named."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from cli.verify import command
 from tests.fakes import CORRUPTIONS, DAY, FakeBuild, corrupt, fake_build
+from vpbatch.build.verify import CHECKS, select_partitions, verify
 from vpbatch.errors import ConfigError, InputError, VerifyError
-from vpbatch.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
-from vpbatch.verify import CHECKS, select_partitions, verify
-from vpbatch.writer import PartitionWriter
+from vpbatch.store.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
+from vpbatch.store.writer import PartitionWriter
 
 #: The check that must fail for each corruption of tests.fakes.
 EXPECTED = {

@@ -1,4 +1,4 @@
-"""vpbatch.writer, schema, partitions, mbp_layout: layout, types, determinism, atomicity."""
+"""vpbatch.store.writer, schema, partitions, mbp_layout: layout, types, determinism, atomicity."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from tests.fakes import DAY, FakeBuild, empty_levels, fake_build
 from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE, UNDEF_PRICE
+from vpbatch.book.mbp_layout import levels_of, mbp_columns, mbp_dtype, mbp_kernel_dtype
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.grid_columns import StoredGridBuffer
-from vpbatch.lake import GOLD_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
-from vpbatch.mbp_layout import levels_of, mbp_columns, mbp_dtype, mbp_kernel_dtype
-from vpbatch.partitions import (
+from vpbatch.store.grid_columns import StoredGridBuffer
+from vpbatch.store.lake import GOLD_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
+from vpbatch.store.partitions import (
     InputFile,
     build_digest,
     is_complete,
@@ -35,7 +35,7 @@ from vpbatch.partitions import (
     read_manifest,
     read_success,
 )
-from vpbatch.schema import (
+from vpbatch.store.schema import (
     GRID_DERIVED,
     GRID_STORED_FLOATS,
     grid_schema,
@@ -43,7 +43,7 @@ from vpbatch.schema import (
     mbp_to_arrow,
     snapshots_to_arrow,
 )
-from vpbatch.writer import PartitionWriter
+from vpbatch.store.writer import PartitionWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_GROUPS = {"vp_snapshot": 7, "vp_grid": 50, "mbp": 9}
@@ -430,7 +430,7 @@ def test_is_complete_given_success_of_another_build_is_false(tmp_path: Path) -> 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time
     from tests.fakes import fake_build
-    from vpbatch.writer import PartitionWriter
+    from vpbatch.store.writer import PartitionWriter
 
     build = fake_build(seed=4)
     out = PartitionWriter(sys.argv[1], build.product, build.day, config=build.config,
@@ -449,10 +449,10 @@ _CRASH_DRIVER = textwrap.dedent("""
     # just before its n-th rename during commit; report what the lake looks like afterwards.
     import json, os, sys
     from tests.fakes import fake_build
-    from vpbatch.lake import gold_partition
-    from vpbatch.lake import PART_FILE
-    from vpbatch.partitions import is_complete, read_success
-    from vpbatch.writer import PartitionWriter
+    from vpbatch.store.lake import gold_partition
+    from vpbatch.store.lake import PART_FILE
+    from vpbatch.store.partitions import is_complete, read_success
+    from vpbatch.store.writer import PartitionWriter
 
     lake, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     build = fake_build(seed=2)
@@ -598,7 +598,7 @@ class _DiskFull(pq.ParquetWriter):
 
 def test_writer_given_disk_full_mid_write_removes_temp_and_raises(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vpbatch.writer.pq.ParquetWriter", _DiskFull)
+    monkeypatch.setattr("vpbatch.store.writer.pq.ParquetWriter", _DiskFull)
     _DiskFull.calls = 0
     build = fake_build()
     with pytest.raises(OutputError, match=r"part-0\.parquet: writing vp_grid failed: "
@@ -621,7 +621,7 @@ def test_writer_given_commit_rename_failure_restores_old_partition(
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
         real(src, dst)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("vpbatch.writer.os.rename", failing)
+    monkeypatch.setattr("vpbatch.store.writer.os.rename", failing)
     with pytest.raises(OutputError, match="commit failed: Invalid cross-device link"):
         write(tmp_path, fake_build(seed=2), mbp=False, force=True)
     monkeypatch.undo()

@@ -34,12 +34,12 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from vpbatch.book.mbp_layout import DEFAULT_LEVELS
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import VpbatchError
-from vpbatch.lake import GOLD_TABLES
-from vpbatch.mbp_layout import DEFAULT_LEVELS
-from vpbatch.partitions import Partition, list_partitions, read_manifest
-from vpbatch.schema import (
+from vpbatch.store.lake import GOLD_TABLES
+from vpbatch.store.partitions import Partition, list_partitions, read_manifest
+from vpbatch.store.schema import (
     GRID_LAYOUT,
     GRID_STORED_FLOATS,
     grid_view_schema,

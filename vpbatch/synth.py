@@ -54,8 +54,8 @@ from vpbatch.book.dtypes import (
 )
 from vpbatch.clock import CHICAGO, NEW_YORK
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.lake import raw_dir, raw_file_name
 from vpbatch.products import FUTURE_MBO, resolve_product
+from vpbatch.store.lake import raw_dir, raw_file_name
 
 __all__ = ["SynthStats", "default_start_price", "session_intensity", "synth_session",
            "synth_to_lake"]

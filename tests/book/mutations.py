@@ -212,8 +212,8 @@ def property_holds(max_examples: int, kernels: types.ModuleType, select: Callabl
 def main(names: list[str]) -> int:
     from numba.core import config
 
-    from vpbatch import reader
     from vpbatch.book import kernels
+    from vpbatch.ingest import reader
 
     if not config.DISABLE_JIT:
         print("run with NUMBA_DISABLE_JIT=1 (mutants are plain Python)", file=sys.stderr)

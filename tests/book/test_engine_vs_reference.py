@@ -29,7 +29,7 @@ from tests.strategies import (
 from vpbatch.book.dtypes import GRID_DTYPE, SIDE_ASK, SIDE_BID, SNAPSHOT_DTYPE
 from vpbatch.book.engine import Engine
 from vpbatch.config import EngineConfig
-from vpbatch.reader import Selection, select_records
+from vpbatch.ingest.reader import Selection, select_records
 
 _OWN = Selection(OWN_INSTRUMENT, OWN_PUBLISHER, "TEST")
 #: (K, band) of the futures property; K == band puts the band's edge inside the grid.

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
-from vpbatch.pipeline import BuildRequest, build
+from vpbatch.build.pipeline import BuildRequest, build
 from vpbatch.serve import create_app
 from vpbatch.synth import synth_to_lake
 

@@ -21,8 +21,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.serve.conftest import DAY, SYMBOL, ServerThread
-from vpbatch import plot
 from vpbatch.clock import et_ns
+from vpbatch.pictures import plot
 from vpbatch.serve import create_app
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.stream import BUFFER_STATES

@@ -10,12 +10,12 @@ import pytest
 
 from vpbatch.book.dtypes import GRID_DTYPE
 from vpbatch.errors import ConfigError
-from vpbatch.schema import grid_view_schema
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import State
 from vpbatch.serve.request import parse_query, parse_symbol
 from vpbatch.serve.sources import throttle
 from vpbatch.serve.stream import Pacer, StateBuffer
+from vpbatch.store.schema import grid_view_schema
 
 
 def _grid(states: int, rows: int = 5, seed: int = 0) -> pa.Table:

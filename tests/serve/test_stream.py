@@ -22,8 +22,8 @@ from tests.serve.conftest import (
     receive,
     stream_all,
 )
-from vpbatch import plot
 from vpbatch.clock import et_ns
+from vpbatch.pictures import plot
 from vpbatch.serve import create_app
 from vpbatch.serve.stream import BUFFER_STATES
 from vpbatch.sql import run_query

@@ -16,6 +16,7 @@ from vpbatch.book import kernels
 from vpbatch.book.borrow import kernel_array
 from vpbatch.book.dtypes import GRID_DTYPE, SNAPSHOT_DTYPE, as_kernel_records, copy_rows
 from vpbatch.book.hashtable import rehash
+from vpbatch.book.mbp_layout import raw_columns
 from vpbatch.book.state import (
     ANOMALY_NAMES,
     BOOK_FORMAT_VERSION,
@@ -30,7 +31,6 @@ from vpbatch.book.state import (
 )
 from vpbatch.config import EngineConfig
 from vpbatch.errors import CacheError
-from vpbatch.mbp_layout import raw_columns
 
 #: States per output buffer before it is handed to the caller.
 DEFAULT_BATCH_STATES = 512

@@ -38,6 +38,7 @@ from vpbatch.book.dtypes import (
     UNDEF_PRICE,
 )
 from vpbatch.book.hashtable import delete_slot, find, find_or_insert
+from vpbatch.book.mbp_layout import RAW_FIXED
 from vpbatch.book.state import (
     AN_CANCEL_UNKNOWN,
     AN_DUPLICATE_ID,
@@ -56,7 +57,6 @@ from vpbatch.book.state import (
     STATUS_OUT_FULL,
     EngineState,
 )
-from vpbatch.mbp_layout import RAW_FIXED
 
 #: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
 ALPHA_SATURATION = 50.0

@@ -28,12 +28,12 @@ from starlette.websockets import WebSocket
 
 from vpbatch import __version__
 from vpbatch.errors import VpbatchError
-from vpbatch.partitions import read_manifest
 from vpbatch.serve import protocol
 from vpbatch.serve.request import parse_query
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.sources import built_days, open_source
 from vpbatch.serve.stream import Stream, et_text, runtime_fields
+from vpbatch.store.partitions import read_manifest
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 PAGE: Final = "vacuum-pressure.html"

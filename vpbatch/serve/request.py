@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from vpbatch.build.pipeline import parse_wall_time
 from vpbatch.errors import ConfigError
-from vpbatch.lake import parse_date
-from vpbatch.pipeline import parse_wall_time
 from vpbatch.products import EQUITY_MBO, FUTURE_MBO
+from vpbatch.store.lake import parse_date
 
 #: A contract or ticker: letters, digits, ``.`` and ``-`` (no path separators, no ``..``).
 SYMBOL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")

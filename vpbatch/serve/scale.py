@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vpbatch import plot
+from vpbatch.pictures import plot
 
 
 def color_scale() -> dict[str, Any]:

@@ -3,15 +3,15 @@ pipeline of ``vpbatch build``.
 
 Both sources produce the same thing (:class:`~vpbatch.serve.protocol.State` batches in event
 order) through the same steps: snapshot rows as Arrow tables with
-:func:`vpbatch.schema.snapshot_schema`; grid rows in the *stored* layout (the lake's Parquet
-files hold exactly what :func:`vpbatch.schema.grid_to_arrow` made, and the raw source calls it
+:func:`vpbatch.store.schema.snapshot_schema`; grid rows in the *stored* layout (the lake's Parquet
+files hold exactly what :func:`vpbatch.store.schema.grid_to_arrow` made, and the raw source calls it
 on the engine's arrays); then :class:`GridView` turns them into ``vp_grid`` as users see it
 (the DuckDB view's SELECT from :func:`vpbatch.sql.grid_select`: ``rest_depth``, ``pressure``,
 ``vacuum``, ``pressure_now``, ``vacuum_now`` computed by the same SQL as ``vpbatch sql``);
 then one frame encoder and one throttle. So a raw stream and a lake stream of the same build
 send identical frames, equal to the rows of the ``vp_grid`` view.
 
-Partitions are found with :func:`vpbatch.partitions.list_partitions` and read with pyarrow in
+Partitions are found with :func:`vpbatch.store.partitions.list_partitions` and read with pyarrow in
 bounded batches (one Parquet row group at most), so memory is flat however long the day.
 """
 
@@ -29,23 +29,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vpbatch import sql
+from vpbatch.build.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream
 from vpbatch.clock import NEW_YORK, et_ns
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import ConfigError, InputError
-from vpbatch.lake import CORE_TABLES, find_raw_file
-from vpbatch.partitions import Partition, is_complete, list_partitions, read_manifest
-from vpbatch.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream
 from vpbatch.products import Product, resolve_product
-from vpbatch.schema import (
+from vpbatch.serve import protocol
+from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
+from vpbatch.serve.request import StreamRequest
+from vpbatch.store.lake import CORE_TABLES, find_raw_file
+from vpbatch.store.partitions import Partition, is_complete, list_partitions, read_manifest
+from vpbatch.store.schema import (
     GRID_LAYOUT,
     grid_to_arrow,
     grid_view_schema,
     snapshots_to_arrow,
     state_times,
 )
-from vpbatch.serve import protocol
-from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
-from vpbatch.serve.request import StreamRequest
 
 #: States read per batch from the lake (a batch is the unit of work between control checks).
 LAKE_BATCH_STATES: Final = 256

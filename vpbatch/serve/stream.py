@@ -30,14 +30,14 @@ from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from vpbatch.build.pipeline import parse_wall_time
 from vpbatch.clock import NEW_YORK, et_ns
 from vpbatch.errors import ConfigError, VpbatchError
-from vpbatch.pipeline import parse_wall_time
-from vpbatch.schema import grid_view_schema
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest, parse_speed
 from vpbatch.serve.sources import LakeSource, RawSource, throttle
+from vpbatch.store.schema import grid_view_schema
 
 #: States waiting for a slow client before the oldest is dropped (speed > 0).
 BUFFER_STATES: Final = 4

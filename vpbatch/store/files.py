@@ -1,7 +1,8 @@
 """Small filesystem helpers: atomic writes, fsync, hashing, canonical JSON.
 
-Nothing here knows about tables or partitions; :mod:`vpbatch.writer`, :mod:`vpbatch.verify` and
-the plot/report writers share these so every output file is written the same crash-safe way.
+Nothing here knows about tables or partitions; :mod:`vpbatch.store.writer`,
+:mod:`vpbatch.build.verify`, the download, the cache, the generator and the plot/report writers
+share these so every output file is written the same crash-safe way.
 """
 
 from __future__ import annotations

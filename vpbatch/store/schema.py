@@ -18,7 +18,7 @@ Column types
   ``mid_price`` are null when that side of the book is empty (NaN in the arrays); every
   other float is written as is (``vpbatch verify`` rejects NaN/inf).
 * ``regime``: dictionary-encoded string, dictionary always ``['CHOP', 'UP', 'DOWN']``.
-* ``mbp``: Databento MBP-10 ``to_df()`` column order and types (see :mod:`vpbatch.mbp_layout`):
+* ``mbp``: Databento MBP-10 ``to_df()`` column order and types (see :mod:`vpbatch.book.mbp_layout`):
   times ``timestamp[ns, UTC]`` (``UINT64_MAX`` -> null), prices ``float64`` = fixed * 1e-9
   (undefined price or empty level -> null), sizes/counts/sequence ``uint32``, flags ``uint8``,
   action/side one-character strings.
@@ -41,9 +41,7 @@ from vpbatch.book.dtypes import (
     SNAPSHOT_DTYPE,
     UNDEF_PRICE,
 )
-from vpbatch.errors import OutputError
-from vpbatch.lake import MANIFEST_VERSION
-from vpbatch.mbp_layout import (
+from vpbatch.book.mbp_layout import (
     DEFAULT_LEVELS,
     LEVEL_COLUMN_PREFIXES,
     level_name,
@@ -51,6 +49,8 @@ from vpbatch.mbp_layout import (
     mbp_columns,
     mbp_dtype,
 )
+from vpbatch.errors import OutputError
+from vpbatch.store.lake import MANIFEST_VERSION
 
 #: Layout of stored ``vp_grid`` files: 1 = every SPEC column as float64 (first wave),
 #: 2 = lean (float32 chains and masses; :data:`GRID_DERIVED` computed by the views).
@@ -195,7 +195,7 @@ def grid_to_arrow(arr: np.ndarray, ts_event: np.ndarray) -> pa.Table:
         A finite value too large for ``float32`` (never seen in practice: chains are rates
         smoothed over seconds).
     """
-    from vpbatch.grid_columns import FLOAT_ORDER, split_grid  # numba: only when writing
+    from vpbatch.store.grid_columns import FLOAT_ORDER, split_grid  # numba: only when writing
 
     arr = check_dtype(arr, GRID_DTYPE, "vp_grid")
     if len(ts_event) != len(arr):
@@ -254,7 +254,7 @@ def _prices(values: np.ndarray, empty: np.ndarray | None = None) -> pa.Array:
 
 
 def mbp_to_arrow(arr: np.ndarray) -> pa.Table:
-    """MBP rows (:func:`~vpbatch.mbp_layout.mbp_dtype` or its kernel view) -> Arrow table."""
+    """MBP rows (:func:`~vpbatch.book.mbp_layout.mbp_dtype` or its kernel view) -> Arrow table."""
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"mbp: expected an MBP record array, got {type(arr).__name__}")
     levels = levels_of(arr.dtype)

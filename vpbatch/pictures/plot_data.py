@@ -6,7 +6,8 @@ the one in force at its start) are read, aggregated in SQL to one state per colu
 grid rows of those states are fetched. Memory is bounded by ``columns x (2K+1)`` whatever the
 length of the window.
 
-The picture itself is drawn by :mod:`vpbatch.plot`; the one-page report reuses these loaders.
+The picture itself is drawn by :mod:`vpbatch.pictures.plot`; the one-page report reuses these
+loaders.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import numpy as np
 from vpbatch.book.dtypes import FIXED_PRICE_SCALE
 from vpbatch.clock import NS_PER_SECOND, et_ns, format_et
 from vpbatch.errors import ConfigError, InputError
-from vpbatch.lake import CORE_TABLES, gold_partition
-from vpbatch.partitions import is_complete, list_partitions, read_manifest
 from vpbatch.products import Product, resolve_product
 from vpbatch.sql import execute
+from vpbatch.store.lake import CORE_TABLES, gold_partition
+from vpbatch.store.partitions import is_complete, list_partitions, read_manifest
 
 #: Most time columns a heatmap is aggregated to.
 MAX_COLUMNS: Final = 2000

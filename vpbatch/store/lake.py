@@ -15,7 +15,7 @@ RAW_TABLE: Final = "market_by_order_dbn"
 GOLD_TABLES: Final = ("vp_snapshot", "vp_grid", "mbp")
 #: Tables every build writes; ``mbp`` is optional.
 CORE_TABLES: Final = ("vp_snapshot", "vp_grid")
-#: What one gold partition folder holds (see :mod:`vpbatch.writer`).
+#: What one gold partition folder holds (see :mod:`vpbatch.store.writer`).
 PART_FILE: Final = "part-0.parquet"
 MANIFEST_FILE: Final = "_MANIFEST.json"
 SUCCESS_FILE: Final = "_SUCCESS"

@@ -1,8 +1,8 @@
 """One compiled pass from engine grid rows (``GRID_DTYPE``, 212-byte records) to stored columns.
 
 Pulling 20 fields out of a record array with numpy reads every record once per field; this
-reads each record once and writes all the stored columns of :func:`vpbatch.schema.grid_schema`
-(floats narrowed to float32). Kept apart from :mod:`vpbatch.schema` so that reading the lake
+reads each record once and writes all the stored columns of :func:`vpbatch.store.schema.grid_schema`
+(floats narrowed to float32). Kept apart from :mod:`vpbatch.store.schema` so that reading the lake
 never imports numba.
 """
 
@@ -16,7 +16,7 @@ from numba import njit
 from vpbatch.book.dtypes import GRID_DTYPE
 from vpbatch.errors import OutputError
 
-#: float32 stored columns, in :data:`vpbatch.schema.GRID_STORED_FLOATS` order.
+#: float32 stored columns, in :data:`vpbatch.store.schema.GRID_STORED_FLOATS` order.
 FLOAT_ORDER = ("add_mass", "pull_mass", "fill_mass", "v_add", "v_pull", "v_fill", "v_rest_depth",
                "a_add", "a_pull", "a_fill", "a_rest_depth", "j_add", "j_pull", "j_fill",
                "j_rest_depth")

@@ -18,8 +18,8 @@ Sections (each an HTML ``<section id=...>``):
 ``profiles``
     Mean ``pressure_now`` / ``vacuum_now`` and mean resting depth by distance from spot ``k``.
 ``heatmap``
-    :mod:`vpbatch.plot`'s heatmap of the busiest half hour: the half-hour window (aligned on
-    :00/:30) with the largest ``sum(n_records)``.
+    :mod:`vpbatch.pictures.plot`'s heatmap of the busiest half hour: the half-hour window
+    (aligned on :00/:30) with the largest ``sum(n_records)``.
 
 Every number is computed by DuckDB over the lake's views (SQL text in the ``*_SQL`` constants,
 symbol and day bound as parameters); images are PNGs embedded as ``data:`` URIs, so the file
@@ -41,7 +41,7 @@ import polars as pl
 
 from vpbatch.clock import NEW_YORK, format_et
 from vpbatch.errors import ConfigError
-from vpbatch.plot import (
+from vpbatch.pictures.plot import (
     HOW_TO_READ,
     NET_COLORS,
     REGIME_COLORS,
@@ -53,7 +53,7 @@ from vpbatch.plot import (
     time_label,
     write_atomic,
 )
-from vpbatch.plot_data import Session, load_heatmap, open_session
+from vpbatch.pictures.plot_data import Session, load_heatmap, open_session
 from vpbatch.sql import connect, execute
 
 if TYPE_CHECKING:

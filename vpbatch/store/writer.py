@@ -15,7 +15,7 @@ files come last, after every table is in place. A partition is complete only whe
 of the build has a ``_SUCCESS`` naming the same build (:func:`is_complete`), so a crash or
 ``kill -9`` at any moment leaves nothing that looks complete. A build holds the partition's
 lock ``lake/gold/.locks/<product_type>.<symbol>.<dt>.lock/``, a directory renamed into place
-(:mod:`vpbatch.locks`: safe across hosts sharing the lake, where ``flock`` is not; the lock
+(:mod:`vpbatch.store.locks`: safe across hosts sharing the lake, where ``flock`` is not; the lock
 of a dead build is broken); once it has the lock, any ``.tmp.…``/``.old.…`` directory of the
 same partition is a leftover of a dead build and is removed, and it checks it still holds
 the lock just before moving anything into place. Replacing a complete partition
@@ -24,14 +24,15 @@ the lock just before moving anything into place. Replacing a complete partition
 partition is put back. A forced rebuild also retires tables of the old build that the new
 build does not write (e.g. an old ``mbp``), so tables of two builds never mix.
 
-Column types are defined in :mod:`vpbatch.schema`, partitions are read back through
-:mod:`vpbatch.partitions`.
+Column types are defined in :mod:`vpbatch.store.schema`, partitions are read back through
+:mod:`vpbatch.store.partitions`.
 
 Encoding: zstd level 2 (level 3 is 0.3% smaller and a third slower); dictionary encoding for
 non-float columns of ``vp_snapshot`` and ``mbp`` only (float columns compress better and
-faster without it); none in ``vp_grid``, whose lean layout (:data:`~vpbatch.schema.GRID_LAYOUT`,
-docs/storage.md) is encoded fastest plain, and whose float32 columns carry no statistics
-(min/max of every page of 15 columns: 10% of its encoding time, for pruning nobody does).
+faster without it); none in ``vp_grid``, whose lean layout
+(:data:`~vpbatch.store.schema.GRID_LAYOUT`, docs/storage.md) is encoded fastest plain, and
+whose float32 columns carry no statistics (min/max of every page of 15 columns: 10% of its
+encoding time, for pruning nobody does).
 Determinism: fixed row-group sizes (rows are buffered, so the
 file does not depend on how the caller chunks its arrays), fixed key-value metadata, no times
 or ids in the data files. ``vp_grid`` is declared sorted by ``(event_id, k)`` and
@@ -67,16 +68,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vpbatch.book.dtypes import GRID_DTYPE, SNAPSHOT_DTYPE
+from vpbatch.book.mbp_layout import MAX_LEVELS, levels_of, mbp_dtype
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.files import (
+from vpbatch.products import Product
+from vpbatch.store.files import (
     canonical_json,
     fsync_dir,
     os_reason,
     rmtree,
     write_file_atomic,
 )
-from vpbatch.lake import (
+from vpbatch.store.lake import (
     CORE_TABLES,
     GOLD_TABLES,
     MANIFEST_FILE,
@@ -85,11 +88,9 @@ from vpbatch.lake import (
     SUCCESS_FILE,
     gold_partition,
 )
-from vpbatch.locks import DirLock
-from vpbatch.mbp_layout import MAX_LEVELS, levels_of, mbp_dtype
-from vpbatch.partitions import InputFile, build_digest, is_complete, partition_key
-from vpbatch.products import Product
-from vpbatch.schema import (
+from vpbatch.store.locks import DirLock
+from vpbatch.store.partitions import InputFile, build_digest, is_complete, partition_key
+from vpbatch.store.schema import (
     GRID_LAYOUT,
     check_dtype,
     grid_schema,
@@ -498,7 +499,7 @@ class PartitionWriter:
     def write_grid_group(self, columns: Mapping[str, np.ndarray]) -> None:
         """Append one row group of stored ``vp_grid`` columns (``ts_event`` included).
 
-        From :class:`~vpbatch.grid_columns.StoredGridBuffer`, which cuts groups of
+        From :class:`~vpbatch.store.grid_columns.StoredGridBuffer`, which cuts groups of
         ``row_group_rows["vp_grid"]`` rows, so the file equals one written with
         :meth:`write_grid`. Don't mix the two in one build.
         """
@@ -512,7 +513,7 @@ class PartitionWriter:
         return table
 
     def write_mbp(self, arr: np.ndarray) -> None:
-        """Append MBP rows (:func:`~vpbatch.mbp_layout.mbp_dtype` or its kernel view)."""
+        """Append MBP rows (:func:`~vpbatch.book.mbp_layout.mbp_dtype` or its kernel view)."""
         if self.mbp_levels and levels_of(arr.dtype) != self.mbp_levels:
             raise TypeError(f"mbp: writer has {self.mbp_levels} levels, array has "
                             f"{levels_of(arr.dtype)}")

@@ -1,8 +1,8 @@
 """Many (symbol, day) builds: in this process, in local processes, or on any Dask cluster.
 
 A task is one ``(symbol, day)``: :func:`run_task`, a plain function of a picklable
-:class:`~vpbatch.pipeline.BuildRequest` that returns a picklable
-:class:`~vpbatch.pipeline.BuildResult`. The same function runs in this process
+:class:`~vpbatch.build.pipeline.BuildRequest` that returns a picklable
+:class:`~vpbatch.build.pipeline.BuildResult`. The same function runs in this process
 (``--jobs 1``), in ``--jobs N`` local processes (a process pool, or a
 :class:`distributed.LocalCluster`), or on the workers of any Dask scheduler
 (``--scheduler tcp://host:8786``): only the address changes. Retries, progress and the
@@ -14,7 +14,7 @@ flaky mount, a bug) is retried ``retries`` times by Dask. A worker that dies mid
 kill, preemption, ``kill -9``) makes the scheduler run the task again on another worker
 (up to ``distributed.scheduler.allowed-failures`` times, then ``KilledWorker``); the dead
 task's partition never looks complete (temp dir + rename) and its lock is broken by the next
-build of that partition (:mod:`vpbatch.locks`).
+build of that partition (:mod:`vpbatch.store.locks`).
 
 Every worker must see the lake at the same absolute path (a shared mount) and run the same
 vpbatch version; both are checked before the first task is submitted.
@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from vpbatch.errors import ConfigError, InputError, VpbatchError
 from vpbatch.memory import reuse_freed_memory
-from vpbatch.pipeline import BuildRequest, BuildResult, build
+from vpbatch.build.pipeline import BuildRequest, BuildResult, build
 from vpbatch.progress import Progress
-from vpbatch.reader import find_input
+from vpbatch.ingest.reader import find_input
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -1,9 +1,9 @@
 """Finding and reading built partitions: ``_SUCCESS``, ``_MANIFEST.json``, completeness.
 
 A gold partition folder (``lake/gold/<table>/product_type=…/symbol=…/dt=…``, see
-:mod:`vpbatch.lake`) is complete when it holds ``part-0.parquet``, ``_MANIFEST.json`` and a
+:mod:`vpbatch.store.lake`) is complete when it holds ``part-0.parquet``, ``_MANIFEST.json`` and a
 ``_SUCCESS`` naming the build; every table of one build names the same build digest. Readers
-(:mod:`vpbatch.sql`, :mod:`vpbatch.verify`, the plots) go through this module and never see a
+(:mod:`vpbatch.sql`, :mod:`vpbatch.build.verify`, the plots) go through this module and never see a
 build in progress. Light on purpose: no pyarrow, no duckdb.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from vpbatch.errors import OutputError
-from vpbatch.files import canonical_json, file_sha256, os_reason
-from vpbatch.lake import CORE_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.products import Product
+from vpbatch.store.files import canonical_json, file_sha256, os_reason
+from vpbatch.store.lake import CORE_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 
 
 def build_digest(manifest: Mapping[str, Any]) -> str:

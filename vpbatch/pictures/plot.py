@@ -23,7 +23,7 @@ Picture
 
 Reading
 -------
-:mod:`vpbatch.plot_data` loads the window through DuckDB (bounded memory, see there); this
+:mod:`vpbatch.pictures.plot_data` loads the window through DuckDB (bounded memory, see there); this
 module only draws it.
 
 matplotlib is imported lazily inside the drawing functions; without it,
@@ -48,12 +48,12 @@ import numpy as np
 
 from vpbatch.clock import NEW_YORK, NS_PER_SECOND, format_et
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.files import write_file_atomic
+from vpbatch.store.files import write_file_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from vpbatch.plot_data import HeatmapData
+    from vpbatch.pictures.plot_data import HeatmapData
 
 #: Time zone of the time axis and of ``--from``/``--to``.
 ET: Final = NEW_YORK
@@ -644,7 +644,7 @@ def plot_heatmap(lake: Path, symbol: str, day: dt.date, start: dt.time | dt.date
     if not 10 <= dpi <= 1000:
         raise ConfigError(f"--dpi: {dpi}; use 10-1000")
     require_matplotlib()
-    from vpbatch.plot_data import column_count, load_heatmap, open_session, resolve_window
+    from vpbatch.pictures.plot_data import column_count, load_heatmap, open_session, resolve_window
     from vpbatch.sql import connect
 
     con = connect(Path(lake))

@@ -72,8 +72,8 @@ import pyarrow.parquet as pq
 
 from vpbatch.book.dtypes import F_SNAPSHOT, GRID_FLOAT_FIELDS
 from vpbatch.errors import ConfigError, InputError, OutputError, VerifyError
-from vpbatch.files import file_sha256
-from vpbatch.lake import (
+from vpbatch.store.files import file_sha256
+from vpbatch.store.lake import (
     GOLD_TABLES,
     MANIFEST_FILE,
     MANIFEST_VERSION,
@@ -81,7 +81,7 @@ from vpbatch.lake import (
     SUCCESS_FILE,
     parse_date,
 )
-from vpbatch.partitions import build_digest, read_manifest, read_success
+from vpbatch.store.partitions import build_digest, read_manifest, read_success
 from vpbatch.products import resolve_product
 from vpbatch.sql import CREATE_VIEW_SQL, grid_parameters, grid_select, new_connection
 

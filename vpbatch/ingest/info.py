@@ -20,7 +20,7 @@ from vpbatch.book.dtypes import (
     F_TOB,
 )
 from vpbatch.clock import NEW_YORK, format_ns
-from vpbatch.reader import DEFAULT_CHUNK_RECORDS, open_mbo, publisher_name
+from vpbatch.ingest.reader import DEFAULT_CHUNK_RECORDS, open_mbo, publisher_name
 
 #: Exchange time zone used next to UTC.
 #: Flags reported by :func:`file_info`, in output order.

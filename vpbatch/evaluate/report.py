@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from vpbatch.evaluate import Evaluation
-from vpbatch.evaluate_stats import METRICS
+from vpbatch.evaluate.evaluation import Evaluation
+from vpbatch.evaluate.stats import METRICS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -217,7 +217,7 @@ def _targets_table(ev: Evaluation) -> str:
 
 def build_html(ev: Evaluation) -> str:
     """The whole page as a string."""
-    from vpbatch.plot import data_uri, figure_bytes, require_matplotlib
+    from vpbatch.pictures.plot import data_uri, figure_bytes, require_matplotlib
 
     require_matplotlib()
     pct = round(ev.bootstrap["confidence"] * 100)
@@ -266,7 +266,7 @@ targets. A score that carries information rises from left to right.</p>
 
 def write_html(ev: Evaluation, out: Path) -> Path:
     """Write the page atomically; returns the path."""
-    from vpbatch.plot import write_atomic
+    from vpbatch.pictures.plot import write_atomic
 
     write_atomic(Path(out), build_html(ev).encode("utf-8"))
     return Path(out)

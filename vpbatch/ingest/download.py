@@ -40,9 +40,9 @@ from databento.common.error import (
 from databento_dbn import DBNDecoder, Metadata
 
 from vpbatch.errors import ConfigError, DownloadError, InputError, OutputError, SymbolError
-from vpbatch.lake import definition_file_name, raw_dir, raw_file_name
 from vpbatch.products import FUTURE_MBO, Product, futures_root, resolve_product
 from vpbatch.progress import Progress
+from vpbatch.store.lake import definition_file_name, raw_dir, raw_file_name
 
 #: Environment variable holding the Databento API key (the official client's convention).
 API_KEY_ENV: Final = "DATABENTO_API_KEY"

@@ -21,29 +21,29 @@ from typing import Any, Final
 
 import numpy as np
 
-from vpbatch import cache
+from vpbatch.store import cache
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB, GRID_DTYPE, SNAPSHOT_DTYPE
 from vpbatch.book.engine import Emitted, Engine
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.clock import describe_ns, et_ns, session_day
 from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
-from vpbatch.grid_columns import StoredGridBuffer
-from vpbatch.lake import find_definition_file
-from vpbatch.mbp_layout import records_from_raw
+from vpbatch.store.grid_columns import StoredGridBuffer
+from vpbatch.store.lake import find_definition_file
+from vpbatch.book.mbp_layout import records_from_raw
 from vpbatch.memory import reuse_freed_memory
-from vpbatch.partitions import InputFile, is_complete
+from vpbatch.store.partitions import InputFile, is_complete
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
-from vpbatch.read_ahead import read_ahead
-from vpbatch.reader import (
+from vpbatch.ingest.read_ahead import read_ahead
+from vpbatch.ingest.reader import (
     MboSource,
     find_input,
     open_mbo,
     publisher_name,
     read_definition_tick,
 )
-from vpbatch.writer import PartitionWriter
+from vpbatch.store.writer import PartitionWriter
 
 #: Bytes queued for the writer thread before the engine waits (bounds memory: ~3 row groups).
 MAX_PENDING_BYTES: Final = 96 << 20
@@ -616,10 +616,9 @@ def build_many(req: BuildRequest, days: list[dt.date], jobs: int = 1) -> list[Bu
     """Build each day of ``req.symbol`` (in ``jobs`` local worker processes).
 
     A day without a file is reported (``no-data``), a bad day fails alone. Several symbols and
-    Dask clusters: :func:`vpbatch.cluster.plan` and :func:`vpbatch.cluster.run_range`.
+    Dask clusters: :func:`vpbatch.build.cluster.plan` and :func:`vpbatch.build.cluster.run_range`.
     """
-    from vpbatch import cluster
-
+    from vpbatch.build import cluster
     check_request(req)
     tasks = cluster.plan(req, [req.symbol], days)
     return cluster.run_range(tasks, jobs=jobs, progress=req.progress)

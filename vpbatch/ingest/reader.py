@@ -29,9 +29,9 @@ from databento_dbn import DBNError
 
 from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records, copy_rows
 from vpbatch.errors import ConfigError, InputError, SymbolError
-from vpbatch.input_digest import HashingFileSource
-from vpbatch.lake import find_definition_file, find_raw_file
+from vpbatch.ingest.input_digest import HashingFileSource
 from vpbatch.products import resolve_product
+from vpbatch.store.lake import find_definition_file, find_raw_file
 
 #: Databento record type of an MBO record.
 RTYPE_MBO: Final = 0xA0
@@ -329,7 +329,7 @@ class MboSource:
         Call it after streaming: only what the decoder never reached is read again.
         """
         if self._data is None:
-            from vpbatch.files import file_sha256
+            from vpbatch.store.files import file_sha256
 
             return file_sha256(self.path)
         try:

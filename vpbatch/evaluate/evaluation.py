@@ -11,7 +11,7 @@ The pipeline, all on whole arrays (numpy over the ``vp_snapshot`` rows of the bu
    ``<= n`` only.
 4. :func:`evaluate_states`: thresholds fitted on the training part (earlier days, or the
    first half of one day), metrics on the test part with moving-block bootstrap intervals
-   (:mod:`vpbatch.evaluate_stats`).
+   (:mod:`vpbatch.evaluate.stats`).
 
 Every computation is per day: a target never reaches into the next day, a trailing window
 never reaches into the previous one.
@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from vpbatch.errors import ConfigError, InputError
-from vpbatch.evaluate_stats import (
+from vpbatch.evaluate.stats import (
     CELLS_PER_BLOCK,
     METRICS,
     MIN_BLOCKS,
@@ -43,9 +43,9 @@ from vpbatch.evaluate_stats import (
     state_columns,
     subset_order,
 )
-from vpbatch.partitions import list_partitions
 from vpbatch.products import resolve_product
 from vpbatch.sql import connect, execute
+from vpbatch.store.partitions import list_partitions
 
 NS: Final = 1_000_000_000
 #: Event-time horizons: the h-th next change of the mid.
