@@ -76,7 +76,8 @@ CPU: list[float] = []
 def _backend_command(lake: Path, days: list[dt.date], backend: str) -> list[str]:
     code = ("import sys, datetime as dt; from pathlib import Path; "
             "from vpbatch.build.cluster import plan, run_range; "
-            "from vpbatch.build.pipeline import BuildRequest, date_range, parse_wall_time; "
+            "from vpbatch.build.request import BuildRequest; "
+            "from vpbatch.clock import date_range, parse_wall_time; "
             "req = BuildRequest(symbol='MNQH6', day=None, lake=Path(sys.argv[1]), force=True, "
             "start_time=parse_wall_time('09:30', ''), end_time=parse_wall_time('12:00', '')); "
             "days = date_range(dt.date.fromisoformat(sys.argv[2]), "
@@ -114,7 +115,8 @@ def overhead() -> dict[str, float]:
     from distributed import Client, LocalCluster
 
     from vpbatch.build.cluster import plan, run_task
-    from vpbatch.build.pipeline import BuildRequest, parse_wall_time
+    from vpbatch.build.request import BuildRequest
+    from vpbatch.clock import parse_wall_time
 
     lake = WORK / "small"
     day = FIRST

@@ -112,7 +112,8 @@ def step_reference(path: str, records: str) -> dict[str, Any]:
 
 def step_build(lake: str, cache: str) -> dict[str, Any]:
     """The product run: 09:30-16:00 ET with the default 25 ms sampling."""
-    from vpbatch.build.pipeline import BuildRequest, build
+    from vpbatch.build.pipeline import build
+    from vpbatch.build.request import BuildRequest
     from vpbatch.config import EngineConfig
 
     req = BuildRequest(symbol=SYMBOL, day=SESSION_DAY, lake=Path(lake),

@@ -22,7 +22,7 @@ from vpbatch.errors import ConfigError, VpbatchError
 from vpbatch.store.lake import parse_date
 
 if TYPE_CHECKING:
-    from vpbatch.build.pipeline import BuildResult
+    from vpbatch.build.request import BuildResult
 
 #: Retries of a crashed task (``vpbatch.build.cluster.DEFAULT_RETRIES``; not imported: --help stays
 #: light).
@@ -114,14 +114,9 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
     """
     from vpbatch.build.cluster import plan, run_range
-    from vpbatch.build.pipeline import (
-        BuildRequest,
-        build,
-        check_request,
-        date_range,
-        infer_session_day,
-        parse_wall_time,
-    )
+    from vpbatch.build.pipeline import build
+    from vpbatch.build.request import BuildRequest, check_request, infer_session_day
+    from vpbatch.clock import date_range, parse_wall_time
 
     names = _tables(tables)
     config, warmup_ns = _engine_config(config_file, sample, K, band, warmup)

@@ -23,10 +23,12 @@ def command() -> None:
 
 
 def _boundary(ns: object) -> str:
+    from vpbatch.clock import NS_PER_SECOND
+
     if not isinstance(ns, int):
         return "?"
-    stamp = dt.datetime.fromtimestamp(ns // 1_000_000_000, dt.UTC)
-    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{ns % 1_000_000_000:09d}Z"
+    stamp = dt.datetime.fromtimestamp(ns // NS_PER_SECOND, dt.UTC)
+    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{ns % NS_PER_SECOND:09d}Z"
 
 
 def _size(n: int) -> str:

@@ -72,11 +72,6 @@ def describe_ns(ns: int) -> str:
     return f"{utc:%Y-%m-%d %H:%M:%S} UTC ({utc.astimezone(NEW_YORK):%H:%M} ET)"
 
 
-def ns_date_et(ns: int) -> dt.date:
-    """The America/New_York calendar date of an instant."""
-    return dt.datetime.fromtimestamp(ns // NS_PER_SECOND, tz=NEW_YORK).date()
-
-
 def session_day(start_ns: int, end_ns: int) -> dt.date | None:
     """The one session day that ``[start_ns, end_ns)`` lies in, or None when it spans more.
 
@@ -114,3 +109,21 @@ def parse_clock(text: str, param: str = "--from") -> dt.time | dt.datetime:
     except ValueError:
         raise ConfigError(f"{param}: '{text}' is not a time; use HH:MM[:SS] (America/New_York) "
                           f"or YYYY-MM-DDTHH:MM") from None
+
+
+def parse_wall_time(text: str | None, param: str) -> dt.time | None:
+    """``'09:30'`` -> time (America/New_York wall time); None passes through."""
+    if text is None:
+        return None
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{param}: '{text}' is not a time; use HH:MM (America/New_York)") \
+            from None
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Calendar days from ``start`` to ``end`` inclusive (weekends included: files decide)."""
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from vpbatch.book.dtypes import SAMPLE_EVENT, SAMPLE_PACKET, SAMPLE_TIME
+from vpbatch.clock import NS_PER_SECOND
 from vpbatch.errors import ConfigError
 
-NS_PER_SECOND = 1_000_000_000
 #: ``--sample`` default: one state per 25 ms of event time (SPEC §10).
 DEFAULT_SAMPLE: Final = "25ms"
 #: ``--warmup`` default: full engine for 30 min before ``--start-time`` (SPEC §10).
 DEFAULT_WARMUP: Final = "30m"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|min|h)\s*$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "min": 60_000_000_000, "h": 3_600_000_000_000}
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": NS_PER_SECOND,
+            "m": 60 * NS_PER_SECOND, "min": 60 * NS_PER_SECOND, "h": 3600 * NS_PER_SECOND}
 
 
 def parse_duration_ns(text: str, param: str) -> int:

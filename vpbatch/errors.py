@@ -45,3 +45,9 @@ class VpbatchWarning(UserWarning):
 
 class DownloadError(VpbatchError):
     """Databento refused a request, or kept failing after the retries (exit code 1)."""
+
+
+def one_line(what: object) -> str:
+    """An error (or any text) on one line, for a one-line message; a bare exception's name."""
+    text = " ".join(str(what).split())
+    return text or (type(what).__name__ if isinstance(what, BaseException) else "")

@@ -23,7 +23,7 @@ from tests.serve.conftest import (
     stream_all,
 )
 from vpbatch.clock import et_ns
-from vpbatch.pictures import plot
+from vpbatch.pictures import palette
 from vpbatch.serve import create_app
 from vpbatch.serve.stream import BUFFER_STATES
 from vpbatch.sql import run_query
@@ -364,10 +364,10 @@ def test_health_index_and_days_list_the_built_day(server: ServerThread) -> None:
 def test_scale_json_is_the_plot_colour_scale(server: ServerThread) -> None:
     with urlopen(f"{server.base}/v1/vacuum-pressure/scale.json", timeout=10) as resp:
         scale = json.loads(resp.read())
-    assert scale["net_colors"] == list(plot.NET_COLORS)
-    assert scale["net_percentile"] == plot.NET_PERCENTILE
-    assert scale["brightness_floor"] == plot.BRIGHTNESS_FLOOR
-    assert scale["regime_colors"] == plot.REGIME_COLORS
+    assert scale["net_colors"] == list(palette.NET_COLORS)
+    assert scale["net_percentile"] == palette.NET_PERCENTILE
+    assert scale["brightness_floor"] == palette.BRIGHTNESS_FLOOR
+    assert scale["regime_colors"] == palette.REGIME_COLORS
 
 
 def test_token_given_missing_or_wrong_refuses_page_and_stream(serve_lake: Path) -> None:

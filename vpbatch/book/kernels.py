@@ -57,10 +57,10 @@ from vpbatch.book.state import (
     STATUS_OUT_FULL,
     EngineState,
 )
+from vpbatch.clock import NS_PER_SECOND
 
 #: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
 ALPHA_SATURATION = 50.0
-NS = 1e9
 #: Tick steps a best-price or top-of-book walk may take before it gives up on a side.
 MAX_WALK_STEPS = 100_000
 #: Magnitudes below this cannot overflow float64 when combined as in ``advance_chain``.
@@ -577,7 +577,7 @@ def start_group(c, t: int) -> None:
     c.base_v_fill, c.base_a_fill, c.base_j_fill = c.v_fill, c.a_fill, c.j_fill
     c.base_v_rest, c.base_a_rest, c.base_j_rest = c.v_rest, c.a_rest, c.j_rest
     c.base_rest = c.rest_mem
-    c.dt = (t - c.t_b) / NS
+    c.dt = (t - c.t_b) / NS_PER_SECOND
     c.d_add = c.d_pull = c.d_fill = 0.0
 
 
@@ -685,7 +685,7 @@ def forces_now(c, prm, bucket: int, t: int, tame: bool) -> tuple[float, float]:
         return 0.0, 0.0
     if t <= c.t_b:
         return c.pressure, c.vacuum
-    dt = (t - c.t_b) / NS
+    dt = (t - c.t_b) / NS_PER_SECOND
     av = alpha(dt, prm.tau_v)
     aa = alpha(dt, prm.tau_a)
     if tame:
@@ -764,7 +764,7 @@ def carried_decay(c, prm, t: int, since: int, ratio_v: float,
         ea = c.e_a * ratio_a
         c.e_n += 1
     else:
-        dt = (t - c.t_b) / NS
+        dt = (t - c.t_b) / NS_PER_SECOND
         ev = math.exp(-dt / prm.tau_v)
         ea = math.exp(-dt / prm.tau_a)
         c.e_n = 0
@@ -773,9 +773,9 @@ def carried_decay(c, prm, t: int, since: int, ratio_v: float,
     c.e_v = ev
     c.e_a = ea
     elapsed = t - c.t_b
-    if elapsed > ALPHA_SATURATION * prm.tau_v * NS:
+    if elapsed > ALPHA_SATURATION * prm.tau_v * NS_PER_SECOND:
         ev = 0.0
-    if elapsed > ALPHA_SATURATION * prm.tau_a * NS:
+    if elapsed > ALPHA_SATURATION * prm.tau_a * NS_PER_SECOND:
         ea = 0.0
     return ev, ea
 
@@ -788,7 +788,7 @@ def filtered_forces(c, prm, t: int, ev: float, ea: float,
     The same formulas as ``forces_now`` with ``1 - alpha`` replaced by the decays; each value
     is within ``FILTER_KAPPA * magnitude`` of ``forces_now``'s (tame chains only).
     """
-    inv_dt = NS / (t - c.t_b)
+    inv_dt = NS_PER_SECOND / (t - c.t_b)
     aa = 1.0 - ea
     v_add = ev * c.v_add
     v_pull = ev * c.v_pull
@@ -814,7 +814,7 @@ def filtered_score(st, prm, t: int) -> tuple[float, float, float]:
     since = sc.eval_t
     ratio_v = ratio_a = 0.0
     if since != EMPTY_KEY and t > since:
-        gap = (t - since) / NS
+        gap = (t - since) / NS_PER_SECOND
         ratio_v = math.exp(-gap / prm.tau_v)
         ratio_a = math.exp(-gap / prm.tau_a)
     else:

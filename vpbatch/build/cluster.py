@@ -1,8 +1,8 @@
 """Many (symbol, day) builds: in this process, in local processes, or on any Dask cluster.
 
 A task is one ``(symbol, day)``: :func:`run_task`, a plain function of a picklable
-:class:`~vpbatch.build.pipeline.BuildRequest` that returns a picklable
-:class:`~vpbatch.build.pipeline.BuildResult`. The same function runs in this process
+:class:`~vpbatch.build.request.BuildRequest` that returns a picklable
+:class:`~vpbatch.build.request.BuildResult`. The same function runs in this process
 (``--jobs 1``), in ``--jobs N`` local processes (a process pool, or a
 :class:`distributed.LocalCluster`), or on the workers of any Dask scheduler
 (``--scheduler tcp://host:8786``): only the address changes. Retries, progress and the
@@ -35,11 +35,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from vpbatch.build.pipeline import build
+from vpbatch.build.request import BuildRequest, BuildResult
 from vpbatch.errors import ConfigError, InputError, VpbatchError
-from vpbatch.memory import reuse_freed_memory
-from vpbatch.build.pipeline import BuildRequest, BuildResult, build
-from vpbatch.progress import Progress
 from vpbatch.ingest.reader import find_input
+from vpbatch.memory import reuse_freed_memory
+from vpbatch.progress import Progress
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -9,32 +9,25 @@ file is phase 3. A build that would write no state is an error, never an empty p
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from vpbatch.store import cache
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB, GRID_DTYPE, SNAPSHOT_DTYPE
 from vpbatch.book.engine import Emitted, Engine
-from vpbatch.book.state import BOOK_FORMAT_VERSION
-from vpbatch.clock import describe_ns, et_ns, session_day
-from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
-from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
-from vpbatch.store.grid_columns import StoredGridBuffer
-from vpbatch.store.lake import find_definition_file
 from vpbatch.book.mbp_layout import records_from_raw
-from vpbatch.memory import reuse_freed_memory
-from vpbatch.store.partitions import InputFile, is_complete
-from vpbatch.products import Product, resolve_product
-from vpbatch.progress import Progress
+from vpbatch.book.state import BOOK_FORMAT_VERSION
+from vpbatch.build.request import BuildRequest, BuildResult, check_request, infer_session_day
+from vpbatch.clock import NS_PER_SECOND, describe_ns, et_ns
+from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.ingest.read_ahead import read_ahead
 from vpbatch.ingest.reader import (
     MboSource,
@@ -43,6 +36,13 @@ from vpbatch.ingest.reader import (
     publisher_name,
     read_definition_tick,
 )
+from vpbatch.memory import reuse_freed_memory
+from vpbatch.products import Product, resolve_product
+from vpbatch.progress import Progress
+from vpbatch.store import cache
+from vpbatch.store.grid_columns import StoredGridBuffer
+from vpbatch.store.lake import find_definition_file
+from vpbatch.store.partitions import InputFile, is_complete
 from vpbatch.store.writer import PartitionWriter
 
 #: Bytes queued for the writer thread before the engine waits (bounds memory: ~3 row groups).
@@ -50,104 +50,23 @@ MAX_PENDING_BYTES: Final = 96 << 20
 #: States per engine batch in a build: the batch's grid rows (~1.4 MB at K = 50) are
 #: converted to stored columns while still in cache.
 BUILD_BATCH_STATES: Final = 64
-DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
-_FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 #: An empty engine batch (yielded between fast-forward chunks so a stream can stop there).
 _NO_STATES: Final = Emitted(np.zeros(0, SNAPSHOT_DTYPE), np.zeros(0, GRID_DTYPE),
                             np.zeros((0, 0), np.int64))
 
 
-@dataclass(frozen=True)
-class BuildRequest:
-    """Everything one build needs; validated by ``build``.
+class Phase(IntEnum):
+    """Where a build is in its record stream (SPEC §10); the order is the stream's order."""
 
-    Parameters
-    ----------
-    symbol : contract or ticker (``MNQH6``, ``QQQ``).
-    day : session date; inferred from the file (:func:`infer_session_day`) when only ``path``
-        is given.
-    lake : lake root.
-    path : explicit input file instead of the lake layout.
-    start_time, end_time : America/New_York wall-clock times on ``day``.
-    warmup_ns : warm-up before ``start_time``, default 30 min.
-    config : engine parameters (``K``, sampling, ...).
-    mbp_levels : also write the ``mbp`` table with this many levels (0 = no).
-    publisher_id : required when the instrument comes from several publishers.
-    definition : instrument-definition DBN whose ``min_price_increment`` is the tick.
-    force : replace a complete partition.
-    use_cache : load/save the fast-forwarded book in ``lake/cache``.
-    progress : show a progress bar on stderr.
-    """
-
-    symbol: str
-    day: dt.date | None
-    lake: Path
-    path: Path | None = None
-    start_time: dt.time | None = None
-    end_time: dt.time | None = None
-    warmup_ns: int = DEFAULT_WARMUP_NS
-    config: EngineConfig = field(default_factory=EngineConfig)
-    mbp_levels: int = 0
-    publisher_id: int | None = None
-    force: bool = False
-    use_cache: bool = True
-    progress: bool = False
-    chunk_records: int = 1_000_000
-    definition: Path | None = None
+    FAST_FORWARD = 1  # book only, up to start - warm-up (or a cached book)
+    WARMUP = 2  # full engine, nothing written
+    EMIT = 3  # full engine, every emitted state written
+    PAST_END = 4  # records at or after --end-time: the stream stops
 
 
-@dataclass
-class BuildResult:
-    """What a build did (also what ``vpbatch build`` prints)."""
-
-    symbol: str
-    day: dt.date
-    status: str  # "built", "skipped" (already complete), "no-data", "failed" (ranges only)
-    partitions: dict[str, Path] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)
-    records: int = 0
-    anomalies: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    cache: str = "off"  # "hit", "miss", "off"
-    message: str = ""
-    host: str = ""  # where it ran (ranges)
-
-
-def parse_wall_time(text: str | None, param: str) -> dt.time | None:
-    """``'09:30'`` -> time; None passes through."""
-    if text is None:
-        return None
-    try:
-        return dt.time.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{param}: '{text}' is not a time; use HH:MM (America/New_York)") \
-            from None
-
-
-def infer_session_day(path: Path) -> tuple[dt.date, str]:
-    """The session date of a file that holds one session, and where it came from.
-
-    From the DBN header's ``start``/``end`` (:func:`vpbatch.clock.session_day`); when the
-    header has no end, from a date in the file name.
-
-    Raises
-    ------
-    ConfigError
-        When the file spans more than one session, or nothing names its date: pass ``--dt``.
-    """
-    meta = open_mbo(path).metadata
-    if meta.end is not None:
-        day = session_day(meta.start, meta.end)
-        span = f"{describe_ns(meta.start)} to {describe_ns(meta.end)}"
-        if day is None:
-            raise ConfigError(f"{path.name}: covers {span}, more than one session; "
-                              "pass --dt YYYY-MM-DD")
-        return day, f"from the file's header: {span}"
-    match = _FILE_DATE_RE.search(path.name)
-    if match is None:
-        raise ConfigError(f"{path.name}: the file's header has no end time and its name no "
-                          "date; pass --dt YYYY-MM-DD")
-    return dt.date(*(int(g) for g in match.groups())), "from the file name"
+#: Timing name of the phase a run ended in.
+_PHASE_TIMING: Final = {Phase.FAST_FORWARD: "fast_forward", Phase.WARMUP: "warmup",
+                        Phase.EMIT: "emit", Phase.PAST_END: "emit"}
 
 
 @dataclass
@@ -167,10 +86,15 @@ class _Phases:
         return idx if hit[idx] else len(records)
 
 
-class _Build:
-    """One build's state: source, engine, writer, counters."""
+class BuildJob:
+    """One build's state: source, engine, writer, counters.
 
-    def __init__(self, req: BuildRequest, product: Product, day: dt.date, source: MboSource):
+    ``trust_cache=False`` ignores the input's remembered sha256 (the book cache is still
+    saved): the retry after a stale cache hint.
+    """
+
+    def __init__(self, req: BuildRequest, product: Product, day: dt.date, source: MboSource,
+                 *, trust_cache: bool = True) -> None:
         self.req = req
         self.product = product
         self.day = day
@@ -181,7 +105,7 @@ class _Build:
         self.phases = self._phases()
         self.timings: dict[str, float] = {}
         self.cache_state = "off"
-        self.trust_cache = True
+        self.trust_cache = trust_cache
         self.cached_sha256: str | None = None
         self._book_to_cache: dict[str, np.ndarray] | None = None
         self.emitted_states = 0
@@ -190,22 +114,17 @@ class _Build:
         self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpbatch-writer")
         self.records_read = 0
-        self.phase = 0  # the phase the record stream ended in (set by ``emitted``)
+        self.phase = Phase.FAST_FORWARD  # the phase the record stream ended in (``emitted``)
         self._phase_started = 0.0
         self._progress_ns = source.metadata.start
         self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
 
     def _phases(self) -> _Phases:
         req = self.req
-        if req.start_time is None:
-            if req.end_time is not None:
-                raise ConfigError("--end-time needs --start-time")
+        if req.start_time is None:  # check_request: no --end-time without --start-time
             return _Phases(None, None, None)
         start = et_ns(self.day, req.start_time)
         end = et_ns(self.day, req.end_time) if req.end_time is not None else None
-        if end is not None and end <= start:
-            raise ConfigError(f"--end-time {req.end_time} is not after --start-time "
-                              f"{req.start_time}")
         meta = self.source.metadata
         span_end = meta.end
         if start < meta.start or (span_end is not None and start >= span_end):
@@ -231,10 +150,10 @@ class _Build:
         batch is the trailing-edge state of the final time bin. ``build`` writes them and
         ``vpbatch serve --source raw`` streams them: one code path for both.
         """
-        phase = 1 if self.phases.warm is not None else 3
-        skip = self._load_cached_book() if phase == 1 else 0
+        phase = Phase.FAST_FORWARD if self.phases.warm is not None else Phase.EMIT
+        skip = self._load_cached_book() if phase == Phase.FAST_FORWARD else 0
         self._phase_started = time.perf_counter()
-        if phase == 3:
+        if phase == Phase.EMIT:
             self.engine.set_emitting(True)
         for chunk in self.chunks():
             self._show_progress(bar, chunk)
@@ -245,7 +164,7 @@ class _Build:
                 if not len(chunk):
                     continue
             while len(chunk):
-                if phase == 1:
+                if phase == Phase.FAST_FORWARD:
                     cut = self.phases.split(chunk, self.phases.warm)
                     self.engine.process_book_only(chunk[:cut])
                     yield _NO_STATES  # a point where a streaming consumer can stop
@@ -254,28 +173,28 @@ class _Build:
                         self._save_cached_book()
                         self._phase_started = self._next_phase("fast_forward",
                                                                self._phase_started)
-                        phase = 2
+                        phase = Phase.WARMUP
                         self.engine.set_emitting(False)
                         bar.phase("warm-up")
-                elif phase == 2:
+                elif phase == Phase.WARMUP:
                     cut = self.phases.split(chunk, self.phases.start)
                     yield from self.engine.stream(chunk[:cut])
                     chunk = chunk[cut:]
                     if len(chunk):
                         self._phase_started = self._next_phase("warmup", self._phase_started)
-                        phase = 3
+                        phase = Phase.EMIT
                         self.engine.set_emitting(True)
                         self.engine.reset_counters()
                         bar.phase("emit")
-                elif phase == 3:
+                elif phase == Phase.EMIT:
                     cut = self.phases.split(chunk, self.phases.end)
                     yield from self.engine.stream(chunk[:cut])
                     if cut < len(chunk):
-                        phase = 4
+                        phase = Phase.PAST_END
                     chunk = chunk[:0]
-            if phase == 4:
+            if phase == Phase.PAST_END:
                 break
-        if phase == 1:
+        if phase == Phase.FAST_FORWARD:
             self._save_cached_book()
         self.phase = phase
         yield self.engine.finish()
@@ -297,22 +216,21 @@ class _Build:
         if grid is not None:
             grid.flush()
         self._wait_writes(0)
-        phase = self.phase
-        self.timings["emit" if phase >= 3 else ("warmup" if phase == 2 else "fast_forward")] = \
-            round(time.perf_counter() - self._phase_started, 6)
+        elapsed = time.perf_counter() - self._phase_started
+        self.timings[_PHASE_TIMING[self.phase]] = round(elapsed, 6)
         if self.emitted_states == 0:
-            raise InputError(self.nothing_emitted(phase))
+            raise InputError(self.nothing_emitted())
 
     def _show_progress(self, bar: Progress, chunk: np.ndarray) -> None:
         now = int(chunk["ts_event"][-1]) if len(chunk) else self._progress_ns
         if now > self._progress_ns:
-            bar.update((now - self._progress_ns) / 1e9)
+            bar.update((now - self._progress_ns) / NS_PER_SECOND)
             self._progress_ns = now
 
-    def nothing_emitted(self, phase: int) -> str:
-        """Why a run that ended in ``phase`` wrote no state (shared with StateStream)."""
+    def nothing_emitted(self) -> str:
+        """Why a run wrote no state (shared with StateStream)."""
         name = self.source.name
-        if phase < 3:
+        if self.phase < Phase.EMIT:
             return (f"{name}: no records at or after --start-time {self.req.start_time:%H:%M} "
                     f"ET on {self.day}; nothing to write")
         if self.tob_records * 2 > self.records_read:
@@ -447,10 +365,10 @@ def _nbytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 
 class _StaleCacheHint(VpbatchError):
-    """A loaded cache entry did not match the input's bytes (see ``_Build.finish_input``)."""
+    """A loaded cache entry did not match the input's bytes (see ``BuildJob.finish_input``)."""
 
 
-def _product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
+def product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
     """The product (tick from ``--definition`` if given) and session day of a request."""
     product = resolve_product(req.symbol)
     if req.definition is not None:
@@ -468,8 +386,8 @@ def _product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
     return product, day
 
 
-def _input(req: BuildRequest, product: Product,
-           day: dt.date) -> tuple[Path, Product, Path | None]:
+def input_for(req: BuildRequest, product: Product,
+              day: dt.date) -> tuple[Path, Product, Path | None]:
     """The MBO file, and the product with the tick of a downloaded definition beside it."""
     path = find_input(req.lake, req.symbol, day, path=req.path)
     definition = Path(req.definition) if req.definition is not None else None
@@ -484,49 +402,6 @@ def _input(req: BuildRequest, product: Product,
                           f"table's tick", VpbatchWarning, stacklevel=3)
             definition = None
     return path, product, definition
-
-
-class StateStream:
-    """The states ``build`` would write for ``req``, yielded instead of written.
-
-    Same reader, engine, three phases and book cache as :func:`build` (the raw source of
-    ``vpbatch serve``). Iterate once; ``close`` when done (also on early exit).
-
-    Raises
-    ------
-    InputError, SymbolError, ConfigError
-        As :func:`build`, when opened (missing file, unknown symbol, bad times).
-    """
-
-    def __init__(self, req: BuildRequest) -> None:
-        product, self.day = _product_and_day(req)
-        self.path, self.product, definition = _input(req, product, self.day)
-        self._job = _Build(req, self.product, self.day,
-                           open_mbo(self.path, definition=definition))
-        self.config = req.config
-
-    @property
-    def data_span_ns(self) -> tuple[int, int | None]:
-        """First and last (None: unknown) record time of the input file, epoch ns."""
-        meta = self._job.source.metadata
-        return int(meta.start), (int(meta.end) if meta.end is not None else None)
-
-    @property
-    def cache(self) -> str:
-        """Book cache outcome so far: ``hit``, ``miss`` or ``off``."""
-        return self._job.cache_state
-
-    def __iter__(self) -> Iterator[Emitted]:
-        bar = Progress(total=None, enabled=False)
-        states = 0
-        for emitted in self._job.emitted(bar):
-            states += len(emitted.snapshots)
-            yield emitted  # also the empty ones: a consumer may stop between any two
-        if states == 0:
-            raise InputError(self._job.nothing_emitted(self._job.phase))
-
-    def close(self) -> None:
-        self._job.close()
 
 
 def build(req: BuildRequest) -> BuildResult:
@@ -553,16 +428,15 @@ def build(req: BuildRequest) -> BuildResult:
 def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
     """``build``; ``trust_cache=False`` ignores the remembered input sha256 (still saves)."""
     reuse_freed_memory()
-    product, day = _product_and_day(req)
+    product, day = product_and_day(req)
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
     if not req.force and is_complete(req.lake, product, day, tables):
         return BuildResult(req.symbol, day, "skipped",
                            message="partition already built (use --force to rebuild)")
-    path, product, definition = _input(req, product, day)
+    path, product, definition = input_for(req, product, day)
     started = time.perf_counter()
     source = open_mbo(path, definition=definition)
-    job = _Build(req, product, day, source)
-    job.trust_cache = trust_cache
+    job = BuildJob(req, product, day, source, trust_cache=trust_cache)
     params: dict[str, Any] = {
         "symbol": job.selection.symbol, "instrument_id": job.selection.instrument_id,
         "publisher_id": job.selection.publisher_id,
@@ -574,7 +448,7 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
     }
     # The bar counts seconds of market time: its total costs no pass over the file.
     end = job.phases.end if job.phases.end is not None else source.metadata.end
-    total = None if end is None else max(end - source.metadata.start, 0) / 1e9
+    total = None if end is None else max(end - source.metadata.start, 0) / NS_PER_SECOND
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
                   if job.phases.warm is not None else "emit", unit="s market") as bar, \
             PartitionWriter(req.lake, product, day, config=req.config,
@@ -584,48 +458,18 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
         try:
             job.run(writer, bar)
             # The manifest's input checksum is the one computed while reading.
-            writer.inputs[0] = InputFile(str(path.resolve()), path.stat().st_size,
-                                         job.finish_input())
+            read = InputFile(str(path.resolve()), path.stat().st_size, job.finish_input())
         finally:
             job.close()
         job.timings["total"] = round(time.perf_counter() - started, 6)
-        writer.anomalies.update(job.engine.anomalies)
-        writer.timings.update(job.timings)
-        writer.params["records"] = job.engine.event_count
-        writer.timings["cache"] = job.cache_state  # not a parameter: hit and miss give equal data
+        writer.commit(inputs=[read, *([definition] if definition else [])],
+                      params={"records": job.engine.event_count},
+                      anomalies=job.engine.anomalies,
+                      # the cache outcome is no parameter: a hit and a miss give equal data
+                      timings={**job.timings, "cache": job.cache_state})
         rows = dict(writer.rows)
     return BuildResult(req.symbol, day, "built", partitions=writer.partitions, rows=rows,
                        records=job.engine.event_count, anomalies=job.engine.anomalies,
                        timings=job.timings, cache=job.cache_state)
 
 
-def check_request(req: BuildRequest) -> None:
-    """Checks that need no input file: a missing lake, --end-time not after --start-time."""
-    if req.path is None and not Path(req.lake).is_dir():
-        raise InputError(f"{req.lake}: lake folder does not exist (give --lake or set "
-                         "VPBATCH_LAKE; raw files go under lake/raw/)")
-    if req.start_time is None and req.end_time is not None:
-        raise ConfigError("--end-time needs --start-time")
-    if req.start_time is not None and req.end_time is not None \
-            and req.end_time <= req.start_time:
-        raise ConfigError(f"--end-time {req.end_time} is not after --start-time "
-                          f"{req.start_time}")
-
-
-def build_many(req: BuildRequest, days: list[dt.date], jobs: int = 1) -> list[BuildResult]:
-    """Build each day of ``req.symbol`` (in ``jobs`` local worker processes).
-
-    A day without a file is reported (``no-data``), a bad day fails alone. Several symbols and
-    Dask clusters: :func:`vpbatch.build.cluster.plan` and :func:`vpbatch.build.cluster.run_range`.
-    """
-    from vpbatch.build import cluster
-    check_request(req)
-    tasks = cluster.plan(req, [req.symbol], days)
-    return cluster.run_range(tasks, jobs=jobs, progress=req.progress)
-
-
-def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Calendar days from ``start`` to ``end`` inclusive (weekends included: files decide)."""
-    if end < start:
-        raise ConfigError(f"--end {end} is before --start {start}")
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -72,6 +72,8 @@ import pyarrow.parquet as pq
 
 from vpbatch.book.dtypes import F_SNAPSHOT, GRID_FLOAT_FIELDS
 from vpbatch.errors import ConfigError, InputError, OutputError, VerifyError
+from vpbatch.products import resolve_product
+from vpbatch.sql import CREATE_VIEW_SQL, grid_parameters, grid_select, new_connection
 from vpbatch.store.files import file_sha256
 from vpbatch.store.lake import (
     GOLD_TABLES,
@@ -82,8 +84,6 @@ from vpbatch.store.lake import (
     parse_date,
 )
 from vpbatch.store.partitions import build_digest, read_manifest, read_success
-from vpbatch.products import resolve_product
-from vpbatch.sql import CREATE_VIEW_SQL, grid_parameters, grid_select, new_connection
 
 #: Every check, in report order.
 CHECKS: Final = ("manifest", "files", "row_counts", "event_order", "cardinality",

@@ -28,6 +28,7 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
+from vpbatch.clock import NS_PER_SECOND
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.evaluate.stats import (
     CELLS_PER_BLOCK,
@@ -47,7 +48,6 @@ from vpbatch.products import resolve_product
 from vpbatch.sql import connect, execute
 from vpbatch.store.partitions import list_partitions
 
-NS: Final = 1_000_000_000
 #: Event-time horizons: the h-th next change of the mid.
 EVENT_HORIZONS: Final = (1, 2, 5)
 #: Clock-time horizons (seconds).
@@ -55,7 +55,7 @@ CLOCK_HORIZONS: Final = (1, 5, 30, 60)
 #: Trailing windows of order-flow imbalance and momentum (seconds).
 TRAILING_WINDOWS: Final = (1, 5, 10)
 #: The shortest bootstrap block (SPEC §13: block = horizon, at least 1 s).
-MIN_BLOCK_NS: Final = NS
+MIN_BLOCK_NS: Final = NS_PER_SECOND
 #: Below this many test states a result is flagged as a small sample.
 SMALL_SAMPLE: Final = 2_000
 #: ... or when the test part spans fewer bootstrap blocks than this.
@@ -212,7 +212,7 @@ def _event_target(s: States, h: int) -> Target:
 
 def _clock_target(s: States, seconds: int) -> Target:
     mid = s.mid
-    tau = seconds * NS
+    tau = seconds * NS_PER_SECOND
     _, day_end = _day_bounds(s.day)
     at = _last_at_or_before(s.day, s.ts, s.ts + tau)
     last_ts = s.ts[day_end - 1]
@@ -266,11 +266,11 @@ class Predictor:
 def _trailing_sum(s: States, values: np.ndarray, seconds: int) -> np.ndarray:
     """Sum of ``values`` over the same day's states with ``ts`` in ``(t - w, t]``."""
     cs = np.concatenate(([0.0], np.cumsum(values)))
-    first = _last_at_or_before(s.day, s.ts, s.ts - seconds * NS) + 1
+    first = _last_at_or_before(s.day, s.ts, s.ts - seconds * NS_PER_SECOND) + 1
     day_start, _ = _day_bounds(s.day)
     # _last_at_or_before clamps to the day's first state; nothing at or before means "from
     # the day's first state".
-    before = (s.ts - seconds * NS) < s.ts[day_start]
+    before = (s.ts - seconds * NS_PER_SECOND) < s.ts[day_start]
     first = np.where(before, day_start, first)
     return cs[np.arange(values.size) + 1] - cs[first]
 
@@ -303,7 +303,7 @@ def compute_predictors(s: States) -> list[Predictor]:
             for w in TRAILING_WINDOWS]
     day_start, _ = _day_bounds(s.day)
     for w in TRAILING_WINDOWS:
-        past = s.ts - w * NS
+        past = s.ts - w * NS_PER_SECOND
         at = _last_at_or_before(s.day, s.ts, past)
         ret = np.where(past >= s.ts[day_start], mid - mid[at], np.nan)
         call = np.sign(np.nan_to_num(ret)).astype(np.int8)
@@ -440,11 +440,11 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
         per_class = {str(c): int((tg.y[idx] == c).sum()) for c in (-1, 0, 1)}
         target_info.append({
             "target": tg.name, "classes": 3 if tg.three_class else 2,
-            "horizon_s": tg.horizon_ns / NS if tg.horizon_ns else None,
+            "horizon_s": tg.horizon_ns / NS_PER_SECOND if tg.horizon_ns else None,
             "test_states": int(idx.size),
             "missing": int((test_all & ~avail).sum()),
             "down": per_class["-1"], "flat": per_class["0"], "up": per_class["1"],
-            "block_s": round(block / NS, 3), "blocks": int(n_blocks),
+            "block_s": round(block / NS_PER_SECOND, 3), "blocks": int(n_blocks),
             "small_sample": bool(idx.size < SMALL_SAMPLE or n_blocks < SMALL_BLOCKS),
             "chance_balanced_accuracy": 1 / 3 if tg.three_class else 0.5,
         })

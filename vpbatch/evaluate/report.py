@@ -266,7 +266,7 @@ targets. A score that carries information rises from left to right.</p>
 
 def write_html(ev: Evaluation, out: Path) -> Path:
     """Write the page atomically; returns the path."""
-    from vpbatch.pictures.plot import write_atomic
+    from vpbatch.store.files import save_output
 
-    write_atomic(Path(out), build_html(ev).encode("utf-8"))
+    save_output(Path(out), build_html(ev).encode("utf-8"))
     return Path(out)

@@ -39,9 +39,18 @@ from databento.common.error import (
 )
 from databento_dbn import DBNDecoder, Metadata
 
-from vpbatch.errors import ConfigError, DownloadError, InputError, OutputError, SymbolError
+from vpbatch.clock import NS_PER_SECOND, date_range
+from vpbatch.errors import (
+    ConfigError,
+    DownloadError,
+    InputError,
+    OutputError,
+    SymbolError,
+    one_line,
+)
 from vpbatch.products import FUTURE_MBO, Product, futures_root, resolve_product
 from vpbatch.progress import Progress
+from vpbatch.store.files import atomic_path
 from vpbatch.store.lake import definition_file_name, raw_dir, raw_file_name
 
 #: Environment variable holding the Databento API key (the official client's convention).
@@ -63,6 +72,8 @@ RESOLVE_BATCH: Final = 2_000
 MAX_BACKOFF: Final = 60.0
 _DATASET_RE: Final = re.compile(r"[A-Z0-9]+\.[A-Z0-9]+")
 _READ_CHUNK: Final = 1 << 22
+#: Suffix of the hidden temporary file a day file (or ``symbology.json``) is written through.
+PART_SUFFIX: Final = ".part"
 
 T = TypeVar("T")
 
@@ -110,8 +121,8 @@ class DownloadRequest:
 
 
 @dataclass(frozen=True)
-class Target:
-    """One file to fetch: a schema for one UTC day."""
+class DayFile:
+    """One file to fetch: a schema for one UTC day, its place in the lake, records and cost."""
 
     day: dt.date
     schema: str
@@ -130,7 +141,7 @@ class Plan:
     symbols: list[str]
     stype_in: str
     folder: Path
-    targets: list[Target]
+    targets: list[DayFile]
     present: list[Path] = field(default_factory=list)
     empty_days: list[dt.date] = field(default_factory=list)
     symbology: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +209,7 @@ def open_client(key: str | None = None, gateway: str | None = None) -> db.Histor
         raise ConfigError(f"{API_KEY_ENV} or gateway is not valid: {exc}") from None
 
 
-def parse_symbol(symbol: str) -> tuple[Product, list[str], str]:
+def resolve_request_symbols(symbol: str) -> tuple[Product, list[str], str]:
     """``MNQH6`` -> (product, ['MNQH6'], 'raw_symbol'); ``MNQ.FUT`` -> (…, ['MNQ.FUT'], 'parent').
 
     Raises
@@ -230,14 +241,13 @@ def _validate_dataset(dataset: str) -> str:
 
 
 def _days(start: dt.date, end: dt.date, now: dt.datetime | None = None) -> list[dt.date]:
-    if end < start:
-        raise ConfigError(f"--end {end} is before --start {start}")
+    days = date_range(start, end)
     today = (now or dt.datetime.now(dt.UTC)).date()
     if end >= today:
         # A day still in progress would be saved as complete and never fetched again.
         raise ConfigError(f"--end {end}: the UTC day is not over yet; download days up to "
                           f"{today - dt.timedelta(days=1)}")
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    return days
 
 
 # -- calls with retries --------------------------------------------------------------------
@@ -259,17 +269,13 @@ def _retry_after(exc: BentoHttpError) -> float | None:
         return None
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _detail(exc: BentoHttpError) -> str:
     """The server's own sentence: ``detail.message`` when structured, else ``detail``."""
     body = exc.json_body if isinstance(exc.json_body, dict) else {}
     detail = body.get("detail")
     if isinstance(detail, dict) and detail.get("message"):
-        return _one_line(detail["message"])
-    return _one_line(exc.message or "no detail")
+        return one_line(detail["message"])
+    return one_line(exc.message or "no detail")
 
 
 def _http_error(exc: BentoHttpError, what: str) -> DownloadError | ConfigError:
@@ -293,7 +299,7 @@ def _call(fn: Callable[[], T], what: str, req: DownloadRequest,
             try:
                 return fn()
             except BentoServerError as exc:
-                raise _Retryable(f"HTTP {exc.http_status}: {_one_line(exc.message)}",
+                raise _Retryable(f"HTTP {exc.http_status}: {one_line(exc.message)}",
                                  _retry_after(exc)) from None
             except BentoClientError as exc:
                 if exc.http_status == 429:
@@ -301,12 +307,12 @@ def _call(fn: Callable[[], T], what: str, req: DownloadRequest,
                 raise _http_error(exc, what) from None
             except requests.exceptions.SSLError as exc:
                 # A certificate problem does not go away by asking again.
-                raise DownloadError(f"{what}: TLS failed ({_one_line(exc)})") from None
+                raise DownloadError(f"{what}: TLS failed ({one_line(exc)})") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
-                raise _Retryable(f"connection failed ({_one_line(exc)})") from None
+                raise _Retryable(f"connection failed ({one_line(exc)})") from None
             except BentoError as exc:
                 # The client wraps a stream cut mid-file as "Error streaming response: …".
-                raise _Retryable(_one_line(exc)) from None
+                raise _Retryable(one_line(exc)) from None
         except _Retryable as exc:
             if attempt == req.retries:
                 raise DownloadError(f"{what}: gave up after {attempt + 1} attempt(s): "
@@ -341,7 +347,7 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     OutputError
         A day file in the lake holds other symbols (use ``force`` to replace it).
     """
-    product, symbols, stype_in = parse_symbol(req.symbol)
+    product, symbols, stype_in = resolve_request_symbols(req.symbol)
     dataset = _validate_dataset(req.dataset or product.dataset)
     days = _days(req.start, req.end)
     folder = raw_dir(Path(req.lake), product)
@@ -384,7 +390,7 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     for (day, schema, path), (records, cost) in zip(missing, priced, strict=True):
         # No book that day: its definitions are not needed either.
         if records and day not in empty:
-            plan.targets.append(Target(day, schema, path, records, cost))
+            plan.targets.append(DayFile(day, schema, path, records, cost))
     if len(plan.empty_days) == len(days):
         which = str(req.start) if len(days) == 1 else f"any day from {req.start} to {req.end}"
         raise InputError(f"{', '.join(symbols)} on {dataset}: no MBO data for {which} "
@@ -497,7 +503,7 @@ def open_dbn(path: Path) -> Iterator[tuple[Metadata, Iterator[bytes]]]:
             if not isinstance(metadata, Metadata):
                 raise ValueError("no metadata header")
         except (zstandard.ZstdError, ValueError, struct.error) as exc:
-            raise InputError(f"{path.name}: not a readable DBN file ({_one_line(exc)})") from None
+            raise InputError(f"{path.name}: not a readable DBN file ({one_line(exc)})") from None
 
         def body() -> Iterator[bytes]:
             while chunk := reader.read(_READ_CHUNK):
@@ -535,7 +541,7 @@ def _check_existing(path: Path, plan: Plan) -> None:
                           f"parent {parent_of_root}, or use --force to replace the file")
 
 
-def verify_file(path: Path, target: Target, plan: Plan) -> None:
+def verify_file(path: Path, target: DayFile, plan: Plan) -> None:
     """The header matches the request and the body holds exactly the expected records.
 
     Raises
@@ -550,14 +556,15 @@ def verify_file(path: Path, target: Target, plan: Plan) -> None:
     except InputError as exc:
         raise _Retryable(f"incomplete file ({exc})") from None
     except zstandard.ZstdError as exc:
-        raise _Retryable(f"incomplete file ({_one_line(exc)})") from None
+        raise _Retryable(f"incomplete file ({one_line(exc)})") from None
     if got != target.records:
         raise _Retryable(f"size check failed: {got:,} records received, "
                          f"{target.records:,} expected")
 
 
-def _check_header(metadata: Metadata, target: Target, plan: Plan) -> None:
-    start_ns = int(dt.datetime.combine(target.day, dt.time(), dt.UTC).timestamp()) * 10**9
+def _check_header(metadata: Metadata, target: DayFile, plan: Plan) -> None:
+    start_ns = (int(dt.datetime.combine(target.day, dt.time(), dt.UTC).timestamp())
+                * NS_PER_SECOND)
     mismatch = [name for name, ok in (
         ("dataset", str(metadata.dataset) == plan.dataset),
         ("schema", str(metadata.schema) == target.schema),
@@ -567,20 +574,6 @@ def _check_header(metadata: Metadata, target: Target, plan: Plan) -> None:
     if mismatch:
         raise DownloadError(f"{target.path.name}: the server sent data for another request "
                             f"(differs in: {', '.join(mismatch)})")
-
-
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.part")
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = _temp_path(path)
-    try:
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def merge_symbology(folder: Path, doc: dict[str, Any]) -> Path:
@@ -606,7 +599,7 @@ def merge_symbology(folder: Path, doc: dict[str, Any]) -> Path:
                 raise ValueError(f"stype_in is {merged.get('stype_in')!r}")
         except (OSError, ValueError, AttributeError) as exc:
             raise OutputError(f"{path}: not a symbology.json vpbatch can extend "
-                              f"({_one_line(exc)}); move it away and re-run") from None
+                              f"({one_line(exc)}); move it away and re-run") from None
     result: dict[str, list[dict[str, str]]] = merged.get("result", {})
     for key, entries in (doc.get("result") or {}).items():
         have = result.setdefault(str(key), [])
@@ -630,7 +623,8 @@ def merge_symbology(folder: Path, doc: dict[str, Any]) -> Path:
         "message": "OK",
         "status": 0,
     }
-    _write_json_atomic(path, out)
+    with atomic_path(path, suffix=PART_SUFFIX) as tmp:
+        tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -662,13 +656,12 @@ def _byte_progress(path: Path, enabled: bool, label: str) -> Iterator[None]:
             catch_up()
 
 
-def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fetched:
-    tmp = _temp_path(target.path)
+def _fetch(client: db.Historical, plan: Plan, target: DayFile, label: str) -> Fetched:
     req = plan.request
     attempts = [0]
     notices: list[str] = []
 
-    def attempt() -> None:
+    def attempt(tmp: Path) -> None:
         with suppress(FileNotFoundError):
             tmp.unlink()
         with _byte_progress(tmp, req.progress, label), \
@@ -682,23 +675,19 @@ def _fetch(client: db.Historical, plan: Plan, target: Target, label: str) -> Fet
                     path=tmp)
             except ValueError as exc:
                 # The client reads back the file it wrote: an empty or cut-short header.
-                raise _Retryable(f"unreadable response ({_one_line(exc)})") from None
+                raise _Retryable(f"unreadable response ({one_line(exc)})") from None
         # Databento's notices about the data (X-Warning header), e.g. degraded quality; the
         # client's own unclosed-file ResourceWarnings are not the user's business.
-        notices[:] = [_one_line(w.message) for w in caught
+        notices[:] = [one_line(w.message) for w in caught
                       if issubclass(w.category, BentoWarning)]
         for w in caught:
             if not issubclass(w.category, (BentoWarning, ResourceWarning)):
                 warnings.warn(w.message, w.category, stacklevel=2)
         verify_file(tmp, target, plan)
 
-    try:
-        _call(attempt, f"{target.path.name}", req, attempts)
+    with atomic_path(target.path, suffix=PART_SUFFIX) as tmp:
+        _call(partial(attempt, tmp), f"{target.path.name}", req, attempts)
         size = tmp.stat().st_size
-        os.replace(tmp, target.path)
-    finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
     return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0],
                    tuple(notices))
 

@@ -19,7 +19,7 @@ from vpbatch.book.dtypes import (
     F_SNAPSHOT,
     F_TOB,
 )
-from vpbatch.clock import NEW_YORK, format_ns
+from vpbatch.clock import NEW_YORK, NS_PER_SECOND, format_ns
 from vpbatch.ingest.reader import DEFAULT_CHUNK_RECORDS, open_mbo, publisher_name
 
 #: Exchange time zone used next to UTC.
@@ -48,7 +48,7 @@ def _span(bounds: list[int]) -> dict[str, Any] | None:
         "last_utc": format_ns(last),
         "first_new_york": format_ns(first, NEW_YORK),
         "last_new_york": format_ns(last, NEW_YORK),
-        "seconds": (last - first) / 1e9,
+        "seconds": (last - first) / NS_PER_SECOND,
     }
 
 

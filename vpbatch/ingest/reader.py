@@ -28,7 +28,8 @@ from databento.common.symbology import InstrumentMap
 from databento_dbn import DBNError
 
 from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records, copy_rows
-from vpbatch.errors import ConfigError, InputError, SymbolError
+from vpbatch.clock import NS_PER_SECOND
+from vpbatch.errors import ConfigError, InputError, SymbolError, one_line
 from vpbatch.ingest.input_digest import HashingFileSource
 from vpbatch.products import resolve_product
 from vpbatch.store.lake import find_definition_file, find_raw_file
@@ -224,7 +225,7 @@ def _validated_store(path: Path, expected_schema: str
         data = HashingFileSource(path)
         store = db.DBNStore(data)
     except (*_DECODE_ERRORS, OSError) as exc:
-        raise InputError(f"{path.name}: not a readable DBN file ({_one_line(exc)})") from None
+        raise InputError(f"{path.name}: not a readable DBN file ({one_line(exc)})") from None
     meta = store.metadata
     schema = "mixed" if meta.schema is None else str(meta.schema)
     if schema not in (expected_schema, "mixed"):
@@ -250,11 +251,6 @@ def _validated_store(path: Path, expected_schema: str
         size_bytes=size,
     )
     return store, info, data
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 #: Symbology types whose symbols name a group of instruments, not one contract.
@@ -349,10 +345,10 @@ class MboSource:
             raise
         except _DECODE_ERRORS as exc:
             raise InputError(f"{self.name}: corrupt or truncated data after {done:,} records "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
         except OSError as exc:
             raise InputError(f"{self.name}: read error after {done:,} records "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
 
     def iter_raw(self, chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
         """Every MBO record of the file (all instruments and publishers), in bounded chunks.
@@ -553,10 +549,10 @@ class MboSource:
         return dict(self._instruments)
 
     def _day_range(self) -> tuple[dt.date, dt.date | None]:
-        first = dt.datetime.fromtimestamp(self.metadata.start // 10**9, dt.UTC).date()
+        first = dt.datetime.fromtimestamp(self.metadata.start // NS_PER_SECOND, dt.UTC).date()
         end = self.metadata.end
         last = None if end is None else dt.datetime.fromtimestamp(
-            (end - 1) // 10**9, dt.UTC).date()
+            (end - 1) // NS_PER_SECOND, dt.UTC).date()
         return first, last
 
     def _metadata_mappings(self) -> dict[int, str]:
@@ -566,7 +562,7 @@ class MboSource:
             imap.insert_metadata(self._store.metadata)
         except ValueError as exc:
             raise InputError(f"{self.name}: unusable symbol mappings in the metadata "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
         return _in_days(imap, *self._day_range())
 
     def _symbology_json(self) -> dict[int, str]:
@@ -579,7 +575,7 @@ class MboSource:
             doc = json.loads(path.read_text())
             imap.insert_json(doc)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InputError(f"{path}: not a Databento symbology.json ({_one_line(exc)})") from None
+            raise InputError(f"{path}: not a Databento symbology.json ({one_line(exc)})") from None
         if isinstance(doc, dict) and doc.get("stype_in") in PARENT_STYPES:
             self._json_parent = True
         return _in_days(imap, *self._day_range())
@@ -774,7 +770,7 @@ def _definitions(path: Path) -> Iterator[tuple[int, int, str, int]]:
                 yield from zip(chunk["instrument_id"].tolist(), chunk["ts_recv"].tolist(),
                                names, chunk["min_price_increment"].tolist(), strict=True)
     except _DECODE_ERRORS as exc:
-        raise InputError(f"{path.name}: corrupt or truncated data ({_one_line(exc)})") from None
+        raise InputError(f"{path.name}: corrupt or truncated data ({one_line(exc)})") from None
 
 
 def read_definition_symbols(path: Path) -> dict[int, str]:

@@ -47,8 +47,23 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from vpbatch.clock import NEW_YORK, NS_PER_SECOND, format_et
-from vpbatch.errors import ConfigError, OutputError
-from vpbatch.store.files import write_file_atomic
+from vpbatch.errors import ConfigError
+from vpbatch.pictures.palette import (
+    ASK_COLOR,
+    BACKGROUND,
+    BID_COLOR,
+    BRIGHTNESS_FLOOR,
+    BUY_COLOR,
+    DEPTH_PERCENTILE,
+    MID_COLOR,
+    NET_PERCENTILE,
+    NO_SIDE_COLOR,
+    REGIME_COLORS,
+    SELL_COLOR,
+    brightness,
+    net_cmap,
+)
+from vpbatch.store.files import save_output
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,24 +81,6 @@ MIN_PIXELS: Final = 400
 MAX_PIXELS: Final = 12_000
 #: Output formats, by file suffix.
 FORMATS: Final = (".png", ".svg", ".html")
-#: Colour limit: this percentile of the non-zero ``|pressure_now - vacuum_now|`` in view.
-NET_PERCENTILE: Final = 99.0
-#: Depth that gives full brightness: this percentile of the non-zero ``rest_depth`` in view.
-DEPTH_PERCENTILE: Final = 99.0
-#: Brightness of an empty bucket (full depth = 1).
-BRIGHTNESS_FLOOR: Final = 0.28
-#: Diverging colours from most vacuum to most pressure (the middle one is "balanced").
-NET_COLORS: Final = ("#46d5ff", "#2f74db", "#6e6e6e", "#e2812a", "#ffd447")
-#: Outside the grid.
-BACKGROUND: Final = "#0b0c10"
-#: Regime band colours.
-REGIME_COLORS: Final = {"UP": "#2e9e44", "DOWN": "#d1332e", "CHOP": "#a0a0a0"}
-BID_COLOR: Final = "#4be070"
-ASK_COLOR: Final = "#ff5a5a"
-MID_COLOR: Final = "#ffffff"
-BUY_COLOR: Final = "#ffffff"
-SELL_COLOR: Final = "#ff4fd8"
-NO_SIDE_COLOR: Final = "#9fe7ff"
 #: Marker area (points²) of the largest trade dot.
 MAX_DOT_AREA: Final = 60.0
 #: Up to this many trade dots keep full size; beyond it they shrink with 1/sqrt(count).
@@ -167,23 +164,12 @@ def scales(data: HeatmapData) -> Scales:
                   depth_limit=max(depth_limit, 1.0))
 
 
-def _net_cmap() -> Any:
-    from matplotlib.colors import LinearSegmentedColormap
-
-    return LinearSegmentedColormap.from_list("vpbatch_net", list(NET_COLORS), N=512)
-
-
-def _brightness(depth: np.ndarray, limit: float) -> np.ndarray:
-    level = np.clip(np.log1p(np.maximum(depth, 0)) / math.log1p(limit), 0.0, 1.0)
-    return BRIGHTNESS_FLOOR + (1.0 - BRIGHTNESS_FLOOR) * level
-
-
 def _cell_colors(data: HeatmapData, sc: Scales) -> np.ndarray:
     """RGB (S, 2K+1, 3) of every chosen cell: colour from the net force, brightness from depth."""
-    cmap = _net_cmap()
+    cmap = net_cmap()
     unit = np.clip(data.cell_net / sc.net_limit, -1.0, 1.0) * 0.5 + 0.5
     rgb = cmap(np.nan_to_num(unit, nan=0.5))[..., :3]
-    return rgb * _brightness(data.cell_depth, sc.depth_limit)[..., None]
+    return rgb * brightness(data.cell_depth, sc.depth_limit)[..., None]
 
 
 @dataclass(frozen=True)
@@ -392,7 +378,7 @@ def _draw_colorbars(fig: Figure, caxes: list[Any], sc: Scales, st: _Style) -> No
     from matplotlib.colors import ListedColormap, Normalize
 
     norm = Normalize(-sc.net_limit, sc.net_limit)
-    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=_net_cmap()), cax=caxes[0])
+    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=net_cmap()), cax=caxes[0])
     label = (f"pressure − vacuum (±{sc.net_limit:.3g})" if st.compact else
              f"pressure_now − vacuum_now  (clipped at ±{sc.net_limit:.3g} "
              f"= p{NET_PERCENTILE:g} of |value|)")
@@ -404,7 +390,7 @@ def _draw_colorbars(fig: Figure, caxes: list[Any], sc: Scales, st: _Style) -> No
     if len(caxes) < 2:
         return
     levels = np.linspace(0, 1, 256)
-    grey = np.array(_net_cmap()(0.5)[:3]) * (BRIGHTNESS_FLOOR
+    grey = np.array(net_cmap()(0.5)[:3]) * (BRIGHTNESS_FLOOR
                                              + (1 - BRIGHTNESS_FLOOR) * levels)[:, None]
     depth_norm = Normalize(0, math.log1p(sc.depth_limit))
     cbd = fig.colorbar(ScalarMappable(norm=depth_norm, cmap=ListedColormap(grey)), cax=caxes[1])
@@ -575,22 +561,6 @@ def html_page(data: HeatmapData, png: bytes) -> str:
                         howto=html.escape(HOW_TO_READ))
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temp file + rename (parents are created).
-
-    Raises
-    ------
-    OutputError
-        When the file cannot be written.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(path, payload)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
-
-
 def render_heatmap(data: HeatmapData, fmt: str, *, width: int = DEFAULT_WIDTH,
                    height: int = DEFAULT_HEIGHT, dpi: int = DEFAULT_DPI) -> bytes:
     """``.png``/``.svg``/``.html`` bytes of the heatmap."""
@@ -654,5 +624,5 @@ def plot_heatmap(lake: Path, symbol: str, day: dt.date, start: dt.time | dt.date
         data = load_heatmap(con, session, start_ns, end_ns, column_count(width))
     finally:
         con.close()
-    write_atomic(Path(out), render_heatmap(data, fmt, width=width, height=height, dpi=dpi))
+    save_output(Path(out), render_heatmap(data, fmt, width=width, height=height, dpi=dpi))
     return Path(out)

@@ -39,37 +39,35 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from vpbatch.clock import NEW_YORK, format_et
+from vpbatch.clock import NEW_YORK, NS_PER_SECOND, format_et
 from vpbatch.errors import ConfigError
+from vpbatch.pictures.palette import NET_COLORS, REGIME_COLORS
 from vpbatch.pictures.plot import (
     HOW_TO_READ,
-    NET_COLORS,
-    REGIME_COLORS,
     data_uri,
     figure_bytes,
     render_heatmap,
     require_matplotlib,
     time_formatter,
     time_label,
-    write_atomic,
 )
 from vpbatch.pictures.plot_data import Session, load_heatmap, open_session
 from vpbatch.sql import connect, execute
+from vpbatch.store.files import save_output
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: Length of the "most active" window shown as a heatmap.
-BUSY_WINDOW_NS: Final = 30 * 60 * 1_000_000_000
+BUSY_WINDOW_NS: Final = 30 * 60 * NS_PER_SECOND
 #: Bars of the activity chart.
-ACTIVITY_BIN_NS: Final = 5 * 60 * 1_000_000_000
+ACTIVITY_BIN_NS: Final = 5 * 60 * NS_PER_SECOND
 #: Regimes in display order.
 REGIMES: Final = ("UP", "DOWN", "CHOP")
 #: Picture sizes (pixels) inside the report.
 HEATMAP_SIZE: Final = (1400, 800)
 CHART_SIZE: Final = (1200, 380)
 
-_NS: Final = 1_000_000_000
 
 #: Per-day totals from ``vp_snapshot``; durations run to the next state (last state: 0).
 SUMMARY_SQL: Final = """
@@ -178,7 +176,7 @@ def format_duration(ns: float | None) -> str:
     """``3 h 05 min``, ``12 min 04 s``, ``4.25 s``, ``310 ms``; ``–`` for None."""
     if ns is None or not math.isfinite(ns):
         return "–"
-    seconds = ns / _NS
+    seconds = ns / NS_PER_SECOND
     if seconds >= 3600:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
     if seconds >= 60:
@@ -311,7 +309,7 @@ def activity_chart(activity: pl.DataFrame, session: Session, busy: tuple[int, in
     ax = fig.subplots()
     starts = activity["bin_ns"].to_numpy().astype(np.int64)
     x = np.asarray(mdates.date2num(starts.astype("datetime64[ns]")))
-    width = ACTIVITY_BIN_NS / _NS / 86400
+    width = ACTIVITY_BIN_NS / NS_PER_SECOND / 86400
     ax.bar(x, activity["records"].to_numpy(), width=width * 0.9, align="edge",
            color="#8796ab", label="records per 5 min", zorder=2)
     lo, hi = (float(v) for v in mdates.date2num(np.array(busy, dtype="datetime64[ns]")))
@@ -382,7 +380,7 @@ def _summary(session: Session, summary: dict[str, Any]) -> str:
         ("engine", f"{m.get('engine', {}).get('name')} {m.get('engine', {}).get('version')}"),
         ("sample · K · band · bucket", f"{sample} · {config.get('K')} · {config.get('band')} · "
                                        f"{session.bucket:g}"),
-        ("build time", format_duration(m.get("timings", {}).get("total", 0) * _NS)),
+        ("build time", format_duration(m.get("timings", {}).get("total", 0) * NS_PER_SECOND)),
     ]
     right = [
         ("records fed to the engine", _num(params.get("records"))),
@@ -517,5 +515,5 @@ def write_report(lake: Path, symbol: str, day: dt.date, out: Path) -> Path:
     if Path(out).suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"-o: '{out}' must end in .html")
     page = build_report(lake, symbol, day)
-    write_atomic(Path(out), page.encode())
+    save_output(Path(out), page.encode())
     return Path(out)

@@ -10,10 +10,8 @@ before any expensive work.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hmac
 import html
-import sys
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -28,6 +26,7 @@ from starlette.websockets import WebSocket
 
 from vpbatch import __version__
 from vpbatch.errors import VpbatchError
+from vpbatch.memory import cap_malloc_arenas
 from vpbatch.serve import protocol
 from vpbatch.serve.request import parse_query
 from vpbatch.serve.scale import color_scale
@@ -117,24 +116,6 @@ def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None) -> st
         f"(click one to watch it).</p>{body}</body></html>")
 
 
-#: glibc ``mallopt`` parameter for the most malloc arenas (``M_ARENA_MAX``).
-_M_ARENA_MAX: Final = -8
-#: Arenas kept for the server's threads: each connection runs its source in a thread of its
-#: own, and glibc gives new threads new arenas (up to 8 per core), each holding freed decode
-#: buffers: RSS grew ~50 MB in steps over connections; with 4 arenas it stays flat (measured).
-MALLOC_ARENAS: Final = 4
-
-
-def _cap_malloc_arenas() -> None:
-    """Bound glibc's arenas in this process (no-op elsewhere); later arenas obey it."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):  # not glibc
-        return
-
-
 def create_app(lake: Path, *, token: str | None = None) -> Starlette:
     """The ``vpbatch serve`` app over ``lake``; with ``token`` every page and stream needs it.
 
@@ -145,7 +126,7 @@ def create_app(lake: Path, *, token: str | None = None) -> Starlette:
     token : str, optional
         Shared secret the page (``?token=``) and the websocket (``token=``) must present.
     """
-    _cap_malloc_arenas()
+    cap_malloc_arenas()
     served = _Served(lake, token)
 
     async def health(request: Request) -> Response:

@@ -27,6 +27,8 @@ STREAM_PATH: Final = "/v1/vacuum-pressure/stream"
 CLOSE_POLICY: Final = 1008
 #: Close code after ``end``.
 CLOSE_NORMAL: Final = 1000
+#: Close code of a stream that failed on the server (an error frame says why).
+CLOSE_INTERNAL_ERROR: Final = 1011
 #: Snapshot counters that sum over the states a throttle bin or a slow client skips.
 ADDITIVE_FIELDS: Final = ("n_records", "buy_volume", "sell_volume")
 #: ``vp_snapshot`` columns copied into ``grid_update`` as they are.

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from vpbatch.build.pipeline import parse_wall_time
+from vpbatch.clock import parse_wall_time
 from vpbatch.errors import ConfigError
 from vpbatch.products import EQUITY_MBO, FUTURE_MBO
 from vpbatch.store.lake import parse_date

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from vpbatch.pictures import plot
+from vpbatch.pictures import palette
 
 
 def color_scale() -> dict[str, Any]:
     """Palette, limits rule and line/dot/regime colours of the heatmap (JSON-ready)."""
     return {
         "quantity": "pressure_now - vacuum_now",
-        "net_colors": list(plot.NET_COLORS),
-        "net_percentile": plot.NET_PERCENTILE,
-        "depth_percentile": plot.DEPTH_PERCENTILE,
-        "brightness_floor": plot.BRIGHTNESS_FLOOR,
+        "net_colors": list(palette.NET_COLORS),
+        "net_percentile": palette.NET_PERCENTILE,
+        "depth_percentile": palette.DEPTH_PERCENTILE,
+        "brightness_floor": palette.BRIGHTNESS_FLOOR,
         "lut_size": 512,
-        "background": plot.BACKGROUND,
-        "regime_colors": dict(plot.REGIME_COLORS),
-        "bid_color": plot.BID_COLOR,
-        "ask_color": plot.ASK_COLOR,
-        "mid_color": plot.MID_COLOR,
-        "buy_color": plot.BUY_COLOR,
-        "sell_color": plot.SELL_COLOR,
+        "background": palette.BACKGROUND,
+        "regime_colors": dict(palette.REGIME_COLORS),
+        "bid_color": palette.BID_COLOR,
+        "ask_color": palette.ASK_COLOR,
+        "mid_color": palette.MID_COLOR,
+        "buy_color": palette.BUY_COLOR,
+        "sell_color": palette.SELL_COLOR,
     }

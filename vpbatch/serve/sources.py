@@ -29,8 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vpbatch import sql
-from vpbatch.build.pipeline import DEFAULT_WARMUP_NS, BuildRequest, StateStream
-from vpbatch.clock import NEW_YORK, et_ns
+from vpbatch.build.request import DEFAULT_WARMUP_NS, BuildRequest
+from vpbatch.build.stream import StateStream
+from vpbatch.clock import NEW_YORK, NS_PER_SECOND, et_ns
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.products import Product, resolve_product
@@ -162,6 +163,9 @@ class SourceInfo:
 
 
 class Source(Protocol):
+    """A built day read from the lake (:class:`LakeSource`) or computed from the raw file by
+    the build's own engine (:class:`RawSource`): what a stream needs of either."""
+
     info: SourceInfo
 
     def states(self, from_ns: int | None) -> Iterator[list[State]]:
@@ -301,7 +305,7 @@ class RawSource:
         if from_ns is not None and req.start_time is not None \
                 and from_ns < et_ns(self.info.day, req.start_time):
             # Before the first emitted state: run the phases again from the new start.
-            start = dt.datetime.fromtimestamp(from_ns / 1e9, tz=NEW_YORK).time()
+            start = dt.datetime.fromtimestamp(from_ns / NS_PER_SECOND, tz=NEW_YORK).time()
             req = dataclasses.replace(req, start_time=start)
             self._close_stream()
         stream = self._stream if self._stream is not None and req is self._req \
@@ -361,7 +365,7 @@ def _missing(lake: Path, req: StreamRequest) -> str:
             f"file for it")
 
 
-def open_source(lake: Path, req: StreamRequest) -> LakeSource | RawSource:
+def open_source(lake: Path, req: StreamRequest) -> Source:
     """The source of a validated request, checked against the lake's partitions and files.
 
     ``source=None`` means the lake when the day is built, else the raw file.
@@ -418,11 +422,6 @@ def _check_times(info: SourceInfo, req: StreamRequest) -> None:
         return
     start = et_ns(req.day, req.start_time)
     if start > info.last_ns:
-        last = dt.datetime.fromtimestamp(info.last_ns / 1e9, tz=NEW_YORK)
+        last = dt.datetime.fromtimestamp(info.last_ns / NS_PER_SECOND, tz=NEW_YORK)
         raise ConfigError(f"start_time: {req.start_time:%H:%M:%S} ET is after the last state "
                           f"of {req.symbol} {req.day} ({last:%H:%M:%S} ET)")
-
-
-def start_ns(req: StreamRequest) -> int | None:
-    """Epoch ns of the request's start time (None: from the first state)."""
-    return et_ns(req.day, req.start_time) if req.start_time is not None else None

@@ -30,13 +30,12 @@ from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from vpbatch.build.pipeline import parse_wall_time
-from vpbatch.clock import NEW_YORK, et_ns
+from vpbatch.clock import NEW_YORK, NS_PER_SECOND, et_ns, parse_wall_time
 from vpbatch.errors import ConfigError, VpbatchError
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest, parse_speed
-from vpbatch.serve.sources import LakeSource, RawSource, throttle
+from vpbatch.serve.sources import Source, throttle
 from vpbatch.store.schema import grid_view_schema
 
 #: States waiting for a slow client before the oldest is dropped (speed > 0).
@@ -73,7 +72,7 @@ class Pacer:
         """Event time the wall clock has reached (None before the first state)."""
         if self._wall0 is None:
             return None
-        return self._event0 + int((self._clock() - self._wall0) * self.speed * 1e9)
+        return self._event0 + int((self._clock() - self._wall0) * self.speed * NS_PER_SECOND)
 
     def delay(self, event_ns: int) -> float:
         """Seconds until ``event_ns`` is due (<= 0: due now). The first state anchors."""
@@ -82,7 +81,7 @@ class Pacer:
         if self._wall0 is None:
             self.anchor(event_ns)
             return 0.0
-        return self._wall0 + (event_ns - self._event0) / 1e9 / self.speed - self._clock()
+        return self._wall0 + (event_ns - self._event0) / NS_PER_SECOND / self.speed - self._clock()
 
     def set_speed(self, speed: float, pending_ns: int | None) -> None:
         """Change speed without a jump: re-anchor at the event time reached so far."""
@@ -183,11 +182,11 @@ class StateBuffer:
 
 def et_text(ns: int) -> str:
     """``HH:MM:SS.mmm`` America/New_York."""
-    stamp = dt.datetime.fromtimestamp(ns // 1_000_000_000, tz=NEW_YORK)
-    return f"{stamp:%H:%M:%S}.{ns % 1_000_000_000 // 1_000_000:03d}"
+    stamp = dt.datetime.fromtimestamp(ns // NS_PER_SECOND, tz=NEW_YORK)
+    return f"{stamp:%H:%M:%S}.{ns % NS_PER_SECOND // 1_000_000:03d}"
 
 
-def runtime_fields(source: LakeSource | RawSource, req: StreamRequest) -> dict[str, Any]:
+def runtime_fields(source: Source, req: StreamRequest) -> dict[str, Any]:
     """Everything ``runtime_config`` says about the stream (see docs/stream.md)."""
     info = source.info
     product, config = info.product, info.config
@@ -213,7 +212,7 @@ def runtime_fields(source: LakeSource | RawSource, req: StreamRequest) -> dict[s
 class Stream:
     """Everything one websocket connection started, and its end."""
 
-    def __init__(self, websocket: WebSocket, source: LakeSource | RawSource,
+    def __init__(self, websocket: WebSocket, source: Source,
                  req: StreamRequest) -> None:
         self.ws = websocket
         self.source = source
@@ -399,7 +398,7 @@ class Stream:
         message = str(exc) if isinstance(exc, VpbatchError) else f"internal error: {exc!r}"
         with contextlib.suppress(Exception):
             await self._send_text(protocol.error(message))
-            await self.ws.close(1011)
+            await self.ws.close(protocol.CLOSE_INTERNAL_ERROR)
 
     async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
         for task in tasks:
@@ -422,6 +421,6 @@ def _close(iterator: Iterator[list[State]] | None) -> None:
         close()
 
 
-def _close_all(iterator: Iterator[list[State]] | None, source: LakeSource | RawSource) -> None:
+def _close_all(iterator: Iterator[list[State]] | None, source: Source) -> None:
     _close(iterator)
     source.close()

@@ -55,7 +55,6 @@ import json
 import os
 import re
 import time
-import uuid
 import warnings
 import zipfile
 import zlib
@@ -67,12 +66,15 @@ from typing import Any, Final
 import numpy as np
 
 from vpbatch.errors import CacheError, OutputError, VpbatchWarning
+from vpbatch.store.files import atomic_path
 
 #: Version of the ``.npz`` layout written by this module.
 CACHE_FORMAT: Final = 1
 HEADER_MEMBER: Final = "__header__"
 #: A temp file older than this is a leftover of a dead writer (one on any host may be writing).
 TEMP_STALE_SECONDS: Final = 3600.0
+#: Suffix of the hidden temp file an entry is written through (``.<entry>.<uuid>.tmp``).
+TEMP_SUFFIX: Final = ".tmp"
 _NO_LOCKS: Final = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 #: Per-input sha256 hints (path -> size, mtime_ns, sha256), beside the entries.
 INDEX_NAME: Final = "inputs.json"
@@ -250,21 +252,14 @@ def save(lake: Path, key: CacheKey, arrays: Mapping[str, np.ndarray],
                               allow_nan=False).encode()
     folder = cache_dir(lake)
     path = _entry_path(lake, key)
-    tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    members = {HEADER_MEMBER: np.frombuffer(header_bytes, dtype=np.uint8)}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with _locked(folder, fcntl.LOCK_EX):
             _remove_temp_files(folder)
-            try:
-                with open(tmp, "wb") as fh:
-                    members = {HEADER_MEMBER: np.frombuffer(header_bytes, dtype=np.uint8)}
-                    np.savez(fh, allow_pickle=False, **members, **arrays)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+            # A file object, not the name: np.savez would append ".npz" to the temp name.
+            with atomic_path(path, suffix=TEMP_SUFFIX) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, allow_pickle=False, **members, **arrays)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write book cache: {exc.strerror or exc}") from None
     return path
@@ -277,7 +272,7 @@ def _version() -> str:
 def _remove_temp_files(folder: Path) -> None:
     """Temp files of writers that died (old ones only: the lock may not reach other hosts)."""
     cutoff = time.time() - TEMP_STALE_SECONDS
-    for tmp in folder.glob(".*.npz.*.tmp"):
+    for tmp in folder.glob(f".*.npz.*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             if tmp.stat().st_mtime < cutoff:
                 tmp.unlink()
@@ -475,12 +470,7 @@ def remember_sha256(lake: Path, path: str | os.PathLike[str], sha256: str) -> No
         with _locked(folder, fcntl.LOCK_EX):
             index = _read_index(folder)
             index[name] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha256}
-            tmp = folder / f".{INDEX_NAME}.{uuid.uuid4().hex}.tmp"
-            try:
+            with atomic_path(folder / INDEX_NAME, suffix=TEMP_SUFFIX) as tmp:
                 tmp.write_text(json.dumps(index, sort_keys=True, indent=1))
-                os.replace(tmp, folder / INDEX_NAME)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
     except OSError as exc:
         raise OutputError(f"{folder / INDEX_NAME}: cannot write: {exc.strerror or exc}") from None

@@ -13,8 +13,11 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
+
+from vpbatch.errors import OutputError
 
 _HASH_CHUNK: Final = 1 << 20
 
@@ -29,19 +32,46 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a sibling temp file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+@contextlib.contextmanager
+def atomic_path(path: Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A sibling temp path to write ``path`` through: fsynced and renamed onto ``path`` when
+    the block succeeds, removed when it raises, so ``path`` is never seen half-written.
+
+    For writers that need a file name (a streaming download, ``numpy.savez``, a DBN encoder);
+    ``suffix`` lets a cleaner recognise its own leftovers after a crash.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a sibling temp file, fsync and rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_output(path: Path, payload: bytes) -> None:
+    """Write a file the user named (a picture, a report): parents created, written atomically.
+
+    Raises
+    ------
+    OutputError
+        When the file cannot be written; the message names it.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(path, payload)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {os_reason(exc)}") from None
 
 
 def file_sha256(path: Path) -> str:

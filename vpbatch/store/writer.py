@@ -58,7 +58,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -322,7 +322,7 @@ class PartitionWriter:
     ...     for snaps, grid in engine.run():
     ...         out.write_snapshots(snaps)
     ...         out.write_grid(grid)
-    ...     out.anomalies.update(engine.anomalies)
+    ...     out.commit(anomalies=engine.anomalies)
     """
 
     def __init__(self, lake: Path, product: Product, day: dt.date, *,
@@ -468,19 +468,25 @@ class PartitionWriter:
                               f"(tables: {', '.join(self.tables)})")
         started = time.perf_counter()
         try:
-            write(sink)
-        except OSError as exc:
-            self._fail(table, exc)
-        except BaseException:
-            self.abort()
-            raise
+            with self._failing(table):
+                write(sink)
         finally:
             self._write_seconds += time.perf_counter() - started
 
-    def _fail(self, table: str, exc: BaseException) -> None:
-        where = self._sinks[table].folder / PART_FILE if table in self._sinks else self._tmp_root
-        self.abort()
-        raise OutputError(f"{where}: writing {table} failed: {os_reason(exc)}") from None
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """Any failure inside aborts the whole build; an OSError becomes an OutputError that
+        names the file (``what``: a table, or the manifest)."""
+        try:
+            yield
+        except OSError as exc:
+            where = (self._sinks[what].folder / PART_FILE if what in self._sinks
+                     else self._tmp_root)
+            self.abort()
+            raise OutputError(f"{where}: writing {what} failed: {os_reason(exc)}") from None
+        except BaseException:
+            self.abort()
+            raise
 
     def write_snapshots(self, arr: np.ndarray) -> None:
         """Append ``SNAPSHOT_DTYPE`` rows to ``vp_snapshot`` (in event order)."""
@@ -549,12 +555,21 @@ class PartitionWriter:
             "timings": dict(self.timings),
         }
 
-    def commit(self, *, anomalies: Mapping[str, Any] | None = None,
-               timings: Mapping[str, float] | None = None) -> dict[str, Path]:
+    def commit(self, *, inputs: Sequence[str | os.PathLike[str] | InputFile] | None = None,
+               params: Mapping[str, Any] | None = None,
+               anomalies: Mapping[str, Any] | None = None,
+               timings: Mapping[str, Any] | None = None) -> dict[str, Path]:
         """Close the files, write manifests, move the partitions into place, then ``_SUCCESS``.
+
+        What is only known once the data is written comes in here: the inputs as read (with
+        the sha256 computed while reading), the record count, anomalies, timings.
 
         Parameters
         ----------
+        inputs : sequence of path or InputFile, default None
+            Replaces the constructor's ``inputs``.
+        params : mapping, default None
+            Merged into the manifest's parameters.
         anomalies : mapping, default None
             Merged into :attr:`anomalies`.
         timings : mapping, default None
@@ -572,21 +587,23 @@ class PartitionWriter:
         """
         if self._state != "open":
             raise OutputError(f"{self._key}: cannot commit: writer is {self._state}")
+        if inputs is not None:
+            self.inputs = list(inputs)
+        self.params.update(params or {})
         self.anomalies.update(anomalies or {})
         self.timings.update(timings or {})
         assert self._tmp_root is not None
         started = time.perf_counter()
-        table = "?"
-        try:
-            facts: dict[str, dict[str, Any]] = {}
-            for table, sink in self._sinks.items():
+        facts: dict[str, dict[str, Any]] = {}
+        for table, sink in self._sinks.items():
+            with self._failing(table):
                 digest = sink.close()  # synced to disk, hashed while it was written
-                path = sink.folder / PART_FILE
-                facts[table] = {"file": PART_FILE, "rows": sink.rows, "row_groups": sink.row_groups,
-                                "bytes": path.stat().st_size, "sha256": digest,
-                                "row_group_rows": sink.row_group_rows,
+                facts[table] = {"file": PART_FILE, "rows": sink.rows,
+                                "row_groups": sink.row_groups,
+                                "bytes": (sink.folder / PART_FILE).stat().st_size,
+                                "sha256": digest, "row_group_rows": sink.row_group_rows,
                                 "columns": sink.schema.names}
-            table = "?"
+        with self._failing(MANIFEST_FILE):
             self.timings.setdefault("write", round(self._write_seconds, 6))
             self.timings.setdefault("commit", round(time.perf_counter() - started, 6))
             manifest = self.manifest(facts)
@@ -595,12 +612,6 @@ class PartitionWriter:
                               allow_nan=False) + "\n"
             for table in self.tables:
                 write_file_atomic(self._tmp_root / table / MANIFEST_FILE, text.encode())
-            table = "?"
-        except OSError as exc:
-            self._fail(table, exc)
-        except BaseException:
-            self.abort()
-            raise
         self._rows_final = {t: int(f["rows"]) for t, f in facts.items()}
         self._sinks = {}
         try:

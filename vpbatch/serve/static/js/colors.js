@@ -1,5 +1,5 @@
 // The colour scale of `vpbatch plot`, built from /v1/vacuum-pressure/scale.json (written once,
-// in vpbatch/plot.py, and exported by vpbatch/serve/scale.py).
+// in vpbatch/pictures/palette.py, and exported by vpbatch/serve/scale.py).
 //
 // colour = pressure_now - vacuum_now on a diverging palette (matplotlib's
 // LinearSegmentedColormap.from_list(NET_COLORS, N=512)), symmetric limit = the

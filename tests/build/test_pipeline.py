@@ -20,7 +20,8 @@ import pytest
 
 from vpbatch.book.dtypes import F_LAST, F_SNAPSHOT
 from vpbatch.book.engine import Engine
-from vpbatch.build.pipeline import BuildRequest, BuildResult, build
+from vpbatch.build.pipeline import build
+from vpbatch.build.request import BuildRequest, BuildResult
 from vpbatch.build.verify import verify
 from vpbatch.config import EngineConfig
 from vpbatch.errors import OutputError, VpbatchWarning

@@ -41,7 +41,7 @@ FEB6 = dt.date(2026, 2, 6)  # Friday
 FEB9 = dt.date(2026, 2, 9)  # Monday
 KEY = "future_mbo.MNQH6.2026-02-06"
 WINDOW = ("--start-time", "09:30", "--end-time", "09:40")
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 
 ESM4 = "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
 GOOG = "dbeq-basic-goog-20240403.mbo.dbn.zst"

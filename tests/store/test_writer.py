@@ -45,7 +45,7 @@ from vpbatch.store.schema import (
 )
 from vpbatch.store.writer import PartitionWriter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL_GROUPS = {"vp_snapshot": 7, "vp_grid": 50, "mbp": 9}
 
 

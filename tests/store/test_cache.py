@@ -21,7 +21,7 @@ from vpbatch.errors import OutputError, VpbatchWarning
 from vpbatch.store import cache
 from vpbatch.store.cache import CacheKey, cache_dir, clear, list_entries, load, save
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from matplotlib import image as mpimg
 
 from cli.main import cli
 from tests.fakes import fake_build
-from vpbatch.build.pipeline import BuildRequest, build
+from vpbatch.build.pipeline import build
+from vpbatch.build.request import BuildRequest
 from vpbatch.clock import et_ns, parse_clock
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.pictures.plot import (

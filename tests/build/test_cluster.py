@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 
 from cli.main import cli
 from vpbatch.build.cluster import plan, summary_line
-from vpbatch.build.pipeline import BuildRequest, BuildResult
+from vpbatch.build.request import BuildRequest, BuildResult
 from vpbatch.build.verify import verify
 from vpbatch.errors import ConfigError
 from vpbatch.products import resolve_product
@@ -37,7 +37,7 @@ DAYS = (dt.date(2026, 2, 4), dt.date(2026, 2, 5), dt.date(2026, 2, 6))  # Wed-Fr
 RANGE = ("--symbol", ",".join(SYMBOLS), "--start", "2026-02-04", "--end", "2026-02-06")
 ARGS = ("--start-time", "09:30", "--end-time", "10:30", "--K", "10")
 TABLES = ("vp_snapshot", "vp_grid")
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 DASK = Path(sys.executable).with_name("dask")
 WORKER_RE = re.compile(r"dask: scheduler (tcp://127\.0\.0\.1:\d+), 2 workers, dashboard "
                        r"(http://127\.0\.0\.1:\d+/status)\n")

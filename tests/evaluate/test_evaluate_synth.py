@@ -16,7 +16,8 @@ import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
-from vpbatch.build.pipeline import BuildRequest, build
+from vpbatch.build.pipeline import build
+from vpbatch.build.request import BuildRequest
 from vpbatch.errors import ConfigError
 from vpbatch.evaluate.evaluation import (
     Evaluation,

@@ -7,6 +7,7 @@ CA through ``REQUESTS_CA_BUNDLE``; the server answers with real MBO records.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from click.testing import CliRunner, Result
 
 from cli.main import cli
 from tests.conftest import shared_file
-from tests.download_fake import (
+from tests.ingest.download_fake import (
     DATASET,
     DAYS,
     INSTRUMENT_ID,
@@ -40,8 +41,8 @@ from vpbatch.ingest.download import (
     merge_symbology,
     open_client,
     open_dbn,
-    parse_symbol,
     plan_download,
+    resolve_request_symbols,
     run_download,
 )
 from vpbatch.ingest.reader import read_definition_tick
@@ -299,9 +300,9 @@ def test_download_given_a_day_file_of_another_contract_refuses_unless_forced(
     ("mnq.fut", "GLBX.MDP3", "future_mbo", "MNQ", "parent"),
     ("QQQ", "XNAS.ITCH", "equity_mbo", "QQQ", "raw_symbol"),
 ])
-def test_parse_symbol_given_contract_parent_or_ticker_routes_to_dataset_and_folder(
+def test_resolve_request_symbols_given_contract_parent_or_ticker_routes_to_dataset_and_folder(
         symbol: str, dataset: str, product_type: str, root: str, stype: str) -> None:
-    product, symbols, stype_in = parse_symbol(symbol)
+    product, symbols, stype_in = resolve_request_symbols(symbol)
     assert (product.dataset, product.product_type, product.root, stype_in) == (
         dataset, product_type, root, stype)
     assert symbols == [symbol.upper()]
@@ -358,7 +359,7 @@ def test_download_given_an_empty_200_answer_retries_and_reports_it(
 
 def test_make_download_given_symbol_and_dates_runs_the_command(
         fake: Script, tmp_path: Path) -> None:
-    repo = Path(__file__).parents[1]
+    repo = Path(__file__).parents[2]
     lake = tmp_path / "lake"
     done = subprocess.run(
         ["make", "-s", "-o", "install", "download", f"SYMBOL={SYMBOL}", "START=2024-05-08",
@@ -401,6 +402,24 @@ def test_merge_symbology_given_a_parent_file_refuses_and_leaves_it(tmp_path: Pat
     with pytest.raises(OutputError, match="stype_in is 'parent'"):
         merge_symbology(tmp_path, resolution("instrument_id", {}))
     assert (tmp_path / "symbology.json").read_text() == original
+
+
+def test_merge_symbology_given_a_write_failing_at_fsync_keeps_the_old_file_and_no_temp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    merge_symbology(tmp_path, resolution("instrument_id", {
+        "5602": [{"d0": "2024-05-08", "d1": "2024-05-09", "s": "ESM4"}]}))
+    before = (tmp_path / "symbology.json").read_bytes()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Disk full shows up at fsync on many filesystems: the new text never replaces the old.
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        merge_symbology(tmp_path, resolution("instrument_id", {
+            "7001": [{"d0": "2024-05-09", "d1": "2024-05-10", "s": "ESU4"}]}))
+    assert (tmp_path / "symbology.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["symbology.json"]
 
 
 def test_count_records_given_a_cut_record_reports_ragged() -> None:
