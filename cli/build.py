@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.options import lake_option, publisher_option, quiet_option
+from cli.options import (
+    lake_option,
+    parse_date_option,
+    parse_time_option,
+    publisher_option,
+    quiet_option,
+)
 from vpbatch.config import (
     DEFAULT_SAMPLE,
     DEFAULT_WARMUP,
@@ -19,7 +25,6 @@ from vpbatch.config import (
     parse_duration_ns,
 )
 from vpbatch.errors import ConfigError, VpbatchError
-from vpbatch.store.lake import parse_date
 
 if TYPE_CHECKING:
     from vpbatch.build.request import BuildResult
@@ -40,24 +45,22 @@ def _tables(value: str) -> tuple[str, ...]:
     return names
 
 
-def _date(value: str | None, param: str) -> dt.date | None:
-    return parse_date(value, param) if value is not None else None
-
-
 @click.command("build")
 @click.option("--symbol", required=True, metavar="SYMBOL[,SYMBOL...]",
               help="Contract or ticker (MNQH6, QQQ); several comma-separated (MNQH6,ESH6).")
-@click.option("--dt", "day", metavar="YYYY-MM-DD",
+@click.option("--dt", "day", metavar="YYYY-MM-DD", callback=parse_date_option,
               help="Session date (one day); with --path, inferred from the file when omitted.")
-@click.option("--start", "range_start", metavar="YYYY-MM-DD", help="First day of a range.")
-@click.option("--end", "range_end", metavar="YYYY-MM-DD", help="Last day of a range (inclusive).")
+@click.option("--start", "range_start", metavar="YYYY-MM-DD", callback=parse_date_option,
+              help="First day of a range.")
+@click.option("--end", "range_end", metavar="YYYY-MM-DD", callback=parse_date_option,
+              help="Last day of a range (inclusive).")
 @click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
               help="Explicit .dbn/.dbn.zst file instead of the lake layout.")
 @click.option("--definition", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Instrument-definition DBN: its min_price_increment is the tick.")
-@click.option("--start-time", metavar="HH:MM",
+@click.option("--start-time", metavar="HH:MM", callback=parse_time_option,
               help="Emit from this America/New_York time (warm-up and fast-forward before).")
-@click.option("--end-time", metavar="HH:MM",
+@click.option("--end-time", metavar="HH:MM", callback=parse_time_option,
               help="Stop emitting at this time (needs --start-time).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="vp.toml with engine parameters (docs/config.md); "
@@ -90,9 +93,10 @@ def _date(value: str | None, param: str) -> dt.date | None:
 @lake_option
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def command(symbol: str, day: str | None, range_start: str | None, range_end: str | None,
-            path: Path | None, definition: Path | None, start_time: str | None,
-            end_time: str | None, config_file: Path | None, warmup: str, sample: str, K: int,
+def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
+            range_end: dt.date | None,
+            path: Path | None, definition: Path | None, start_time: dt.time | None,
+            end_time: dt.time | None, config_file: Path | None, warmup: str, sample: str, K: int,
             band: int, tables: str,
             mbp_levels: int, jobs: int | None, scheduler: str | None, retries: int,
             force: bool, no_cache: bool, publisher_id: int | None, lake: Path, quiet: bool,
@@ -116,14 +120,12 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
     from vpbatch.build.cluster import plan, run_range
     from vpbatch.build.pipeline import build
     from vpbatch.build.request import BuildRequest, check_request, infer_session_day
-    from vpbatch.clock import date_range, parse_wall_time
+    from vpbatch.clock import date_range
 
     names = _tables(tables)
     config, warmup_ns = _engine_config(config_file, sample, K, band, warmup)
     req = BuildRequest(
-        symbol=symbol, day=_date(day, "--dt"), lake=lake, path=path,
-        start_time=parse_wall_time(start_time, "--start-time"),
-        end_time=parse_wall_time(end_time, "--end-time"),
+        symbol=symbol, day=day, lake=lake, path=path, start_time=start_time, end_time=end_time,
         warmup_ns=warmup_ns, config=config,
         mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
         force=force, use_cache=not no_cache, progress=not quiet, definition=definition,
@@ -138,7 +140,7 @@ def command(symbol: str, day: str | None, range_start: str | None, range_end: st
         if path is not None:
             raise ConfigError("--path is one file, one day: use it with --dt (or alone), not "
                               "with --start/--end")
-        days = date_range(parse_date(range_start, "--start"), parse_date(range_end, "--end"))
+        days = date_range(range_start, range_end)
     elif req.day is not None:
         days = [req.day]
     elif path is not None and len(symbols) == 1 and scheduler is None:

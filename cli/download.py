@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from cli.options import lake_option, quiet_option
+from cli.options import lake_option, parse_date_option, quiet_option
 
 if TYPE_CHECKING:
     from vpbatch.ingest.download import Fetched
@@ -22,9 +23,9 @@ def _stdin_is_terminal() -> bool:
 @click.option("--symbol", required=True, metavar="SYMBOL",
               help="Contract (MNQH6), futures parent (MNQ.FUT: every contract of each day) "
                    "or equity ticker (QQQ).")
-@click.option("--start", "start", required=True, metavar="YYYY-MM-DD",
+@click.option("--start", "start", required=True, metavar="YYYY-MM-DD", callback=parse_date_option,
               help="First UTC day.")
-@click.option("--end", "end", metavar="YYYY-MM-DD",
+@click.option("--end", "end", metavar="YYYY-MM-DD", callback=parse_date_option,
               help="Last UTC day, inclusive (default --start).")
 @click.option("--dataset", metavar="CODE",
               help="Databento dataset (default GLBX.MDP3 for futures, XNAS.ITCH for equities; "
@@ -44,7 +45,7 @@ def _stdin_is_terminal() -> bool:
               help="Historical API gateway URL (tests; env VPBATCH_DATABENTO_GATEWAY).")
 @lake_option
 @quiet_option
-def command(symbol: str, start: str, end: str | None, dataset: str | None,
+def command(symbol: str, start: dt.date, end: dt.date | None, dataset: str | None,
             max_cost: float | None, yes: bool, dry_run: bool, no_definitions: bool, force: bool,
             retries: int, gateway: str | None, lake: Path, quiet: bool) -> None:
     """Download Databento MBO days (and instrument definitions) into the lake.
@@ -71,11 +72,8 @@ def command(symbol: str, start: str, end: str | None, dataset: str | None,
         plan_download,
         run_download,
     )
-    from vpbatch.store.lake import parse_date
-
     req = DownloadRequest(
-        symbol=symbol, start=parse_date(start, "--start"),
-        end=parse_date(end if end is not None else start, "--end"), lake=lake,
+        symbol=symbol, start=start, end=end if end is not None else start, lake=lake,
         dataset=dataset, max_cost=max_cost, definitions=not no_definitions, force=force,
         retries=retries, progress=not quiet)
     client = open_client(gateway=gateway)

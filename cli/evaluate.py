@@ -7,25 +7,20 @@ from pathlib import Path
 
 import click
 
-from cli.options import json_option, lake_option, quiet_option, symbol_dt_options
-from vpbatch.errors import ConfigError
-from vpbatch.store.lake import parse_date
-
-
-def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return parse_date(value, f"--{param.name}")
-    except ConfigError as exc:
-        raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from exc
+from cli.options import (
+    json_option,
+    lake_option,
+    parse_date_option,
+    quiet_option,
+    symbol_dt_options,
+)
 
 
 @click.command("evaluate")
 @symbol_dt_options
-@click.option("--start", callback=_date, metavar="YYYY-MM-DD",
+@click.option("--start", callback=parse_date_option, metavar="YYYY-MM-DD",
               help="First day of a walk-forward range (with --end).")
-@click.option("--end", callback=_date, metavar="YYYY-MM-DD",
+@click.option("--end", callback=parse_date_option, metavar="YYYY-MM-DD",
               help="Last day of the range (inclusive).")
 @lake_option
 @json_option

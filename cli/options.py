@@ -9,19 +9,32 @@ from typing import Any, TypeVar
 
 import click
 
+from vpbatch.clock import parse_wall_time
 from vpbatch.errors import ConfigError
 from vpbatch.store.lake import parse_date
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parse_dt(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+def parse_date_option(ctx: click.Context, param: click.Parameter,
+                      value: str | None) -> dt.date | None:
+    """Click callback of a ``YYYY-MM-DD`` option: a bad date is a usage error (exit 2)."""
     if value is None:
         return None
     try:
-        return parse_date(value, "--dt")
+        return parse_date(value, param.opts[0])
     except ConfigError as exc:
         raise click.BadParameter(f"'{value}' is not a date; use YYYY-MM-DD") from exc
+
+
+def parse_time_option(ctx: click.Context, param: click.Parameter,
+                      value: str | None) -> dt.time | None:
+    """Click callback of an ``HH:MM`` option (America/New_York): a bad time is a usage error."""
+    try:
+        return parse_wall_time(value, param.opts[0])
+    except ConfigError as exc:
+        raise click.BadParameter(f"'{value}' is not a time; use HH:MM (America/New_York)") \
+            from exc
 
 
 def lake_option(fn: F) -> F:
@@ -46,7 +59,7 @@ def symbol_dt_options(fn: F | None = None, *, required: bool = False) -> Any:
         f = click.option(
             "--dt",
             "day",
-            callback=_parse_dt,
+            callback=parse_date_option,
             required=required,
             metavar="YYYY-MM-DD",
             help="Trading day of the raw file in the lake.",

@@ -50,7 +50,7 @@ def command(symbol: str | None, definition: Path | None, as_json: bool) -> None:
     else:
         product = resolve_product(symbol)
         if definition is not None:
-            from vpbatch.ingest.reader import read_definition_tick
+            from vpbatch.ingest.definitions import read_definition_tick
 
             tick = read_definition_tick(definition, product.symbol)
             if tick is None:

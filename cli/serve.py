@@ -34,8 +34,9 @@ def command(lake: Path, host: str, port: int, token: str | None, log_level: str)
       vpbatch serve --lake lake
       open http://127.0.0.1:8002/vacuum-pressure.html?symbol=MNQH6&dt=2026-02-06&start_time=09:30
     """
-    from vpbatch.serve.server import run_server
+    from vpbatch.serve.server import check_options, run_server
 
+    check_options(lake, port)
     message = exposure_warning(host, token)
     if message:
         click.echo(f"Warning: {message}", err=True)

@@ -73,12 +73,12 @@ def _boundary_scores(records: np.ndarray, config: EngineConfig) -> list[float]:
     scores = []
     kernel_records = as_kernel_records(records)
     for i in range(len(records)):
-        sc = engine._st.sc[0]
+        sc = engine.kernel_state.sc[0]
         ts = int(kernel_records["ts_event"][i])
         boundary = epoch + ((max(int(sc["t"]), ts) - epoch) // step) * step
         if sc["started"] and not kernel_records["flags"][i] & F_SNAPSHOT \
                 and boundary > sc["t"]:
-            scores.append(kernels.regime_score(engine._st, prm, boundary)[0])
+            scores.append(kernels.regime_score(engine.kernel_state, prm, boundary)[0])
         engine.process(records[i:i + 1])
     return scores
 
@@ -98,6 +98,6 @@ def test_thresholds_on_real_boundary_scores_take_the_exact_path(dbn_records):
         f_snap = np.concatenate([fast.process(records).snapshots, fast.finish().snapshots])
         slow = ReferenceEngine(config, FUT)
         s_snap = np.concatenate([slow.process(records)[0], slow.finish()[0]])
-        assert int(fast._st.sc[0]["exact_steps"]) >= 1, (theta_on, theta_off)
+        assert int(fast.kernel_state.sc[0]["exact_steps"]) >= 1, (theta_on, theta_off)
         np.testing.assert_array_equal(f_snap["regime"], s_snap["regime"])
         assert len(np.unique(f_snap["regime"])) >= 2  # the thresholds matter on this file

@@ -199,18 +199,24 @@ def test_build_given_end_time_without_start_time_exits_1(lake: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--dt", "2026-02-06", "--start-time", "9h30"),
-     "--start-time: '9h30' is not a time; use HH:MM (America/New_York)"),
-    (("--dt", "2026-02-30"), "--dt: '2026-02-30' is not a date; use YYYY-MM-DD"),
-    (("--dt", "2026-02-06", "--sample", "often"), None),
+     "Invalid value for '--start-time': '9h30' is not a time; use HH:MM (America/New_York)"),
+    (("--dt", "2026-02-30"),
+     "Invalid value for '--dt': '2026-02-30' is not a date; use YYYY-MM-DD"),
+    (("--start", "2026-02-02", "--end", "2026-02-31"),
+     "Invalid value for '--end': '2026-02-31' is not a date; use YYYY-MM-DD"),
 ])
-def test_build_given_malformed_option_value_exits_1_naming_the_option(
-        lake: Path, args: tuple[str, ...], message: str | None) -> None:
+def test_build_given_malformed_date_or_time_is_a_usage_error_naming_the_option(
+        lake: Path, args: tuple[str, ...], message: str) -> None:
     result = run("--symbol", SYMBOL, "--lake", lake, *args)
+    assert result.exit_code == 2  # README: 2 = usage error (bad option or argument)
+    assert result.stderr.splitlines()[-1] == f"Error: {message}"
+    assert not (lake / "gold").exists()
+
+
+def test_build_given_malformed_sample_exits_1_naming_the_option(lake: Path) -> None:
+    result = run("--symbol", SYMBOL, "--lake", lake, "--dt", "2026-02-06", "--sample", "often")
     assert result.exit_code == 1
-    if message is None:
-        assert result.stderr.startswith("Error: --sample: 'often' "), result.stderr
-        return
-    assert errors(result) == f"Error: {message}\n"
+    assert result.stderr.startswith("Error: --sample: 'often' "), result.stderr
 
 
 def test_build_given_lake_under_a_regular_file_exits_1(tmp_path: Path,

@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from vpbatch.clock import NS_PER_SECOND
 from vpbatch.errors import ConfigError
 from vpbatch.evaluate.evaluation import (
-    NS,
     States,
     compute_predictors,
     compute_targets,
@@ -49,7 +49,7 @@ def make_states(mid_ticks: list[float] | np.ndarray, ts_s: list[float] | np.ndar
         day=np.zeros(n, np.int32) if day is None else np.asarray(day, np.int32),
         days=(dt.date(2026, 2, 6),) if day is None else tuple(
             dt.date(2026, 2, 2) + dt.timedelta(days=int(d)) for d in np.unique(day)),
-        ts=(np.asarray(ts_s, float) * NS).astype(np.int64),
+        ts=(np.asarray(ts_s, float) * NS_PER_SECOND).astype(np.int64),
         bid=mid - TICK / 2, ask=mid + TICK / 2,
         bid_size=np.full(n, 5.0) if bid_size is None else np.asarray(bid_size, float),
         ask_size=np.full(n, 5.0) if ask_size is None else np.asarray(ask_size, float),
@@ -127,7 +127,7 @@ def test_order_flow_imbalance_given_quote_changes_matches_cont_kukanov_stoikov()
     ask = bid + TICK * rng.choice([1, 1, 2], n)
     qb, qa = rng.integers(1, 20, n).astype(float), rng.integers(1, 20, n).astype(float)
     s = States(day=np.zeros(n, np.int32), days=(dt.date(2026, 2, 6),),
-               ts=np.arange(n, dtype=np.int64) * NS // 10, bid=bid, ask=ask, bid_size=qb,
+               ts=np.arange(n, dtype=np.int64) * NS_PER_SECOND // 10, bid=bid, ask=ask, bid_size=qb,
                ask_size=qa, regime=np.zeros(n, np.int8), regime_score=np.zeros(n), total=n)
     expected = [0.0]
     for i in range(1, n):
@@ -273,7 +273,7 @@ def test_metrics_from_sums_given_random_calls_match_direct_formulas(three_class:
 def test_block_bootstrap_given_autocorrelated_data_is_wider_than_without_blocks() -> None:
     rng = np.random.default_rng(0)
     n = 20_000
-    ts = np.arange(n, dtype=np.int64) * (NS // 100)  # 100 states per second
+    ts = np.arange(n, dtype=np.int64) * (NS_PER_SECOND // 100)  # 100 states per second
     # Level shifts every 5 s: strong serial dependence inside a 5-s block.
     level = np.repeat(rng.normal(0, 1, n // 500), 500)
     x = level + rng.normal(0, 0.1, n)
@@ -286,8 +286,8 @@ def test_block_bootstrap_given_autocorrelated_data_is_wider_than_without_blocks(
         np.add.at(out, cells, cols)
         return out
 
-    wide = block_bootstrap(per_cell(5 * NS), settings, np.random.default_rng(1))
-    narrow = block_bootstrap(per_cell(NS // 100 * 4), settings, np.random.default_rng(1))
+    wide = block_bootstrap(per_cell(5 * NS_PER_SECOND), settings, np.random.default_rng(1))
+    narrow = block_bootstrap(per_cell(NS_PER_SECOND // 100 * 4), settings, np.random.default_rng(1))
     mean_w = wide[:, 1] / wide[:, 0]
     mean_n = narrow[:, 1] / narrow[:, 0]
     lo, hi = interval(mean_w, 0.95)
@@ -320,9 +320,11 @@ def test_evaluate_states_given_bad_settings_raises_config_error() -> None:
 def test_evaluate_states_given_three_days_walks_forward_by_day() -> None:
     parts = [random_walk_states(1_500, seed=d) for d in range(3)]
     day = np.repeat(np.arange(3), 1_500)
-    arrays: dict[str, Any] = {k: np.concatenate([v + (d * 86_400 * NS if k == "ts" else 0)
-                                 for d, v in enumerate(_arrays(p)[k] for p in parts)])
-              for k in _arrays(parts[0])}
+    day_ns = 86_400 * NS_PER_SECOND
+    arrays: dict[str, Any] = {
+        k: np.concatenate([v + (d * day_ns if k == "ts" else 0)
+                           for d, v in enumerate(_arrays(p)[k] for p in parts)])
+        for k in _arrays(parts[0])}
     arrays["day"] = day.astype(np.int32)
     merged = dataclasses.replace(parts[0], days=tuple(dt.date(2026, 2, 2 + d) for d in range(3)),
                                  total=4_500, **arrays)

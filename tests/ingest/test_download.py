@@ -35,6 +35,7 @@ from tests.ingest.download_fake import (
     serve,
 )
 from vpbatch.errors import OutputError
+from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.ingest.download import (
     DownloadRequest,
     count_records,
@@ -45,7 +46,6 @@ from vpbatch.ingest.download import (
     resolve_request_symbols,
     run_download,
 )
-from vpbatch.ingest.reader import read_definition_tick
 
 FOLDER = Path("raw/source=databento/product_type=future_mbo/symbol=ES/table=market_by_order_dbn")
 START, END = "2024-05-08", "2024-05-11"  # Wed .. Sat: Saturday has no data

@@ -28,8 +28,9 @@ def test_serve_help_documents_the_example_and_options() -> None:
 def test_serve_given_missing_lake_exits_1_with_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "--lake", str(tmp_path / "nope"), "--port", "0"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == (
-        f"Error: --lake: {tmp_path / 'nope'} is not a folder (build a day first: vpbatch build)")
+    # the one line is all: no URL to open before the refusal
+    assert result.output.strip().splitlines() == [
+        f"Error: --lake: {tmp_path / 'nope'} is not a folder (build a day first: vpbatch build)"]
 
 
 def test_exposure_warning_given_public_host_without_token_warns() -> None:

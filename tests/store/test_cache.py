@@ -100,7 +100,7 @@ def test_known_sha256_given_same_size_and_mtime_returns_the_remembered_hint(
     cache.remember_sha256(tmp_path, raw, key.file_sha256)
     assert cache.known_sha256(tmp_path, raw) == key.file_sha256
     # An edit in the tail that keeps size and mtime still returns the (now wrong) hint: the
-    # build verifies it against the bytes it reads (tests/test_pipeline.py).
+    # build verifies it against the bytes it reads (tests/build/test_pipeline.py).
     st = raw.stat()
     with open(raw, "r+b") as fh:
         fh.seek(st.st_size - 10)

@@ -157,6 +157,18 @@ class Engine:
         return {name: int(v) for name, v in zip(ANOMALY_NAMES, self._st.anomalies, strict=True)}
 
     @property
+    def kernel_state(self) -> EngineState:
+        """The compiled kernels' state container, for diagnostics and for calling a kernel
+        (``kernels.regime_score``) on this engine's state. Reading it is safe; writing it
+        bypasses every invariant the engine keeps."""
+        return self._st
+
+    @property
+    def order_capacity(self) -> int:
+        """Slots of the order table (it doubles before its load factor passes 0.7)."""
+        return len(self._st.orders)
+
+    @property
     def live_orders(self) -> int:
         return int(self._st.sc[0]["n_orders"])
 

@@ -28,13 +28,13 @@ from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.build.request import BuildRequest, BuildResult, check_request, infer_session_day
 from vpbatch.clock import NS_PER_SECOND, describe_ns, et_ns
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
+from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.ingest.read_ahead import read_ahead
 from vpbatch.ingest.reader import (
     MboSource,
     find_input,
     open_mbo,
     publisher_name,
-    read_definition_tick,
 )
 from vpbatch.memory import reuse_freed_memory
 from vpbatch.products import Product, resolve_product

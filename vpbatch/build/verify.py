@@ -81,9 +81,10 @@ from vpbatch.store.lake import (
     MANIFEST_VERSION,
     PART_FILE,
     SUCCESS_FILE,
+    gold_folder,
     parse_date,
 )
-from vpbatch.store.partitions import build_digest, read_manifest, read_success
+from vpbatch.store.partitions import build_digest, list_partitions, read_manifest, read_success
 
 #: Every check, in report order.
 CHECKS: Final = ("manifest", "files", "row_counts", "event_order", "cardinality",
@@ -416,18 +417,13 @@ class _Key:
         return f"{self.product_type}/{self.symbol}/{self.dt}"
 
     def folder(self, lake: Path, table: str) -> Path:
-        return (Path(lake) / "gold" / table / f"product_type={self.product_type}"
-                / f"symbol={self.symbol}" / f"dt={self.dt}")
+        return gold_folder(lake, table, self.product_type, self.symbol, self.dt)
 
 
 def _all_keys(lake: Path) -> list[_Key]:
-    keys = set()
-    for table in GOLD_TABLES:
-        root = Path(lake) / "gold" / table
-        for path in root.glob("product_type=*/symbol=*/dt=*"):
-            if path.is_dir():
-                keys.add(_Key(path.parent.parent.name.split("=", 1)[1],
-                              path.parent.name.split("=", 1)[1], path.name.split("=", 1)[1]))
+    """Every partition of any table, complete or not (completeness is one of the checks)."""
+    keys = {_Key(p.product_type, p.symbol, p.dt) for table in GOLD_TABLES
+            for p in list_partitions(lake, table, complete_only=False)}
     return sorted(keys, key=lambda k: (k.product_type, k.symbol, k.dt))
 
 

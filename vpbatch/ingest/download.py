@@ -17,7 +17,6 @@ import os
 import re
 import struct
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +27,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import databento as db
-import requests
 import zstandard
 from databento.common.error import (
-    BentoClientError,
-    BentoError,
-    BentoHttpError,
-    BentoServerError,
     BentoWarning,
 )
 from databento_dbn import DBNDecoder, Metadata
@@ -48,13 +42,16 @@ from vpbatch.errors import (
     SymbolError,
     one_line,
 )
+from vpbatch.ingest.databento_calls import (
+    API_KEY_ENV,
+    Retryable,
+    call_with_retries,
+)
 from vpbatch.products import FUTURE_MBO, Product, futures_root, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.store.files import atomic_path
 from vpbatch.store.lake import definition_file_name, raw_dir, raw_file_name
 
-#: Environment variable holding the Databento API key (the official client's convention).
-API_KEY_ENV: Final = "DATABENTO_API_KEY"
 #: Symbology file written beside the day files (Databento's batch-download name).
 SYMBOLOGY_JSON: Final = "symbology.json"
 #: Schemas fetched per day: the order book, then the instrument definitions (the tick).
@@ -62,14 +59,10 @@ MBO: Final = "mbo"
 DEFINITION: Final = "definition"
 #: Suffix of a parent symbol: ``MNQ.FUT`` is every MNQ contract of the day.
 PARENT_SUFFIX: Final = ".FUT"
-#: HTTP statuses worth retrying: rate limit, then any server-side failure.
-RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 #: Metadata calls (record counts, costs) in flight at once while planning.
 PLAN_WORKERS: Final = 4
 #: Symbols per ``symbology.resolve`` call (the service's limit).
 RESOLVE_BATCH: Final = 2_000
-#: Longest wait between two attempts, whatever ``Retry-After`` or the backoff say (seconds).
-MAX_BACKOFF: Final = 60.0
 _DATASET_RE: Final = re.compile(r"[A-Z0-9]+\.[A-Z0-9]+")
 _READ_CHUNK: Final = 1 << 22
 #: Suffix of the hidden temporary file a day file (or ``symbology.json``) is written through.
@@ -250,78 +243,6 @@ def _days(start: dt.date, end: dt.date, now: dt.datetime | None = None) -> list[
     return days
 
 
-# -- calls with retries --------------------------------------------------------------------
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt (rate limit, server error, cut stream, short file)."""
-
-    def __init__(self, message: str, wait: float | None = None) -> None:
-        super().__init__(message)
-        self.wait = wait
-
-
-def _retry_after(exc: BentoHttpError) -> float | None:
-    value = exc.headers.get("Retry-After") if exc.headers else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _detail(exc: BentoHttpError) -> str:
-    """The server's own sentence: ``detail.message`` when structured, else ``detail``."""
-    body = exc.json_body if isinstance(exc.json_body, dict) else {}
-    detail = body.get("detail")
-    if isinstance(detail, dict) and detail.get("message"):
-        return one_line(detail["message"])
-    return one_line(exc.message or "no detail")
-
-
-def _http_error(exc: BentoHttpError, what: str) -> DownloadError | ConfigError:
-    detail = _detail(exc)
-    if exc.http_status == 401:
-        return ConfigError(f"{API_KEY_ENV} was rejected by Databento "
-                           f"(HTTP 401: {detail})")
-    if exc.http_status == 403:
-        return DownloadError(f"{what}: not permitted for this API key (HTTP 403: {detail})")
-    return DownloadError(f"{what}: Databento refused the request (HTTP {exc.http_status}: "
-                         f"{detail})")
-
-
-def _call(fn: Callable[[], T], what: str, req: DownloadRequest,
-          attempts: list[int] | None = None) -> T:
-    """``fn()`` with retries on 429/5xx/connection errors; other failures become our errors."""
-    for attempt in range(req.retries + 1):
-        if attempts is not None:
-            attempts[0] = attempt + 1
-        try:
-            try:
-                return fn()
-            except BentoServerError as exc:
-                raise _Retryable(f"HTTP {exc.http_status}: {one_line(exc.message)}",
-                                 _retry_after(exc)) from None
-            except BentoClientError as exc:
-                if exc.http_status == 429:
-                    raise _Retryable("HTTP 429: rate limited", _retry_after(exc)) from None
-                raise _http_error(exc, what) from None
-            except requests.exceptions.SSLError as exc:
-                # A certificate problem does not go away by asking again.
-                raise DownloadError(f"{what}: TLS failed ({one_line(exc)})") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise _Retryable(f"connection failed ({one_line(exc)})") from None
-            except BentoError as exc:
-                # The client wraps a stream cut mid-file as "Error streaming response: …".
-                raise _Retryable(one_line(exc)) from None
-        except _Retryable as exc:
-            if attempt == req.retries:
-                raise DownloadError(f"{what}: gave up after {attempt + 1} attempt(s): "
-                                    f"{exc}") from None
-            wait = exc.wait if exc.wait is not None else req.backoff * 2**attempt
-            time.sleep(min(wait, MAX_BACKOFF))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 # -- planning (free calls only) ------------------------------------------------------------
 
 
@@ -353,7 +274,7 @@ def plan_download(client: db.Historical, req: DownloadRequest) -> Plan:
     folder = raw_dir(Path(req.lake), product)
     end_excl = req.end + dt.timedelta(days=1)
 
-    ids_doc = _call(lambda: client.symbology.resolve(
+    ids_doc = call_with_retries(lambda: client.symbology.resolve(
         dataset=dataset, symbols=symbols, stype_in=stype_in, stype_out="instrument_id",
         start_date=req.start, end_date=end_excl), "symbology.resolve", req)
     not_found = [s for s in ids_doc.get("not_found") or [] if str(s).upper() in symbols]
@@ -403,11 +324,11 @@ def _price(client: db.Historical, plan: Plan, day: dt.date, schema: str) -> tupl
     window: dict[str, Any] = {
         "dataset": plan.dataset, "start": day, "end": day + dt.timedelta(days=1),
         "symbols": plan.symbols, "schema": schema, "stype_in": plan.stype_in}
-    records = int(_call(partial(client.metadata.get_record_count, **window),
+    records = int(call_with_retries(partial(client.metadata.get_record_count, **window),
                         "metadata.get_record_count", plan.request))
     if records == 0:
         return 0, 0.0
-    cost = float(_call(partial(client.metadata.get_cost, **window), "metadata.get_cost",
+    cost = float(call_with_retries(partial(client.metadata.get_cost, **window), "metadata.get_cost",
                        plan.request))
     return records, cost
 
@@ -431,7 +352,7 @@ def _resolve_raw_symbols(client: db.Historical, req: DownloadRequest, dataset: s
     merged: dict[str, Any] = {"result": {}}
     for i in range(0, len(ids), RESOLVE_BATCH):
         batch = ids[i:i + RESOLVE_BATCH]
-        doc = _call(partial(client.symbology.resolve, dataset=dataset, symbols=batch,
+        doc = call_with_retries(partial(client.symbology.resolve, dataset=dataset, symbols=batch,
                             stype_in="instrument_id", stype_out="raw_symbol",
                             start_date=req.start, end_date=end), "symbology.resolve", req)
         merged = {**doc, "result": {**merged["result"], **(doc.get("result") or {})}}
@@ -546,7 +467,7 @@ def verify_file(path: Path, target: DayFile, plan: Plan) -> None:
 
     Raises
     ------
-    _Retryable
+    Retryable
         Fewer (or more) records than ``metadata.get_record_count`` said: a cut stream.
     """
     try:
@@ -554,11 +475,11 @@ def verify_file(path: Path, target: DayFile, plan: Plan) -> None:
             _check_header(metadata, target, plan)
             got = count_records(body)
     except InputError as exc:
-        raise _Retryable(f"incomplete file ({exc})") from None
+        raise Retryable(f"incomplete file ({exc})") from None
     except zstandard.ZstdError as exc:
-        raise _Retryable(f"incomplete file ({one_line(exc)})") from None
+        raise Retryable(f"incomplete file ({one_line(exc)})") from None
     if got != target.records:
-        raise _Retryable(f"size check failed: {got:,} records received, "
+        raise Retryable(f"size check failed: {got:,} records received, "
                          f"{target.records:,} expected")
 
 
@@ -675,7 +596,7 @@ def _fetch(client: db.Historical, plan: Plan, target: DayFile, label: str) -> Fe
                     path=tmp)
             except ValueError as exc:
                 # The client reads back the file it wrote: an empty or cut-short header.
-                raise _Retryable(f"unreadable response ({one_line(exc)})") from None
+                raise Retryable(f"unreadable response ({one_line(exc)})") from None
         # Databento's notices about the data (X-Warning header), e.g. degraded quality; the
         # client's own unclosed-file ResourceWarnings are not the user's business.
         notices[:] = [one_line(w.message) for w in caught
@@ -686,7 +607,7 @@ def _fetch(client: db.Historical, plan: Plan, target: DayFile, label: str) -> Fe
         verify_file(tmp, target, plan)
 
     with atomic_path(target.path, suffix=PART_SUFFIX) as tmp:
-        _call(partial(attempt, tmp), f"{target.path.name}", req, attempts)
+        call_with_retries(partial(attempt, tmp), f"{target.path.name}", req, attempts)
         size = tmp.stat().st_size
     return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0],
                    tuple(notices))

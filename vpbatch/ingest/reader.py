@@ -17,19 +17,24 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, TypeVar
+from typing import Final, TypeVar
 
 import databento as db
 import numpy as np
-import zstandard
-from databento.common.error import BentoError, BentoWarning
+from databento.common.error import BentoWarning
 from databento.common.publishers import Publisher
 from databento.common.symbology import InstrumentMap
-from databento_dbn import DBNError
 
-from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, UNDEF_PRICE, as_kernel_records, copy_rows
+from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, as_kernel_records, copy_rows
 from vpbatch.clock import NS_PER_SECOND
 from vpbatch.errors import ConfigError, InputError, SymbolError, one_line
+from vpbatch.ingest.dbn_file import (
+    DECODE_ERRORS,
+    FileMetadata,
+    listing,
+    open_validated,
+)
+from vpbatch.ingest.definitions import read_definition_symbols
 from vpbatch.ingest.input_digest import HashingFileSource
 from vpbatch.products import resolve_product
 from vpbatch.store.lake import find_definition_file, find_raw_file
@@ -40,40 +45,10 @@ RTYPE_MBO: Final = 0xA0
 MBO_LENGTH_WORDS: Final = MBO_DTYPE.itemsize // 4
 #: Default number of records per chunk (56 MB of records).
 DEFAULT_CHUNK_RECORDS: Final = 1_000_000
-#: Databento's undefined timestamp (``UINT64_MAX``).
-UNDEF_TIMESTAMP: Final = 2**64 - 1
 #: Name of Databento's batch-download symbology file, looked up beside the input.
 SYMBOLOGY_JSON: Final = "symbology.json"
 
-_ZSTD_MAGIC: Final = 0xFD2FB528
-_ZSTD_SKIPPABLE_MASK: Final = 0xFFFFFFF0
-_ZSTD_SKIPPABLE_MAGIC: Final = 0x184D2A50
-_MAX_LISTED: Final = 20
-#: Errors the databento / zstandard stack raises on undecodable input.
-_DECODE_ERRORS: Final = (BentoError, BentoWarning, DBNError, zstandard.ZstdError, ValueError,
-                         EOFError)
-
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class FileMetadata:
-    """What a DBN file's header says about it.
-
-    ``start`` / ``end`` are UTC nanoseconds (``end`` is None when undefined).
-    """
-
-    dataset: str
-    schema: str
-    version: int
-    start: int
-    end: int | None
-    symbols: tuple[str, ...]
-    stype_in: str | None
-    stype_out: str
-    limit: int | None
-    compressed: bool
-    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -119,138 +94,6 @@ def publisher_name(publisher_id: int) -> str:
 def dataset_publishers(dataset: str) -> list[int]:
     """Every publisher id Databento lists for ``dataset`` (empty for an unknown dataset)."""
     return sorted(p.to_int() for p in Publisher if str(p.dataset) == dataset)
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    if len(items) > _MAX_LISTED:
-        shown += f", … and {len(items) - _MAX_LISTED} more"
-    return shown
-
-
-def _missing_file_message(path: Path) -> str:
-    parent = path.parent
-    if not parent.is_dir():
-        return f"{path}: no such file (folder {parent} does not exist)"
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in parent.iterdir())
-    have = _listing(names) if names else "it is empty"
-    return f"{path}: no such file (in {parent}: {have})"
-
-
-def _check_zstd_complete(path: Path, fh: BinaryIO, size: int) -> None:
-    """Walk the zstd frame and block headers (no decompression) to the end of the file.
-
-    A file cut anywhere inside a frame ends before the frame's last block (or its
-    checksum) and is reported as truncated. zstandard's stream reader, and so databento,
-    would otherwise stop silently at the last complete block.
-    """
-    pos = 0
-    while pos < size:
-        fh.seek(pos)
-        head = fh.read(4)
-        if len(head) < 4:
-            raise InputError(f"{path.name}: truncated zstd data at byte {pos} of {size}")
-        magic = int.from_bytes(head, "little")
-        if magic & _ZSTD_SKIPPABLE_MASK == _ZSTD_SKIPPABLE_MAGIC:
-            length = fh.read(4)
-            if len(length) < 4:
-                raise InputError(f"{path.name}: truncated zstd data at byte {pos} of {size}")
-            pos += 8 + int.from_bytes(length, "little")
-            continue
-        if magic != _ZSTD_MAGIC:
-            raise InputError(f"{path.name}: corrupt zstd data at byte {pos} of {size} "
-                             f"(no zstd frame starts there)")
-        descriptor = fh.read(1)
-        if not descriptor:
-            raise InputError(f"{path.name}: truncated zstd data at byte {pos} of {size}")
-        fhd = descriptor[0]
-        single_segment = (fhd >> 5) & 1
-        pos += 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3]
-        pos += (single_segment, 2, 4, 8)[fhd >> 6]
-        while True:
-            fh.seek(pos)
-            block = fh.read(3)
-            if len(block) < 3:
-                raise InputError(f"{path.name}: truncated: the zstd stream ends at byte {size} "
-                                 f"inside a frame (the file was cut short)")
-            header = int.from_bytes(block, "little")
-            block_type = (header >> 1) & 3
-            if block_type == 3:
-                raise InputError(f"{path.name}: corrupt zstd data at byte {pos} of {size} "
-                                 f"(reserved block type)")
-            pos += 3 + (1 if block_type == 1 else header >> 3)
-            if header & 1:
-                break
-        pos += 4 if (fhd >> 2) & 1 else 0
-        if pos > size:
-            raise InputError(f"{path.name}: truncated: the zstd stream ends at byte {size} "
-                             f"inside a frame (the file was cut short)")
-
-
-def _check_dbn_complete(path: Path, fh: BinaryIO, size: int, record_size: int) -> None:
-    """An uncompressed DBN file holds whole records after its metadata."""
-    fh.seek(4)
-    header = fh.read(4)
-    body = size - 8 - int.from_bytes(header, "little")
-    if len(header) < 4 or body < 0:
-        raise InputError(f"{path.name}: truncated: the file ends inside its DBN metadata")
-    if body % record_size:
-        raise InputError(f"{path.name}: truncated: {body % record_size} bytes of an incomplete "
-                         f"record at the end (file size {size})")
-
-
-def _validated_store(path: Path, expected_schema: str
-                     ) -> tuple[db.DBNStore, FileMetadata, HashingFileSource]:
-    """Open ``path`` with databento after checking it exists, is complete and has the schema."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(_missing_file_message(path)) from None
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not a .dbn or .dbn.zst file") from None
-    size = path.stat().st_size
-    if size == 0:
-        raise InputError(f"{path.name}: empty file (0 bytes)") from None
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(4)
-            compressed = int.from_bytes(head, "little") == _ZSTD_MAGIC
-            if compressed:
-                _check_zstd_complete(path, fh, size)
-            elif head[:3] != b"DBN":
-                raise InputError(f"{path.name}: not a DBN file (neither zstd-compressed nor "
-                                 f"starting with a DBN header)")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = HashingFileSource(path)
-        store = db.DBNStore(data)
-    except (*_DECODE_ERRORS, OSError) as exc:
-        raise InputError(f"{path.name}: not a readable DBN file ({one_line(exc)})") from None
-    meta = store.metadata
-    schema = "mixed" if meta.schema is None else str(meta.schema)
-    if schema not in (expected_schema, "mixed"):
-        raise InputError(f"{path.name}: schema is {schema}, expected {expected_schema}") from None
-    if meta.ts_out:
-        raise InputError(f"{path.name}: records carry ts_out (a live-gateway capture); "
-                         f"not supported") from None
-    if not compressed and expected_schema == "mbo" and schema == "mbo":
-        with path.open("rb") as fh:
-            _check_dbn_complete(path, fh, size, MBO_DTYPE.itemsize)
-    end = None if meta.end in (None, UNDEF_TIMESTAMP) else int(meta.end)
-    info = FileMetadata(
-        dataset=str(meta.dataset),
-        schema=schema,
-        version=int(meta.version),
-        start=int(meta.start),
-        end=end,
-        symbols=tuple(str(s) for s in meta.symbols),
-        stype_in=None if meta.stype_in is None else str(meta.stype_in),
-        stype_out=str(meta.stype_out),
-        limit=int(meta.limit) if meta.limit else None,
-        compressed=compressed,
-        size_bytes=size,
-    )
-    return store, info, data
 
 
 #: Symbology types whose symbols name a group of instruments, not one contract.
@@ -343,7 +186,7 @@ class MboSource:
                 return step()
         except StopIteration:
             raise
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             raise InputError(f"{self.name}: corrupt or truncated data after {done:,} records "
                              f"({one_line(exc)})") from None
         except OSError as exc:
@@ -647,7 +490,7 @@ class MboSource:
         if symbol is None or not str(symbol).strip():
             if len(instruments) != 1:
                 raise SymbolError(f"{self.name}: {len(instruments)} instruments in file; choose "
-                                  f"one symbol (have: {_listing(have) or 'none'})")
+                                  f"one symbol (have: {listing(have) or 'none'})")
             ids = list(instruments)
         else:
             wanted = str(symbol).strip()
@@ -663,7 +506,7 @@ class MboSource:
                             f"give the day's instrument definitions (--definition FILE, or "
                             f"{self.path.name.split('.mbo.')[0]}.definition.dbn.zst beside it)")
                 raise SymbolError(f"{self.name}: symbol '{wanted}' not in file "
-                                  f"(have: {_listing(have) or 'none'}){hint}")
+                                  f"(have: {listing(have) or 'none'}){hint}")
         if len(ids) > 1:
             present = self._scan().instruments()
             ids = [i for i in ids if i in present] or ids[:1]
@@ -718,7 +561,7 @@ def open_mbo(path: Path, definition: Path | None = None) -> MboSource:
         truncated or corrupt file, bytes that are not DBN, or a schema other than ``mbo``.
     """
     path = Path(path)
-    store, metadata, data = _validated_store(path, "mbo")
+    store, metadata, data = open_validated(path, "mbo")
     return MboSource(path, store, metadata, data, None if definition is None else Path(definition))
 
 
@@ -750,79 +593,3 @@ def find_input(lake: Path, symbol: str, day: dt.date, *, path: Path | None = Non
     if path is not None:
         return Path(path)
     return find_raw_file(Path(lake), resolve_product(symbol), day)
-
-
-def _definitions(path: Path) -> Iterator[tuple[int, int, str, int]]:
-    """``(instrument_id, ts_recv, raw_symbol, min_price_increment)`` of each definition record.
-
-    The one decode loop of the definition readers; any decoding problem is an InputError
-    naming the file.
-    """
-    store, _, _ = _validated_store(path, "definition")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", BentoWarning)
-            schema = "definition" if store.metadata.schema is None else None
-            for chunk in store.to_ndarray(schema, count=100_000):
-                chunk = chunk.reshape(-1)
-                names = [bytes(raw).rstrip(b"\0").decode("ascii", "replace")
-                         for raw in chunk["raw_symbol"]]
-                yield from zip(chunk["instrument_id"].tolist(), chunk["ts_recv"].tolist(),
-                               names, chunk["min_price_increment"].tolist(), strict=True)
-    except _DECODE_ERRORS as exc:
-        raise InputError(f"{path.name}: corrupt or truncated data ({one_line(exc)})") from None
-
-
-def read_definition_symbols(path: Path) -> dict[int, str]:
-    """``instrument_id -> raw_symbol`` from a definition DBN file (the latest definition wins).
-
-    Raises
-    ------
-    InputError
-        Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
-    """
-    latest: dict[int, tuple[int, str]] = {}
-    for iid, ts, name, _ in _definitions(Path(path)):
-        if name and (iid not in latest or ts >= latest[iid][0]):
-            latest[iid] = (ts, name)
-    return {iid: name for iid, (_, name) in sorted(latest.items())}
-
-
-def read_definition_tick(path: Path, symbol: str | None = None) -> int | None:
-    """``min_price_increment`` (fixed-point, 1e-9) of ``symbol`` from a definition DBN file.
-
-    Use it with :meth:`vpbatch.products.Product.with_tick`.
-
-    Parameters
-    ----------
-    path : Path
-        A Databento ``definition`` schema file (``.dbn`` / ``.dbn.zst``).
-    symbol : str, optional
-        Raw symbol; may be omitted when the file defines one instrument.
-
-    Returns
-    -------
-    int or None
-        The tick of the latest definition of the symbol, or None when the symbol is not
-        defined in the file (or its increment is undefined).
-
-    Raises
-    ------
-    InputError
-        Missing, empty, truncated or corrupt file, or a schema other than ``definition``.
-    """
-    path = Path(path)
-    wanted = None if symbol is None else symbol.strip().upper()
-    best: tuple[int, int] | None = None
-    seen: set[str] = set()
-    for _, ts, raw_name, tick in _definitions(path):
-        name = raw_name.upper()
-        seen.add(name)
-        if (wanted is None or name == wanted) and (best is None or ts >= best[0]):
-            best = (ts, tick)
-    if wanted is None and len(seen) > 1:
-        raise SymbolError(f"{path.name}: {len(seen)} instruments defined; choose one symbol "
-                          f"(have: {_listing(sorted(seen))})")
-    if best is None or best[1] in (UNDEF_PRICE, 0) or best[1] < 0:
-        return None
-    return int(best[1])

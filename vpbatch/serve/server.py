@@ -39,6 +39,20 @@ def viewer_url(host: str, port: int, token: str | None = None) -> str:
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
+def check_options(lake: Path, port: int) -> None:
+    """Refuse a missing lake folder or a port out of range (before anything is printed).
+
+    Raises
+    ------
+    ConfigError
+        Naming the option.
+    """
+    if not Path(lake).is_dir():
+        raise ConfigError(f"--lake: {lake} is not a folder (build a day first: vpbatch build)")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: {port} is not a TCP port (0-65535)")
+
+
 def run_server(lake: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                token: str | None = None, log_level: str = "warning") -> None:
     """Serve ``lake`` until interrupted.
@@ -52,10 +66,7 @@ def run_server(lake: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 
     from vpbatch.serve.app import create_app
 
-    if not Path(lake).is_dir():
-        raise ConfigError(f"--lake: {lake} is not a folder (build a day first: vpbatch build)")
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port: {port} is not a TCP port (0-65535)")
+    check_options(lake, port)
     message = exposure_warning(host, token)
     if message:
         warnings.warn(message, VpbatchWarning, stacklevel=2)

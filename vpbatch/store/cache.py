@@ -6,7 +6,7 @@ dict; this module stores and finds it again, and refuses anything it cannot trus
 Key and digest
 --------------
 :class:`CacheKey` identifies the input by the sha256 of the *whole* file (computed by the
-reader from the bytes it reads anyway, vpbatch/input_digest.py), the ``instrument_id``, the
+reader from the bytes it reads anyway, vpbatch/ingest/input_digest.py), the ``instrument_id``, the
 ``publisher_id``, the boundary time (int ns; the book as of that time), the engine version
 and an optional ``extra`` string (e.g. the bucket). Its :attr:`~CacheKey.digest` names the
 *slot* and deliberately leaves out ``book_format`` and ``engine_version``: after an engine
@@ -17,7 +17,7 @@ A build needs the key before it has read the file, so ``inputs.json`` beside the
 remembers, per input path, the sha256 last computed for a given size and ``mtime_ns``
 (:func:`known_sha256`, :func:`remember_sha256`). That is only a hint: the build hashes the
 file while reading it and, if the hint was wrong (an edit that kept size and mtime), throws
-its output away and builds again without the cache (vpbatch/pipeline.py).
+its output away and builds again without the cache (vpbatch/build/pipeline.py).
 
 File format
 -----------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 from typing import Final
@@ -22,11 +21,6 @@ SUCCESS_FILE: Final = "_SUCCESS"
 #: Version of the ``_MANIFEST.json`` layout.
 MANIFEST_VERSION: Final = 1
 _DBN_SUFFIXES: Final = (".mbo.dbn.zst", ".mbo.dbn")
-
-
-def default_lake() -> Path:
-    """``$VPBATCH_LAKE`` or ``./lake``."""
-    return Path(os.environ.get("VPBATCH_LAKE", "lake"))
 
 
 def parse_date(text: str, param: str = "--dt") -> dt.date:
@@ -99,5 +93,10 @@ def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:
 
 def gold_partition(lake: Path, table: str, product: Product, day: dt.date) -> Path:
     """``gold/<table>/product_type=…/symbol=…/dt=YYYY-MM-DD``."""
-    return (Path(lake) / "gold" / table / f"product_type={product.product_type}"
-            / f"symbol={product.symbol}" / f"dt={day.isoformat()}")
+    return gold_folder(lake, table, product.product_type, product.symbol, day.isoformat())
+
+
+def gold_folder(lake: Path, table: str, product_type: str, symbol: str, day: str) -> Path:
+    """:func:`gold_partition` from the partition's key values as the folder names hold them."""
+    return (Path(lake) / "gold" / table / f"product_type={product_type}" / f"symbol={symbol}"
+            / f"dt={day}")
