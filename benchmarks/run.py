@@ -68,9 +68,8 @@ FIRST_WAVE: Final = {
     "cold": "78.4 s; 1,316,181 grid rows/s; 33.2 bytes/grid row", "hit": "85.7 s",
     "help": "5.9 s (issue #11)", "info": "not measured",
 }
-#: ``vpbatch info`` runs on this shared file when it is present.
-INFO_FILE: Final = (ROOT.parent / "shared" / "data" / "databento"
-                    / "dbeq-basic-goog-20240403.mbo.dbn.zst")
+#: ``vpbatch info`` runs on this sample file (committed with the tests).
+INFO_FILE: Final = ROOT / "tests" / "data" / "dbeq-basic-goog-20240403.mbo.dbn.zst"
 
 
 def main() -> None:
@@ -86,7 +85,7 @@ def main() -> None:
     full = _step("engine", str(raw), "full")
     sparse = _step("engine", str(sparse_raw), "full")
     ref = _step("reference", str(raw), str(REFERENCE_RECORDS))
-    cli = _step("cli", str(INFO_FILE if INFO_FILE.is_file() else raw), "5")
+    cli = _step("cli", str(INFO_FILE), "5")
     shutil.rmtree(lake, ignore_errors=True)
     lake_raw = (lake / "raw" / "source=databento" / "product_type=future_mbo" / "symbol=MNQ"
                 / "table=market_by_order_dbn")
@@ -105,7 +104,7 @@ def main() -> None:
                 f"| `{r['command']}` |")
 
     grid_rate = cold["grid_rows"] / cold["timings"]["emit"]
-    info_name = INFO_FILE.name if INFO_FILE.is_file() else raw.name
+    info_name = INFO_FILE.name
     lines = [
         f"## {dt.date.today().isoformat()} — commit {_commit()} — `make bench`",
         "",

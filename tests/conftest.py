@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared Databento files, ``--slow``, hypothesis profiles."""
+"""Shared fixtures: the Databento sample files in tests/data, ``--slow``, hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-#: Folder of the shared Databento sample files (``../shared/data/databento`` beside the repo).
-SHARED_DATA = Path(
-    os.environ.get("VPBATCH_SHARED_DATA")
-    or Path(__file__).parents[1].parent / "shared" / "data" / "databento"
-)
+#: Folder of the real Databento sample files the tests read (committed, a few MB).
+DATA = Path(__file__).parent / "data"
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -51,16 +48,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def shared_file(name: str) -> Path:
-    """Path of a shared Databento file, skipping the calling test when it is absent."""
-    path = SHARED_DATA / name
+def data_file(name: str) -> Path:
+    """Path of a Databento sample file in tests/data; a missing file fails the test loudly."""
+    path = DATA / name
     if not path.is_file():
-        pytest.skip(f"shared data file {name} not found in {SHARED_DATA} "
-                    f"(set VPBATCH_SHARED_DATA)")
+        pytest.fail(f"data file {name} not found in {DATA} (it is committed with the tests: "
+                    f"restore it with git)", pytrace=False)
     return path
 
 
 @pytest.fixture(scope="session")
 def dbn_path() -> Callable[[str], Path]:
-    """Factory: ``dbn_path("glbx-mdp3-esh4-20231224.mbo.dbn.zst")`` -> Path, or skip."""
-    return shared_file
+    """Factory: ``dbn_path("glbx-mdp3-esh4-20231224.mbo.dbn.zst")`` -> Path in tests/data."""
+    return data_file

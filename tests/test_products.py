@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vpbatch.errors import ConfigError
-from vpbatch.ingest.reader import read_definition_tick
+from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.products import (
     EQUITY_MBO,
     FUTURE_MBO,

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture
 def dbn_records(dbn_path: Callable[[str], object]) -> Callable[[str], np.ndarray]:
-    """All records of a shared DBN file as one array (small files only)."""
+    """All records of a DBN file in tests/data as one array (small files only)."""
 
     def load(name: str) -> np.ndarray:
         return db.DBNStore.from_file(dbn_path(name)).to_ndarray()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engines import CompiledEngine
+from tests.book.engines import CompiledEngine
 from tests.reference.engine import ReferenceEngine
 from tests.reference.invariants import ShadowBook, check_invariants, iter_states
 from vpbatch.book.dtypes import (

@@ -13,7 +13,7 @@ import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
-from vpbatch.build.pipeline import infer_session_day
+from vpbatch.build.request import infer_session_day
 from vpbatch.clock import NEW_YORK, et_ns, session_day
 from vpbatch.errors import ConfigError
 

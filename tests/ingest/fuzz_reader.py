@@ -1,17 +1,17 @@
 """Reader fuzzing: mutated real DBN bytes give a one-line VpbatchError, or read cleanly.
 
-hypothesis mutates the shared sample files (plain DBN and zstd): flipped bytes in the
+hypothesis mutates the sample files in tests/data (plain DBN and zstd): flipped bytes in the
 header, the metadata and the records; overwritten ``length`` fields, metadata lengths and
 DBN versions; truncation anywhere; shuffled record order. Each mutant is written to disk
 and read the way a build reads it (``open_mbo``, ``instruments``, ``resolve``, every chunk,
 the input's sha256). The property: it either succeeds or raises a ``VpbatchError`` whose
 message is one line naming the file; never another exception (a traceback for the user),
 never a hang (each example has a wall-clock alarm), never a crash (this module runs in
-its own process, see tests/test_reader_fuzz.py, so a segfault in a decoder fails the test
+its own process, see tests/ingest/test_reader_fuzz.py, so a segfault in a decoder fails the test
 instead of killing pytest).
 
-    .venv/bin/python -m tests.fuzz_reader --examples 200      # what make test runs
-    .venv/bin/python -m tests.fuzz_reader --examples 5000     # make test-slow
+    .venv/bin/python -m tests.ingest.fuzz_reader --examples 200      # what make test runs
+    .venv/bin/python -m tests.ingest.fuzz_reader --examples 5000     # make test-slow
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SHARED_DATA as SHARED
+from tests.conftest import DATA
 from vpbatch.errors import VpbatchError
 
 SOURCES = ("glbx-mdp3-mesh5-20250121-1330-1331utc.mbo.dbn.zst",
@@ -50,8 +50,8 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def _plain(name: str) -> bytes:
-    """The first KEEP_RECORDS records of a shared file, decompressed (metadata + records)."""
-    with open(SHARED / name, "rb") as fh:
+    """The first KEEP_RECORDS records of a sample file, decompressed (metadata + records)."""
+    with open(DATA / name, "rb") as fh:
         dbn = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read()
     meta_len = 8 + int.from_bytes(dbn[4:8], "little")
     return dbn[: meta_len + KEEP_RECORDS * RECORD]
@@ -60,7 +60,7 @@ def _plain(name: str) -> bytes:
 @st.composite
 def mutated_files(draw: st.DrawFn) -> tuple[str, bytes]:
     """(file name, bytes): one source, a few mutations, compressed or not."""
-    name = draw(st.sampled_from([s for s in SOURCES if (SHARED / s).is_file()]))
+    name = draw(st.sampled_from(SOURCES))
     data = bytearray(_plain(name))
     meta_len = 8 + int.from_bytes(data[4:8], "little")
     for _ in range(draw(st.integers(1, 4))):
@@ -146,6 +146,11 @@ def check(folder: Path, name: str, blob: bytes) -> None:
 
 
 def run(examples: int) -> int:
+    missing = [name for name in SOURCES if not (DATA / name).is_file()]
+    if missing:
+        print(f"reader fuzz: data files not found in {DATA}: {', '.join(missing)}",
+              file=sys.stderr)
+        return 2
     signal.signal(signal.SIGALRM, _alarm)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

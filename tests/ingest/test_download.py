@@ -21,7 +21,7 @@ import zstandard
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from tests.conftest import shared_file
+from tests.conftest import data_file
 from tests.ingest.download_fake import (
     DATASET,
     DAYS,
@@ -53,9 +53,9 @@ START, END = "2024-05-08", "2024-05-11"  # Wed .. Sat: Saturday has no data
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    return Catalog.from_shared(shared_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"),
-                               shared_file("glbx-mdp3-es-fut.definition.dbn.zst"),
-                               shared_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
+    return Catalog.from_shared(data_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"),
+                               data_file("glbx-mdp3-es-fut.definition.dbn.zst"),
+                               data_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_download_given_range_writes_each_day_with_symbology_and_definitions(
     assert names.index("timeseries.get_range") > max(
         i for i, n in enumerate(names) if n == "metadata.get_cost")
     # The real day's records arrive byte for byte.
-    real = shared_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst")
+    real = data_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst")
     with open_dbn(lake / FOLDER / "glbx-mdp3-20240508.mbo.dbn.zst") as (meta, body):
         got = b"".join(body)
         assert (str(meta.dataset), str(meta.schema), meta.symbols) == (DATASET, "mbo", [SYMBOL])
@@ -308,9 +308,9 @@ def test_resolve_request_symbols_given_contract_parent_or_ticker_routes_to_datas
     assert symbols == [symbol.upper()]
 
 
-def test_real_day_fixture_is_the_shared_file() -> None:
+def test_real_day_fixture_is_the_data_file() -> None:
     """Guard for the fake: the day served verbatim is the shared file's own day."""
-    with open_dbn(shared_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst")) as (meta, _):
+    with open_dbn(data_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst")) as (meta, _):
         day = dt.datetime.fromtimestamp(meta.start / 1e9, dt.UTC).date()
     assert day == REAL_DAY
 
@@ -456,7 +456,7 @@ def test_download_given_an_equity_on_its_dataset_writes_the_equity_folder_and_bu
                                      "--publisher", "39", "--lake", str(lake), "--quiet",
                                      "--json"], catch_exceptions=False)
     assert built.exit_code == 0, built.output
-    shared = db.DBNStore.from_file(shared_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
+    shared = db.DBNStore.from_file(data_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
     records = shared.to_ndarray()
     expected = int(((records["instrument_id"] == 7151) & (records["publisher_id"] == 39)).sum())
     assert json.loads(built.output)[0]["records"] == expected

@@ -1,4 +1,4 @@
-"""vpbatch.ingest.reader on every shared Databento file and on every kind of bad input."""
+"""vpbatch.ingest.reader on every Databento sample file and on every kind of bad input."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from vpbatch.book.dtypes import ACTION_CLEAR, F_SNAPSHOT, MBO_DTYPE
 from vpbatch.errors import ConfigError, InputError, SymbolError
+from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.ingest.reader import (
     MboSource,
     Selection,
@@ -28,7 +29,6 @@ from vpbatch.ingest.reader import (
     find_input,
     open_mbo,
     publisher_name,
-    read_definition_tick,
 )
 
 ESM4 = "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
@@ -83,11 +83,11 @@ def _decompressed(path: Path) -> bytes:
         return zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read()
 
 
-# -- every shared file ------------------------------------------------------------------------
+# -- every sample file ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("exp", FILES, ids=lambda e: e.name)
-def test_open_mbo_given_shared_file_reports_metadata_instruments_and_counts(
+def test_open_mbo_given_sample_file_reports_metadata_instruments_and_counts(
     dbn_path: DbnPath, exp: Expected
 ) -> None:
     source = open_mbo(dbn_path(exp.name))
@@ -526,7 +526,7 @@ def test_iter_chunks_given_big_file_keeps_peak_memory_bounded(
         print(n, (after - before) // 1024)
     """)
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                         text=True, cwd=Path(__file__).parents[1]).stdout.split()
+                         text=True, cwd=Path(__file__).parents[2]).stdout.split()
     assert int(out[0]) == n
     growth_mb = int(out[1])
     assert growth_mb < 120, f"peak RSS grew by {growth_mb} MB reading a 386 MB stream"
@@ -588,7 +588,7 @@ def _parent_symbology_day(dbn_path: DbnPath, folder: Path) -> Path:
     """ESM4's records re-keyed to instrument 95414, named only by the parent ``ES.FUT``.
 
     A Databento ``stype_in=parent`` download: symbology.json maps ``ES.FUT`` to the ids, so
-    the raw symbol (``ESM3`` for 95414 in the shared definition file) needs definitions.
+    the raw symbol (``ESM3`` for 95414 in the sample definition file) needs definitions.
     """
     folder.mkdir(parents=True, exist_ok=True)
     dbn = bytearray(_decompressed(dbn_path(ESM4)))
@@ -638,7 +638,7 @@ def test_open_mbo_given_explicit_definition_file_resolves_parent_symbology(
 
 def test_read_definition_symbols_given_es_definitions_names_each_instrument(
         dbn_path: DbnPath) -> None:
-    from vpbatch.ingest.reader import read_definition_symbols
+    from vpbatch.ingest.definitions import read_definition_symbols
 
     assert read_definition_symbols(dbn_path("glbx-mdp3-es-fut.definition.dbn.zst")) == {
         95414: "ESM3"}

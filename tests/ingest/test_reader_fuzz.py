@@ -1,4 +1,4 @@
-"""Reader fuzzing (tests/fuzz_reader.py) in its own process: a decoder crash fails the test."""
+"""Reader fuzzing (tests/ingest/fuzz_reader.py) in its own process: a decoder crash fails."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
-
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def _fuzz(examples: int, timeout: int) -> None:
-    if not (SHARED_DATA / "glbx-mdp3-mesh5-20250121-1330-1331utc.mbo.dbn.zst").is_file():
-        pytest.skip(f"shared data files not found in {SHARED_DATA}")
-    done = subprocess.run([sys.executable, "-m", "tests.fuzz_reader", "--examples",
+    done = subprocess.run([sys.executable, "-m", "tests.ingest.fuzz_reader", "--examples",
                            str(examples)], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
     report = done.stdout + done.stderr

@@ -17,7 +17,8 @@ import pytest
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
-from vpbatch.build.pipeline import BuildRequest, build
+from vpbatch.build.pipeline import build
+from vpbatch.build.request import BuildRequest
 from vpbatch.serve import create_app
 from vpbatch.synth import synth_to_lake
 
@@ -61,6 +62,8 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        if self.thread.is_alive() and not any(exc):  # never hide the test's own failure
+            raise RuntimeError(f"uvicorn on port {self.port} did not stop within 10 s")
 
     @property
     def base(self) -> str:

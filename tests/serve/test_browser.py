@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.serve.conftest import DAY, SYMBOL, ServerThread
 from vpbatch.clock import et_ns
-from vpbatch.pictures import plot
+from vpbatch.pictures import palette
 from vpbatch.serve import create_app
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.stream import BUFFER_STATES
@@ -81,6 +81,21 @@ def wait_for(page: Page, condition: str, timeout_s: float = 30) -> None:
     page.wait_for_function(condition, timeout=timeout_s * 1000)
 
 
+def assert_closed_without_retry(page: Page, state: str) -> None:
+    """The server closed the socket and the page's close handler scheduled no reconnect.
+
+    Waits for the socket itself to be CLOSED: the browser sets ``readyState`` and runs the
+    ``close`` handlers in one task (HTML, "the WebSocket connection is closed"), so from then
+    on a reconnect would already show as a retry timer, ``retries > 0`` and ``reconnecting``,
+    whatever its delay; no sleep has to outlast it.
+    """
+    wait_for(page, "window.vp.conn.ws.readyState === WebSocket.CLOSED", timeout_s=10)
+    conn = page.evaluate("""() => ({timer: window.vp.conn.timer ?? null,
+                                   retries: window.vp.conn.retries,
+                                   connection: window.vp.stats.connection})""")
+    assert conn == {"timer": None, "retries": 0, "connection": state}, conn
+
+
 def canvas_pixels(page: Page) -> np.ndarray:
     """RGB of the heatmap canvas as drawn (device pixels)."""
     data = page.evaluate("""() => {
@@ -123,10 +138,11 @@ def test_page_pause_resume_and_seek_control_the_stream(server: ServerThread,
     page.click("#pause")
     wait_for(page, "window.vp.stats.paused === true")
     assert page.text_content("#pause") == "Resume"
-    time.sleep(0.3)  # frames queued before the pause may still land
+    # Counted from the pause's status frame: after it only the states already in the
+    # server's buffer and the one pair being written may land, never the stream.
     before = stats(page)["received"]
-    time.sleep(1.0)
-    assert stats(page)["received"] - before <= BUFFER_STATES
+    time.sleep(1.0)  # the behaviour under test: a paused stream stays quiet for a second
+    assert stats(page)["received"] - before <= BUFFER_STATES + 1
     page.click("#pause")
     wait_for(page, f"window.vp.stats.paused === false && window.vp.stats.received > {before + 3}")
     page.fill("#seek-time", "09:37")
@@ -145,8 +161,8 @@ def test_page_shows_end_and_does_not_reconnect(server: ServerThread, watched: Wa
     page.goto(viewer(server, speed=0, start_time="09:39"))
     wait_for(page, "window.vp && window.vp.stats.connection === 'ended'")
     assert "End of data" in page.text_content("#banner")
-    time.sleep(1.5)
-    assert len(watched.sockets) == 1 and stats(page)["connection"] == "ended"
+    assert_closed_without_retry(page, "ended")
+    assert len(watched.sockets) == 1
     assert watched.errors == []
 
 
@@ -156,7 +172,7 @@ def test_page_shows_error_for_bad_parameters_and_does_not_reconnect(
     page.goto(viewer(server, symbol="../../etc"))
     wait_for(page, "window.vp && window.vp.stats.connection === 'error'")
     assert "symbol: '../../etc' is not a contract or ticker" in page.text_content("#banner")
-    time.sleep(1.5)
+    assert_closed_without_retry(page, "error")
     assert len(watched.sockets) == 1
 
 
@@ -238,11 +254,11 @@ def test_page_colour_scale_is_the_plot_colour_scale(server: ServerThread,
         s.netLimit = 1.0; s.depthLimit = 100;
         return nets.map((n, i) => s.rgb(n === null ? NaN : n, depths[i]));
     }""", [color_scale(), [None if np.isnan(n) else n for n in nets], depths])
-    cmap = plot._net_cmap()
+    cmap = palette.net_cmap()  # what `vpbatch plot` draws with
     unit = np.nan_to_num(np.clip(np.array(nets) / 1.0, -1, 1) * 0.5 + 0.5, nan=0.5)
-    expect = cmap(unit)[:, :3] * plot._brightness(np.array(depths, float), 100.0)[:, None]
+    expect = cmap(unit)[:, :3] * palette.brightness(np.array(depths, float), 100.0)[:, None]
     np.testing.assert_allclose(np.array(got), expect, atol=1e-6)
-    assert color_scale()["net_colors"] == list(plot.NET_COLORS)
+    assert color_scale()["net_colors"] == list(palette.NET_COLORS)
 
 
 def test_index_page_links_each_built_day_to_the_viewer(server: ServerThread,
