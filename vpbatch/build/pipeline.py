@@ -1,9 +1,11 @@
 """``vpbatch build``: reader -> engine (three phases, SPEC §10) -> Parquet partition.
 
-Phase 1 replays the file from its start to ``start - warmup`` through the book-only fast
-path (or loads that book from the cache), phase 2 runs the full engine without writing
-(warm-up), phase 3 runs it and writes every emitted state. Without a start time the whole
-file is phase 3. A build that would write no state is an error, never an empty partition.
+``Phase.FAST_FORWARD`` replays the file from its start to ``start - warmup`` through the
+book-only fast path (or loads that book from the cache), ``WARMUP`` runs the full engine
+without writing, ``EMIT`` runs it and writes every emitted state, ``PAST_END`` stops at
+``--end-time``. Without a start time the whole file is ``EMIT``. A build that would write no
+state is an error, never an empty partition. The request types are in
+:mod:`vpbatch.build.request`, the same run as a stream of states in :mod:`vpbatch.build.stream`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,7 @@ from vpbatch.clock import NS_PER_SECOND, describe_ns, et_ns
 from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
 from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.ingest.read_ahead import read_ahead
-from vpbatch.ingest.reader import (
-    MboSource,
-    find_input,
-    open_mbo,
-    publisher_name,
-)
+from vpbatch.ingest.reader import MboSource, find_input, open_mbo, publisher_name
 from vpbatch.memory import reuse_freed_memory
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
