@@ -138,3 +138,13 @@ def test_serve_request_parsing_loads_no_engine() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     assert out == "[]"
+
+
+def test_every_test_file_is_collected() -> None:
+    """pytest skips some folder names by default (``build``): no test file may go unseen."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", "tests"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    collected = {line.split("::", 1)[0] for line in out.splitlines() if "::" in line}
+    on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")}
+    assert on_disk - collected == set()
