@@ -1,8 +1,6 @@
 """glibc malloc settings for a build and for the server (Linux glibc only; a no-op elsewhere).
 
-Build.
-
-A build streams large arrays through malloc: engine batches, stored columns, Arrow buffers
+Build. A build streams large arrays through malloc: engine batches, stored columns, Arrow buffers
 (tens of MB each, thousands of times a day). glibc serves blocks above its mmap threshold
 (128 KiB, adapting up to 32 MiB only after a free) with fresh ``mmap`` pages and unmaps
 them on free, so each batch page-faults its memory in again: on the bench day 2.2M page

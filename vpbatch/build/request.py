@@ -89,7 +89,6 @@ def check_request(req: BuildRequest) -> None:
                           f"{req.start_time}")
 
 
-
 def infer_session_day(path: Path) -> tuple[dt.date, str]:
     """The session date of a file that holds one session, and where it came from.
 

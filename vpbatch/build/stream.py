@@ -28,7 +28,7 @@ class StateStream:
         product, self.day = product_and_day(req)
         self.path, self.product, definition = input_for(req, product, self.day)
         self._job = BuildJob(req, self.product, self.day,
-                           open_mbo(self.path, definition=definition))
+                             open_mbo(self.path, definition=definition))
         self.config = req.config
 
     @property

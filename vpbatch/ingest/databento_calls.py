@@ -86,7 +86,7 @@ def call_with_retries(fn: Callable[[], T], what: str, req: RetryPolicy,
                 return fn()
             except BentoServerError as exc:
                 raise Retryable(f"HTTP {exc.http_status}: {one_line(exc.message)}",
-                                 retry_after(exc)) from None
+                                retry_after(exc)) from None
             except BentoClientError as exc:
                 if exc.http_status == 429:
                     raise Retryable("HTTP 429: rate limited", retry_after(exc)) from None

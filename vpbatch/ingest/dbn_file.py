@@ -29,7 +29,7 @@ _ZSTD_SKIPPABLE_MAGIC: Final = 0x184D2A50
 _MAX_LISTED: Final = 20
 #: Errors the databento / zstandard stack raises on undecodable input.
 DECODE_ERRORS: Final = (BentoError, BentoWarning, DBNError, zstandard.ZstdError, ValueError,
-                         EOFError)
+                        EOFError)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import databento as db
 import zstandard
-from databento.common.error import (
-    BentoWarning,
-)
+from databento.common.error import BentoWarning
 from databento_dbn import DBNDecoder, Metadata
 
 from vpbatch.clock import NS_PER_SECOND, date_range
@@ -42,11 +40,7 @@ from vpbatch.errors import (
     SymbolError,
     one_line,
 )
-from vpbatch.ingest.databento_calls import (
-    API_KEY_ENV,
-    Retryable,
-    call_with_retries,
-)
+from vpbatch.ingest.databento_calls import API_KEY_ENV, Retryable, call_with_retries
 from vpbatch.products import FUTURE_MBO, Product, futures_root, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.store.files import atomic_path
@@ -67,8 +61,6 @@ _DATASET_RE: Final = re.compile(r"[A-Z0-9]+\.[A-Z0-9]+")
 _READ_CHUNK: Final = 1 << 22
 #: Suffix of the hidden temporary file a day file (or ``symbology.json``) is written through.
 PART_SUFFIX: Final = ".part"
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -325,11 +317,11 @@ def _price(client: db.Historical, plan: Plan, day: dt.date, schema: str) -> tupl
         "dataset": plan.dataset, "start": day, "end": day + dt.timedelta(days=1),
         "symbols": plan.symbols, "schema": schema, "stype_in": plan.stype_in}
     records = int(call_with_retries(partial(client.metadata.get_record_count, **window),
-                        "metadata.get_record_count", plan.request))
+                                    "metadata.get_record_count", plan.request))
     if records == 0:
         return 0, 0.0
-    cost = float(call_with_retries(partial(client.metadata.get_cost, **window), "metadata.get_cost",
-                       plan.request))
+    cost = float(call_with_retries(partial(client.metadata.get_cost, **window),
+                                   "metadata.get_cost", plan.request))
     return records, cost
 
 
@@ -352,9 +344,10 @@ def _resolve_raw_symbols(client: db.Historical, req: DownloadRequest, dataset: s
     merged: dict[str, Any] = {"result": {}}
     for i in range(0, len(ids), RESOLVE_BATCH):
         batch = ids[i:i + RESOLVE_BATCH]
-        doc = call_with_retries(partial(client.symbology.resolve, dataset=dataset, symbols=batch,
-                            stype_in="instrument_id", stype_out="raw_symbol",
-                            start_date=req.start, end_date=end), "symbology.resolve", req)
+        resolve = partial(client.symbology.resolve, dataset=dataset, symbols=batch,
+                          stype_in="instrument_id", stype_out="raw_symbol",
+                          start_date=req.start, end_date=end)
+        doc = call_with_retries(resolve, "symbology.resolve", req)
         merged = {**doc, "result": {**merged["result"], **(doc.get("result") or {})}}
     return merged
 
@@ -480,7 +473,7 @@ def verify_file(path: Path, target: DayFile, plan: Plan) -> None:
         raise Retryable(f"incomplete file ({one_line(exc)})") from None
     if got != target.records:
         raise Retryable(f"size check failed: {got:,} records received, "
-                         f"{target.records:,} expected")
+                        f"{target.records:,} expected")
 
 
 def _check_header(metadata: Metadata, target: DayFile, plan: Plan) -> None:
@@ -607,7 +600,7 @@ def _fetch(client: db.Historical, plan: Plan, target: DayFile, label: str) -> Fe
         verify_file(tmp, target, plan)
 
     with atomic_path(target.path, suffix=PART_SUFFIX) as tmp:
-        call_with_retries(partial(attempt, tmp), f"{target.path.name}", req, attempts)
+        call_with_retries(partial(attempt, tmp), target.path.name, req, attempts)
         size = tmp.stat().st_size
     return Fetched(target.day, target.schema, target.path, target.records, size, attempts[0],
                    tuple(notices))

@@ -121,8 +121,6 @@ def parse_size(text: str | float, dpi: int, param: str = "--width") -> int:
     return pixels
 
 
-
-
 def output_format(out: Path) -> str:
     """``.png``/``.svg``/``.html`` from the file name.
 
@@ -136,7 +134,6 @@ def output_format(out: Path) -> str:
         raise ConfigError(f"-o: '{out}' has no known picture suffix; use one of "
                           f"{', '.join(FORMATS)}")
     return suffix
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,7 +388,7 @@ def _draw_colorbars(fig: Figure, caxes: list[Any], sc: Scales, st: _Style) -> No
         return
     levels = np.linspace(0, 1, 256)
     grey = np.array(net_cmap()(0.5)[:3]) * (BRIGHTNESS_FLOOR
-                                             + (1 - BRIGHTNESS_FLOOR) * levels)[:, None]
+                                            + (1 - BRIGHTNESS_FLOOR) * levels)[:, None]
     depth_norm = Normalize(0, math.log1p(sc.depth_limit))
     cbd = fig.colorbar(ScalarMappable(norm=depth_norm, cmap=ListedColormap(grey)), cax=caxes[1])
     ticks = [d for d in (0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10_000, 30_000, 100_000)
