@@ -78,6 +78,22 @@ def test_lock_given_owner_killed_with_sigkill_is_broken_at_once(tmp_path: Path) 
     lock.release()
 
 
+def test_lock_given_attempt_of_killed_process_removes_its_temp_folder_keeps_live_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process killed between its temp folder and the rename leaves `.<lock>.<token>.new`.
+    path = tmp_path / "p.lock"
+    dead = fake_owner(tmp_path / ".p.lock.dead.new", "worker-7", age=30).parent
+    live = fake_owner(tmp_path / ".p.lock.live.new", "worker-8", age=1).parent
+    empty_old = tmp_path / ".p.lock.empty.new"
+    empty_old.mkdir()
+    os.utime(empty_old, (time.time() - 30, time.time() - 30))
+    monkeypatch.setenv(locks.STALE_ENV, "20")
+    with DirLock(path, "x"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".p.lock.live.new"]
+    assert live.is_dir() and not dead.exists()
+
+
 def test_lock_given_other_host_with_fresh_heartbeat_refuses(tmp_path: Path) -> None:
     path = tmp_path / "p.lock"
     fake_owner(path, "worker-7", age=5)

@@ -197,6 +197,7 @@ class DirLock:
         for _ in range(_ATTEMPTS):
             if self._try_rename():
                 self._start_heartbeat()
+                self._sweep_dead_attempts()
                 return
             held = _read_owner(self.path)
             if held is None:  # free, or between a break and its rmdir: take it next round
@@ -247,6 +248,26 @@ class DirLock:
                 return False
             raise OutputError(f"{self.path}: cannot create lock: "
                               f"{exc.strerror or exc}") from None
+
+    def _sweep_dead_attempts(self) -> None:
+        """Remove temp folders that died before their rename (a process killed mid-acquire).
+
+        A temp folder is dead when its owner is stale by the same rule as a held lock, or when
+        it holds no owner file and is older than the stale time; a live contender's is kept.
+        """
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.new"):
+            if tmp.name == f".{self.path.name}.{self.token}.new":
+                continue
+            held = _read_owner(tmp)
+            if held is None:
+                try:
+                    dead = time.time() - tmp.stat().st_mtime > stale_seconds()
+                except FileNotFoundError:
+                    continue
+            else:
+                dead = stale_reason(*held) is not None
+            if dead:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
