@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.options import (
+    engine_config,
     lake_option,
     parse_date_option,
     parse_time_option,
@@ -21,8 +22,6 @@ from vpbatch.config import (
     DEFAULT_SAMPLE,
     DEFAULT_WARMUP,
     EngineConfig,
-    load_config_file,
-    parse_duration_ns,
 )
 from vpbatch.errors import ConfigError, VpbatchError
 
@@ -123,7 +122,7 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
     from vpbatch.clock import date_range
 
     names = _tables(tables)
-    config, warmup_ns = _engine_config(config_file, sample, K, band, warmup)
+    config, warmup_ns = engine_config(config_file, sample, K, band, warmup)
     req = BuildRequest(
         symbol=symbol, day=day, lake=lake, path=path, start_time=start_time, end_time=end_time,
         warmup_ns=warmup_ns, config=config,
@@ -174,24 +173,6 @@ def _symbols(value: str) -> list[str]:
     if not all(names):
         raise ConfigError(f"--symbol: '{value}' has an empty name; use MNQH6 or MNQH6,ESH6")
     return list(dict.fromkeys(names))
-
-
-def _engine_config(config_file: Path | None, sample: str, K: int, band: int,
-                   warmup: str) -> tuple[EngineConfig, int]:
-    """Options over ``--config`` over the defaults (vpbatch/config.py)."""
-    if config_file is None:
-        return (EngineConfig.from_sample(sample, K=K, band=band),
-                parse_duration_ns(warmup, "--warmup"))
-    ctx = click.get_current_context()
-    given = {name for name in ("sample", "K", "band", "warmup")
-             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    overrides: dict[str, int] = {name: value for name, value in (("K", K), ("band", band))
-                                 if name in given}
-    if "warmup" in given:
-        overrides["warmup_ns"] = parse_duration_ns(warmup, "--warmup")
-    settings = load_config_file(config_file, sample=sample if "sample" in given else None,
-                                overrides=overrides)
-    return settings.config, settings.warmup_ns
 
 
 def _report(results: list[BuildResult], as_json: bool) -> None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from vpbatch.clock import parse_wall_time
+from vpbatch.config import EngineConfig, load_config_file, parse_duration_ns
 from vpbatch.errors import ConfigError
 from vpbatch.store.lake import parse_date
 
@@ -96,3 +97,21 @@ def quiet_option(fn: F) -> F:
     """``-q/--quiet``: no progress bar."""
     return click.option("-q", "--quiet", is_flag=True,
                         help="No progress bar on stderr.")(fn)
+
+
+def engine_config(config_file: Path | None, sample: str, K: int, band: int,
+                   warmup: str) -> tuple[EngineConfig, int]:
+    """``--config``, ``--sample``, ``--K``, ``--band``, ``--warmup``; options win over the file."""
+    if config_file is None:
+        return (EngineConfig.from_sample(sample, K=K, band=band),
+                parse_duration_ns(warmup, "--warmup"))
+    ctx = click.get_current_context()
+    given = {name for name in ("sample", "K", "band", "warmup")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    overrides: dict[str, int] = {name: value for name, value in (("K", K), ("band", band))
+                                 if name in given}
+    if "warmup" in given:
+        overrides["warmup_ns"] = parse_duration_ns(warmup, "--warmup")
+    settings = load_config_file(config_file, sample=sample if "sample" in given else None,
+                                overrides=overrides)
+    return settings.config, settings.warmup_ns

@@ -97,6 +97,30 @@ class Engine:
         kernels.flush_pending(self._st, self.params, self._out)
         return self._drain()
 
+    def flush_due(self, now_ns: int, grace_ns: int) -> bool:
+        """Live: emit the pending time bin once ``now_ns`` is ``grace_ns`` past its end.
+
+        A live feed has no end of file to close the last bin, so it closes a bin when the
+        clock of a heartbeat has passed it (SPEC §14). The state is the one the next
+        record of a later bin would have emitted; the caller drains it with ``stream`` of
+        no records. Returns whether a state was emitted.
+        """
+        sc = self._st.sc[0]
+        if not (sc["pending"] and sc["full"] and sc["emit"]):
+            return False
+        if now_ns < self.pending_bin_end() + grace_ns:
+            return False
+        kernels.flush_pending(self._st, self.params, self._out)
+        return True
+
+    def pending_bin_end(self) -> int:
+        """End (ns, exclusive) of the time bin whose state is pending, or of the clock's bin."""
+        sc = self._st.sc[0]
+        prm = self.params
+        last = int(sc["pending_bin"]) if sc["pending"] else (int(sc["t"]) - prm.epoch) \
+            // prm.sample_ns
+        return prm.epoch + (last + 1) * prm.sample_ns
+
     def _run(self, records: np.ndarray) -> Iterator[Emitted]:
         records = kernel_array(records)
         start = 0

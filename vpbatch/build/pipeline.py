@@ -24,7 +24,7 @@ from typing import Any, Final
 import numpy as np
 
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB, GRID_DTYPE, SNAPSHOT_DTYPE
-from vpbatch.book.engine import Emitted, Engine
+from vpbatch.book.engine import Emitted, Engine, GridSink
 from vpbatch.book.mbp_layout import records_from_raw
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.build.request import BuildRequest, BuildResult, check_request, infer_session_day
@@ -76,7 +76,7 @@ class _Phases:
 
     def split(self, records: np.ndarray, bound: int | None) -> int:
         """Index of the first non-snapshot record at or after ``bound`` (len if none)."""
-        if bound is None:
+        if bound is None or not len(records):
             return len(records)
         hit = (records["ts_event"] >= np.uint64(bound)) & ((records["flags"] & F_SNAPSHOT) == 0)
         idx = int(np.argmax(hit))
@@ -196,18 +196,30 @@ class BuildJob:
         self.phase = phase
         yield self.engine.finish()
 
-    def run(self, writer: PartitionWriter | None, bar: Progress) -> None:
+    def run(self, writer: PartitionWriter | None, bar: Progress, *,
+            also: GridSink | None = None) -> None:
         """Write what phase 3 emits (see :meth:`emitted`).
 
         Grid rows go from the engine's buffer straight into stored columns, a row group at
         a time (``StoredGridBuffer``); the writer thread encodes while the engine computes.
+        ``also`` sees every emitted batch too (``vpbatch live`` hands states to viewers).
         """
+        sinks: list[GridSink] = []
         grid = None
         if writer is not None:
             write_group = writer.write_grid_group
             grid = StoredGridBuffer(writer.row_group_rows["vp_grid"], lambda columns: self._submit(
                 _nbytes(columns), write_group, columns))
-            self.engine.send_grid_to(grid.add, BUILD_BATCH_STATES)
+            sinks.append(grid.add)
+        if also is not None:
+            sinks.append(also)
+        if len(sinks) == 1:
+            self.engine.send_grid_to(sinks[0], BUILD_BATCH_STATES)
+        elif sinks:
+            def both(snapshots: np.ndarray, rows: np.ndarray) -> None:
+                for sink in sinks:
+                    sink(snapshots, rows)
+            self.engine.send_grid_to(both, BUILD_BATCH_STATES)
         for emitted in self.emitted(bar):
             self._write(emitted, writer)
         if grid is not None:
@@ -269,9 +281,9 @@ class BuildJob:
 
     def _write(self, emitted: Emitted, writer: PartitionWriter | None) -> None:
         """Queue a batch for the writer thread (in order); errors surface on the next wait."""
+        self.emitted_states += len(emitted.snapshots)
         if writer is None or not (len(emitted.snapshots) or len(emitted.mbp)):
             return
-        self.emitted_states += len(emitted.snapshots)
         self._submit(_nbytes(emitted._asdict()), self._write_now, emitted, writer)
 
     def _submit(self, nbytes: int, write: Callable[..., None], *args: Any) -> None:
