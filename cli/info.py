@@ -21,8 +21,11 @@ def command(path: Path | None, symbol: str | None, day: dt.date | None, lake: Pa
             as_json: bool, quiet: bool) -> None:
     """Show records, instruments, publishers, time span, actions and flags of an MBO file.
 
-    Give a PATH, or --symbol and --dt to find the day's raw file in the lake.
-    With --symbol the record statistics cover that instrument only.
+    Give a PATH, or --symbol and --dt to find the day's raw file in the lake (or the
+    day's live recording of the symbol when there is no day file).
+    With --symbol the record statistics cover that instrument only. Records of other
+    types between the MBO records (a live recording's symbol mappings, heartbeats,
+    system and error messages) are counted and skipped.
 
     \b
     Example:

@@ -1,7 +1,9 @@
 """What is in an MBO file: records, instruments, publishers, time span, actions, flags.
 
 Computed in one streaming pass over bounded chunks (vectorised numpy per chunk), so it
-works on a full day file with constant memory.
+works on a full day file with constant memory. Records of other types between the MBO
+records (a live recording's symbol mappings, heartbeats and other system or error messages)
+are counted in the same pass.
 """
 
 from __future__ import annotations
@@ -125,9 +127,12 @@ def file_info(path: Path, symbol: str | None = None,
         ``dataset``, ``schema``, ``stype_in``, ``stype_out``, ``symbols``,
         ``metadata_start_utc``, ``metadata_end_utc``, ``record_count``, ``selection``,
         ``records``, ``instruments``, ``publishers``, ``ts_event``, ``ts_recv``, ``actions``,
-        ``sides``, ``flags``, ``snapshot``. Times are UTC nanoseconds plus ISO strings in
-        UTC and America/New_York; the ``ts_event`` span leaves out snapshot records (they
-        carry historical timestamps) unless every record is one.
+        ``sides``, ``flags``, ``snapshot``, ``other_records`` (records of other types:
+        ``total``, ``summary``, ``symbol_mappings``, ``system``, ``heartbeats``, ``errors``,
+        ``other`` per type name, the first ``messages``, the ``mappings`` they hold). Times
+        are UTC nanoseconds plus ISO strings in UTC and America/New_York; the ``ts_event``
+        span leaves out snapshot records (they carry historical timestamps) unless every
+        record is one.
 
     Raises
     ------
@@ -152,6 +157,7 @@ def file_info(path: Path, symbol: str | None = None,
     counts = source.scan(on_chunk, chunk_records=chunk_records)
     mapped = source.instruments()
     per_instrument = source.instrument_counts()
+    other = source.other_records()
     meta = source.metadata
     return {
         "path": str(source.path),
@@ -163,7 +169,8 @@ def file_info(path: Path, symbol: str | None = None,
         "schema": meta.schema,
         "stype_in": meta.stype_in,
         "stype_out": meta.stype_out,
-        "symbols": list(meta.symbols),
+        "symbols": list(meta.symbols) or ([] if other is None else
+                                          sorted(set(other.mappings.values()))),
         "metadata_start_utc": format_ns(meta.start),
         "metadata_end_utc": None if meta.end is None else format_ns(meta.end),
         "record_count": sum(counts.values()),
@@ -191,6 +198,7 @@ def file_info(path: Path, symbol: str | None = None,
             "clears": stats.clears,
             "snapshot_clears": stats.snapshot_clears,
         },
+        "other_records": None if other is None else other.as_dict(),
     }
 
 
@@ -229,6 +237,10 @@ def format_info(info: dict[str, Any]) -> str:
         f"symbols     {', '.join(info['symbols']) or '-'}",
         f"records     {info['record_count']:,}",
     ]
+    other = info.get("other_records")
+    if other and other["total"]:
+        lines.append(f"other records: {other['summary']} (skipped)")
+        lines.extend(f"  {text}" for text in other["messages"])
     lines.append("instruments")
     for inst in info["instruments"]:
         lines.append(f"  {inst['instrument_id']:>10}  {inst['symbol']:<16} {inst['records']:>12,}")

@@ -3,7 +3,11 @@
 ``open_mbo`` validates a file once (exists, not empty, complete, DBN, schema ``mbo``) and
 returns an :class:`MboSource`. The source resolves a symbol to one ``instrument_id`` and one
 ``publisher_id`` and streams the matching records as ``MBO_DTYPE`` arrays of bounded size
-(``DBNStore.to_ndarray(count=...)``), so memory never grows with the file.
+(decoded bytes read into a fresh buffer per chunk and viewed as records), so memory never
+grows with the file. Records of other types between the MBO records (symbol mappings,
+system and error messages: live recordings, SPEC §14) are stepped over by their length
+(:func:`~vpbatch.ingest.dbn_file.split_records`); their symbol mappings name the
+instruments when the metadata has no mappings table.
 
 Every problem is a one-line :class:`~vpbatch.errors.InputError` or
 :class:`~vpbatch.errors.SymbolError` naming the file and what is wrong.
@@ -12,12 +16,13 @@ Every problem is a one-line :class:`~vpbatch.errors.InputError` or
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import IO, Final, TypeVar
 
 import databento as db
 import numpy as np
@@ -25,22 +30,28 @@ from databento.common.error import BentoWarning
 from databento.common.publishers import Publisher
 from databento.common.symbology import InstrumentMap
 
-from vpbatch.book.dtypes import F_LAST, MBO_DTYPE, as_kernel_records, copy_rows
+from vpbatch.book.dtypes import F_LAST, MBO_DTYPE
 from vpbatch.clock import NS_PER_SECOND
 from vpbatch.errors import ConfigError, InputError, SymbolError, one_line
 from vpbatch.ingest.dbn_file import (
     DECODE_ERRORS,
+    MBO_SIZE,
     FileMetadata,
+    OtherRecords,
+    RecordError,
+    leading_records,
     listing,
+    mbo_records,
     open_validated,
+    read_full,
+    skip_metadata,
+    split_records,
 )
 from vpbatch.ingest.definitions import read_definition_symbols
 from vpbatch.ingest.input_digest import HashingFileSource
 from vpbatch.products import resolve_product
 from vpbatch.store.lake import find_definition_file, find_raw_file
 
-#: Databento record type of an MBO record.
-RTYPE_MBO: Final = 0xA0
 #: ``length`` field of an MBO record (the record size in 4-byte words).
 MBO_LENGTH_WORDS: Final = MBO_DTYPE.itemsize // 4
 #: Default number of records per chunk (56 MB of records).
@@ -153,6 +164,9 @@ class MboSource:
         self._json_parent = False
         self._counts: _Counts | None = None
         self._instruments: dict[int, str] | None = None
+        #: Records of other types of the last complete pass; those before the first MBO record.
+        self._other: OtherRecords | None = None
+        self._leading: OtherRecords | None = None
 
     def __repr__(self) -> str:
         return f"MboSource({str(self.path)!r}, dataset={self.metadata.dataset})"
@@ -204,7 +218,9 @@ class MboSource:
         Yields
         ------
         np.ndarray
-            Non-empty ``MBO_DTYPE`` arrays; records of other record types are dropped.
+            Non-empty, writable ``MBO_DTYPE`` arrays. Records of other types (symbol
+            mappings, system and error messages) are stepped over by their length and
+            counted (:meth:`other_records` after the last chunk).
 
         Raises
         ------
@@ -213,34 +229,56 @@ class MboSource:
         """
         if chunk_records < 1:
             raise ConfigError(f"chunk_records: must be >= 1, was {chunk_records}")
-        schema = "mbo" if self.metadata.schema == "mixed" else None
+        other = OtherRecords(version=self.metadata.version)
         done = 0
         last_flags = F_LAST
-        chunks = self._guarded(lambda: iter(self._store.to_ndarray(schema, count=chunk_records)),
-                               done)
+        reader = self._guarded(self._records_reader, done)
+        step = chunk_records * MBO_SIZE
+        carry = np.empty(0, np.uint8)
         while True:
+            # A fresh buffer per chunk: the yielded records are views of it (no copy). It
+            # holds chunk_records MBO records, or one whole record of another type.
+            need = max(step, len(carry) + MBO_SIZE, 4 * int(carry[0]) if len(carry) else 0)
+            buf = np.empty(need, np.uint8)
+            buf[: len(carry)] = carry
+            stop = len(carry) + self._guarded(
+                functools.partial(read_full, reader, buf[len(carry):].data), done)
             try:
-                raw = self._guarded(lambda: next(chunks), done)
-            except StopIteration:
-                self._check_ends_whole(done, last_flags)
-                return
-            if raw.size == 0:
-                continue
-            if raw.dtype.itemsize != MBO_DTYPE.itemsize:
-                raise InputError(f"{self.name}: unexpected record layout {raw.dtype}")
-            records = as_kernel_records(raw.reshape(-1))
-            if np.any(records["length"] != MBO_LENGTH_WORDS):
-                bad = int(np.argmax(records["length"] != MBO_LENGTH_WORDS))
-                raise InputError(f"{self.name}: corrupt record {done + bad + 1:,} "
-                                 f"(length field {int(records['length'][bad])}, expected "
-                                 f"{MBO_LENGTH_WORDS} for MBO)")
-            done += len(records)
-            last_flags = int(records["flags"][-1])
-            keep = records["rtype"] == RTYPE_MBO
-            if keep.all():
-                yield copy_rows(records)
-            elif keep.any():
-                yield records[keep]
+                runs, end = split_records(buf, stop, other)
+            except RecordError as exc:
+                raise InputError(f"{self.name}: corrupt record after "
+                                 f"{done + exc.mbo_before:,} MBO records ({exc})") from None
+            if runs:
+                records = mbo_records(buf, runs)
+                for at in range(0, len(records), chunk_records):
+                    chunk = records[at: at + chunk_records]
+                    done += len(chunk)
+                    last_flags = int(chunk["flags"][-1])
+                    yield chunk
+            carry = buf[end:stop].copy()
+            if stop < need:  # the stream ended
+                break
+        if len(carry):
+            raise InputError(f"{self.name}: truncated: the data ends inside a record "
+                             f"({len(carry)} bytes of it after {done:,} MBO records)")
+        self._check_ends_whole(done, last_flags)
+        self._other = other
+        if other.mappings and self._instruments is not None:
+            self._instruments = None  # name them again with every mapping record seen
+
+    def _records_reader(self) -> IO[bytes]:
+        """The decoded stream, after its metadata (read through the hashing file source)."""
+        reader = self._store.reader
+        skip_metadata(reader)
+        return reader
+
+    def other_records(self) -> OtherRecords | None:
+        """Records of types other than MBO met by the last complete pass (None before one).
+
+        Symbol mappings, system messages (heartbeats) and error messages, counted by type;
+        a live recording holds them between its MBO records.
+        """
+        return self._other
 
     def _check_ends_whole(self, done: int, last_flags: int) -> None:
         """A file cut at a zstd frame boundary decodes cleanly: catch what the data shows.
@@ -361,9 +399,12 @@ class MboSource:
     def instruments(self) -> dict[int, str]:
         """``instrument_id -> raw symbol`` for the instruments of this file.
 
-        The mapping comes from the file's metadata mappings, updated by a Databento
-        ``symbology.json`` beside the file (its entries win, so a ``raw_symbol`` symbology
-        file can name the instruments of a ``parent``-symbology download). Without either,
+        The mapping comes from the file's metadata mappings, or, when the metadata has none
+        (a live recording, SPEC §14), from the symbol mapping records in the stream (those
+        before the first MBO record; every one once a full pass has read them), updated by
+        a Databento ``symbology.json`` beside the file (its entries win, so a ``raw_symbol``
+        symbology file can name the instruments of a ``parent``-symbology download). Without
+        any of these,
         a file whose metadata names exactly one symbol and whose records carry one
         ``instrument_id`` (``stype_in=instrument_id`` downloads such as the MESH5 sample)
         maps that symbol to that id; otherwise every id found is listed as ``'#<id>'``.
@@ -379,7 +420,8 @@ class MboSource:
             When ``symbology.json`` is unreadable, or the data cannot be decoded.
         """
         if self._instruments is None:
-            mapped = {**self._metadata_mappings(), **self._symbology_json()}
+            mapped = self._metadata_mappings() or self._record_mappings()
+            mapped.update(self._symbology_json())
             if self._parent_symbology:
                 mapped.update(self._definition_symbols())
             if not mapped:
@@ -407,6 +449,25 @@ class MboSource:
             raise InputError(f"{self.name}: unusable symbol mappings in the metadata "
                              f"({one_line(exc)})") from None
         return _in_days(imap, *self._day_range())
+
+    def _record_mappings(self) -> dict[int, str]:
+        """``instrument_id -> symbol`` from the symbol mapping records in the stream.
+
+        Every mapping record once a full pass has read them; before that, those ahead of
+        the first MBO record (where a live recording keeps them), read from the file's start.
+        """
+        if self._other is not None:
+            return dict(self._other.mappings)
+        if self._leading is None:
+            meta = self.metadata
+            self._leading = self._guarded(
+                lambda: leading_records(self.path, meta.compressed, meta.version), 0)
+        return dict(self._leading.mappings)
+
+    @property
+    def _mappings_may_grow(self) -> bool:
+        """Symbols come from mapping records and a full pass may find more of them."""
+        return self._other is None and not self._store.metadata.mappings
 
     def _symbology_json(self) -> dict[int, str]:
         """A Databento ``symbology.json`` beside the file (``InstrumentMap.insert_json``)."""
@@ -497,6 +558,10 @@ class MboSource:
             ids = [i for i, s in instruments.items() if s == wanted]
             if not ids:
                 ids = [i for i, s in instruments.items() if s.upper() == wanted.upper()]
+            if not ids and self._mappings_may_grow:
+                # A symbol subscribed later in a live recording is mapped further on.
+                self._scan()
+                return self.resolve_instrument(symbol)
             if not ids:
                 hint = ""
                 if self._parent_symbology and self.definition_file() is None:

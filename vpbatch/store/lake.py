@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from pathlib import Path
 from typing import Final
 
-from vpbatch.errors import ConfigError, InputError
+from vpbatch.errors import ConfigError, InputError, VpbatchWarning
 from vpbatch.products import Product
 
 RAW_TABLE: Final = "market_by_order_dbn"
@@ -21,6 +22,8 @@ SUCCESS_FILE: Final = "_SUCCESS"
 #: Version of the ``_MANIFEST.json`` layout.
 MANIFEST_VERSION: Final = 1
 _DBN_SUFFIXES: Final = (".mbo.dbn.zst", ".mbo.dbn")
+#: A live recording (SPEC §14): ``<dataset-stem>-YYYYMMDD.live-<SYMBOL>.mbo.dbn[.zst]``.
+_LIVE_RE: Final = re.compile(r"-(\d{8})\.live-(.+)\.mbo\.dbn(?:\.zst)?$")
 
 
 def parse_date(text: str, param: str = "--dt") -> dt.date:
@@ -46,6 +49,18 @@ def raw_file_name(dataset: str, day: dt.date, compressed: bool = True) -> str:
     return f"{stem}-{day:%Y%m%d}.mbo.dbn" + (".zst" if compressed else "")
 
 
+def live_recording_name(dataset: str, day: dt.date, symbol: str) -> str:
+    """The file a ``vpbatch live`` session records ``symbol``'s event list to, beside the day
+    files (SPEC §14); it grows as ``<name>.part`` until the session ends.
+
+    ``GLBX.MDP3`` + 2024-05-08 + ``ESM4`` -> ``glbx-mdp3-20240508.live-ESM4.mbo.dbn.zst``.
+    """
+    if not symbol or "/" in symbol or "\0" in symbol or symbol.strip() != symbol:
+        raise ConfigError(f"'{symbol}' cannot name a live recording file")
+    stem = dataset.lower().replace(".", "-")
+    return f"{stem}-{day:%Y%m%d}.live-{symbol}.mbo.dbn.zst"
+
+
 def definition_file_name(dataset: str, day: dt.date) -> str:
     """The day's instrument-definition file, kept beside the MBO file.
 
@@ -55,8 +70,17 @@ def definition_file_name(dataset: str, day: dt.date) -> str:
 
 
 def find_definition_file(mbo_file: Path) -> Path | None:
-    """The definition file ``vpbatch download`` wrote beside an MBO day file, if any."""
+    """The definition file ``vpbatch download`` wrote beside an MBO day file, if any.
+
+    A live recording of the day (``glbx-mdp3-YYYYMMDD.live-ESM4.mbo.dbn.zst``) uses the
+    day's definitions (``glbx-mdp3-YYYYMMDD.definition.dbn.zst``).
+    """
     mbo_file = Path(mbo_file)
+    live = _LIVE_RE.search(mbo_file.name)
+    if live is not None:
+        stem = f"{mbo_file.name[: live.start()]}-{live.group(1)}"
+        candidate = mbo_file.with_name(stem + ".definition.dbn.zst")
+        return candidate if candidate.is_file() else None
     for suffix in (".mbo.dbn.zst", ".mbo.dbn"):
         if mbo_file.name.endswith(suffix):
             candidate = mbo_file.with_name(mbo_file.name[: -len(suffix)] + ".definition.dbn.zst")
@@ -65,7 +89,14 @@ def find_definition_file(mbo_file: Path) -> Path | None:
 
 
 def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:
-    """The one raw MBO file of ``product`` for ``day``; errors say what is there instead."""
+    """The one raw MBO file of ``product`` for ``day``; errors say what is there instead.
+
+    The day file (``glbx-mdp3-YYYYMMDD.mbo.dbn.zst``) wins; a live recording of the
+    contract (``glbx-mdp3-YYYYMMDD.live-<SYMBOL>.mbo.dbn.zst``, SPEC §14) is used when there
+    is no day file. When both exist a :class:`~vpbatch.errors.VpbatchWarning` says which one
+    was used. Recordings of other symbols of the same root and ``.part`` files (recordings
+    still being written) are never picked up.
+    """
     folder = raw_dir(lake, product)
     if not folder.is_dir():
         parent = folder.parent.parent
@@ -73,22 +104,44 @@ def find_raw_file(lake: Path, product: Product, day: dt.date) -> Path:
         hint = f" (symbols there: {', '.join(have)})" if have else ""
         raise InputError(f"{folder}: no such folder for symbol {product.symbol}{hint}")
     stamp = f"-{day:%Y%m%d}"
-    matches = sorted(p for p in folder.iterdir()
-                     if p.name.endswith(_DBN_SUFFIXES) and stamp in p.name)
-    if not matches:
-        days = sorted({m.group(1) for p in folder.iterdir()
-                       if (m := re.search(r"-(\d{8})\.mbo\.dbn", p.name))})
-        shown = ", ".join(days[-10:]) if days else "no .mbo.dbn files"
-        raise InputError(f"{folder}: no MBO file for {day.isoformat()} (dates there: {shown})")
+    names = sorted(p for p in folder.iterdir() if p.name.endswith(_DBN_SUFFIXES))
+    recordings: list[Path] = []
+    others: list[Path] = []
+    matches: list[Path] = []
+    for p in names:
+        live = _LIVE_RE.search(p.name)
+        if live is None:
+            if stamp in p.name:
+                matches.append(p)
+        elif live.group(1) == f"{day:%Y%m%d}":
+            mine = live.group(2).upper() == product.symbol.upper()
+            (recordings if mine else others).append(p)
     if len(matches) > 1:
         # A plain and a compressed copy of the same day: prefer the compressed one
         # (Databento's default).
         zst = [m for m in matches if m.name.endswith(".zst")]
-        if len(zst) == 1:
-            return zst[0]
-        raise InputError(f"{folder}: several MBO files for {day.isoformat()}: "
-                         f"{', '.join(m.name for m in matches)}")
-    return matches[0]
+        if len(zst) != 1:
+            raise InputError(f"{folder}: several MBO files for {day.isoformat()}: "
+                             f"{', '.join(m.name for m in matches)}")
+        matches = zst
+    if matches:
+        if recordings:
+            warnings.warn(f"{folder}: using the day file {matches[0].name}, not the live "
+                          f"recording {', '.join(r.name for r in recordings)} of the same day "
+                          f"(--path builds the recording)", VpbatchWarning, stacklevel=2)
+        return matches[0]
+    if len(recordings) > 1:
+        raise InputError(f"{folder}: several live recordings of {product.symbol} for "
+                         f"{day.isoformat()}: {', '.join(r.name for r in recordings)}; "
+                         f"choose one with --path")
+    if recordings:
+        return recordings[0]
+    days = sorted({m.group(1) for p in names
+                   if (m := re.search(r"-(\d{8})\.(?:live-.+\.)?mbo\.dbn", p.name))})
+    shown = ", ".join(days[-10:]) if days else "no .mbo.dbn files"
+    hint = (f"; live recordings of other symbols that day: {', '.join(o.name for o in others)}"
+            if others else "")
+    raise InputError(f"{folder}: no MBO file for {day.isoformat()} (dates there: {shown}){hint}")
 
 
 def gold_partition(lake: Path, table: str, product: Product, day: dt.date) -> Path:
