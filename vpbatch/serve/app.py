@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -25,10 +26,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from vpbatch import __version__
-from vpbatch.errors import VpbatchError
+from vpbatch.errors import ConfigError, InputError, VpbatchError
 from vpbatch.memory import cap_malloc_arenas
 from vpbatch.serve import protocol
-from vpbatch.serve.request import parse_query
+from vpbatch.serve.live import LiveFeed, LiveStream
+from vpbatch.serve.request import LiveRequest, is_live, parse_live_query, parse_query
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.sources import built_days, open_source
 from vpbatch.serve.stream import Stream, et_text, runtime_fields
@@ -39,12 +41,30 @@ PAGE: Final = "vacuum-pressure.html"
 
 
 class _Served:
-    """App state: the lake, the token and the live streams (for /health)."""
+    """App state: the lake, the token, the live feeds and the open streams (for /health)."""
 
-    def __init__(self, lake: Path, token: str | None) -> None:
+    def __init__(self, lake: Path, token: str | None,
+                 live: Mapping[str, LiveFeed] | None = None) -> None:
         self.lake = Path(lake)
         self.token = token
+        self.live = {symbol.upper(): feed for symbol, feed in (live or {}).items()}
         self.streams = 0
+
+    def live_feed(self, req: LiveRequest) -> LiveFeed:
+        """The live feed a ``source=live`` request names (refusals name the live symbols)."""
+        feed = self.live.get(req.symbol)
+        if feed is None or feed.ended:
+            live = sorted(s for s, f in self.live.items() if not f.ended)
+            state = "has ended" if feed is not None else "is not live here"
+            raise InputError(f"symbol: {req.symbol} {state}; live symbols: "
+                             f"{', '.join(live) if live else 'none'}")
+        if req.product_type is not None and req.product_type != feed.product.product_type:
+            raise ConfigError(f"product_type: {req.symbol} is {feed.product.product_type}, "
+                              f"not {req.product_type}")
+        if req.day is not None and req.day != feed.day:
+            raise ConfigError(f"dt: the live session of {req.symbol} is "
+                              f"{feed.day.isoformat()}, not {req.day.isoformat()}")
+        return feed
 
     def allowed(self, presented: str | None) -> bool:
         if self.token is None:
@@ -93,11 +113,41 @@ def _viewer_url(day: dict[str, Any], token: str | None) -> str:
     return f"/{PAGE}?{urlencode(query)}"
 
 
+def _live_url(feed: LiveFeed, token: str | None) -> str:
+    query = {"product_type": feed.product.product_type, "symbol": feed.product.symbol,
+             "dt": feed.day.isoformat(), "source": "live"}
+    if token:
+        query["token"] = token
+    return f"/{PAGE}?{urlencode(query)}"
+
+
+def _live_html(live: Mapping[str, LiveFeed], token: str | None) -> str:
+    """The live sessions' table (empty when there are none)."""
+    if not live:
+        return ""
+    cells = []
+    for symbol, feed in sorted(live.items()):
+        status = feed.status()
+        latency = feed.latency()
+        p50 = "" if latency["p50_ms"] is None else f"{latency['p50_ms']:.1f} ms"
+        cells.append(
+            f"<tr><td>{html.escape(feed.product.product_type)}</td>"
+            f"<td><a href=\"{html.escape(_live_url(feed, token))}\">{html.escape(symbol)}</a>"
+            f"</td><td>{html.escape(feed.day.isoformat())}</td>"
+            f"<td>{html.escape(str(status.get('state', '')))}</td>"
+            f"<td class=n>{feed.states_published:,}</td><td class=n>{len(feed.viewers)}</td>"
+            f"<td class=n>{p50}</td></tr>")
+    return ("<h2>Live sessions</h2><table class=live><thead><tr><th>product type</th>"
+            "<th>symbol</th><th>dt</th><th>state</th><th>states</th><th>viewers</th>"
+            f"<th>latency p50</th></tr></thead><tbody>{''.join(cells)}</tbody></table>")
+
+
 def _count(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
-def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None) -> str:
+def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None,
+                live: Mapping[str, LiveFeed] | None = None) -> str:
     cells = "".join(
         f"<tr><td>{html.escape(d['product_type'])}</td><td>{html.escape(d['symbol'])}</td>"
         f"<td><a href=\"{html.escape(_viewer_url(d, token))}\">{html.escape(d['dt'])}</a></td>"
@@ -112,11 +162,13 @@ def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None) -> st
         "<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href=data:,>"
         "<title>vpbatch serve</title>"
         "<link rel=stylesheet href=/static/viewer.css></head><body class=index>"
-        f"<h1>vpbatch serve</h1><p>Lake <code>{html.escape(str(lake))}</code>: built days "
+        f"<h1>vpbatch serve</h1>{_live_html(live or {}, token)}"
+        f"<p>Lake <code>{html.escape(str(lake))}</code>: built days "
         f"(click one to watch it).</p>{body}</body></html>")
 
 
-def create_app(lake: Path, *, token: str | None = None) -> Starlette:
+def create_app(lake: Path, *, token: str | None = None,
+               live: Mapping[str, LiveFeed] | None = None) -> Starlette:
     """The ``vpbatch serve`` app over ``lake``; with ``token`` every page and stream needs it.
 
     Parameters
@@ -125,14 +177,20 @@ def create_app(lake: Path, *, token: str | None = None) -> Starlette:
         Lake root (``lake/gold/...`` for built days, ``lake/raw/...`` for the raw source).
     token : str, optional
         Shared secret the page (``?token=``) and the websocket (``token=``) must present.
+    live : Mapping[str, LiveFeed], optional
+        Live feeds by symbol (``vpbatch live``): streamed with ``source=live``, listed on
+        ``/`` and reported on ``/health``.
     """
     cap_malloc_arenas()
-    served = _Served(lake, token)
+    served = _Served(lake, token, live)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__,
-                             "protocol_version": protocol.PROTOCOL_VERSION,
-                             "streams": served.streams})
+        body: dict[str, Any] = {"status": "ok", "version": __version__,
+                                "protocol_version": protocol.PROTOCOL_VERSION,
+                                "streams": served.streams}
+        if served.live:
+            body["live"] = {symbol: feed.health() for symbol, feed in served.live.items()}
+        return JSONResponse(body)
 
     def _refused(request: Request) -> Response | None:
         if served.allowed(request.query_params.get("token")):
@@ -144,7 +202,7 @@ def create_app(lake: Path, *, token: str | None = None) -> Starlette:
         if (refusal := _refused(request)) is not None:
             return refusal
         rows = await asyncio.to_thread(days, served.lake)
-        return HTMLResponse(_index_html(rows, served.lake, served.token))
+        return HTMLResponse(_index_html(rows, served.lake, served.token, served.live))
 
     async def days_json(request: Request) -> Response:
         if (refusal := _refused(request)) is not None:
@@ -165,6 +223,9 @@ def create_app(lake: Path, *, token: str | None = None) -> Starlette:
         if not served.allowed(params.pop("token", None)):
             await _refuse(websocket, "token: missing or wrong")
             return
+        if is_live(params):
+            await _stream_live(websocket, params)
+            return
         try:
             req = parse_query(params)
             source = await asyncio.to_thread(open_source, served.lake, req)
@@ -174,6 +235,18 @@ def create_app(lake: Path, *, token: str | None = None) -> Starlette:
         served.streams += 1
         try:
             await Stream(websocket, source, req).run(runtime_fields(source, req))
+        finally:
+            served.streams -= 1
+
+    async def _stream_live(websocket: WebSocket, params: dict[str, str]) -> None:
+        try:
+            feed = served.live_feed(parse_live_query(params))
+        except VpbatchError as exc:
+            await _refuse(websocket, str(exc))
+            return
+        served.streams += 1
+        try:
+            await LiveStream(websocket, feed).run()
         finally:
             served.streams -= 1
 

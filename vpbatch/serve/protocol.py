@@ -77,6 +77,12 @@ def runtime_config(fields: Mapping[str, Any]) -> str:
 
 def grid_update(state: State, *, dropped: int, dropped_total: int) -> str:
     """Per-state text frame; the binary grid frame follows it."""
+    return grid_update_head(state) + grid_update_tail(dropped, dropped_total)
+
+
+def grid_update_head(state: State) -> str:
+    """``grid_update`` up to its per-client counters: encoded once for every viewer of a live
+    feed, then completed by :func:`grid_update_tail` (same bytes as :func:`grid_update`)."""
     snap = state.snapshot
     frame: dict[str, Any] = {
         "type": "grid_update",
@@ -90,9 +96,17 @@ def grid_update(state: State, *, dropped: int, dropped_total: int) -> str:
         "best_ask_price_int": price_int(snap["best_ask_price"]),
     }
     frame.update({name: snap[name] for name in SNAPSHOT_FIELDS})
-    frame["dropped"] = dropped
-    frame["dropped_total"] = dropped_total
-    return dumps(frame)
+    return dumps(frame)[:-1]
+
+
+def grid_update_tail(dropped: int, dropped_total: int) -> str:
+    """The client's own ``dropped`` counters that close a :func:`grid_update_head`."""
+    return f',"dropped":{int(dropped)},"dropped_total":{int(dropped_total)}}}'
+
+
+def live_status(fields: Mapping[str, Any]) -> str:
+    """A live session's status (``source=live`` streams): state, counters, gaps, latency."""
+    return dumps({"type": "live_status", **fields})
 
 
 def end(**fields: Any) -> str:

@@ -22,7 +22,9 @@ from vpbatch.store.lake import parse_date
 #: A contract or ticker: letters, digits, ``.`` and ``-`` (no path separators, no ``..``).
 SYMBOL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
 PRODUCT_TYPES: Final = (FUTURE_MBO, EQUITY_MBO)
-SOURCES: Final = ("lake", "raw")
+SOURCES: Final = ("lake", "raw", "live")
+#: Parameters of a replay that a live stream refuses (the feed sets its own pace).
+REPLAY_ONLY: Final = ("speed", "start_time", "end_time", "throttle_ms")
 DEFAULT_SPEED: Final = 1.0
 MAX_SPEED: Final = 10_000.0
 DEFAULT_THROTTLE_MS: Final = 25.0
@@ -48,6 +50,15 @@ class StreamRequest:
     @property
     def throttle_ms(self) -> float:
         return self.throttle_ns / 1_000_000
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    """A ``source=live`` stream request: which live feed (``day`` None: the feed's)."""
+
+    symbol: str
+    day: dt.date | None = None
+    product_type: str | None = None
 
 
 def parse_symbol(text: str | None) -> str:
@@ -89,14 +100,8 @@ def parse_throttle_ns(text: str | None) -> int:
     return max(1, round(value * 1_000_000))
 
 
-def parse_query(params: Mapping[str, str]) -> StreamRequest:
-    """Validate the stream's query parameters.
-
-    Raises
-    ------
-    ConfigError
-        Naming the first bad parameter and what would be valid.
-    """
+def _check_common(params: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """Unknown parameters, ``product_type`` and ``source``: ``(product_type, source)``."""
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
         raise ConfigError(f"{unknown[0][:40]}: unknown parameter; use "
@@ -108,6 +113,25 @@ def parse_query(params: Mapping[str, str]) -> StreamRequest:
     source = params.get("source") or None
     if source is not None and source not in SOURCES:
         raise ConfigError(f"source: '{source[:40]}' is not one of {', '.join(SOURCES)}")
+    return product_type, source
+
+
+def is_live(params: Mapping[str, str]) -> bool:
+    """Whether the query asks for a live feed (``source=live``)."""
+    return params.get("source") == "live"
+
+
+def parse_query(params: Mapping[str, str]) -> StreamRequest:
+    """Validate the stream's query parameters (a replay: ``source`` lake or raw).
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad parameter and what would be valid.
+    """
+    product_type, source = _check_common(params)
+    if source == "live":
+        raise ConfigError("source: live streams are parsed by parse_live_query")
     if not params.get("dt"):
         raise ConfigError("dt: required (e.g. dt=2026-02-06)")
     day = parse_date(params["dt"][:40], "dt")
@@ -120,3 +144,26 @@ def parse_query(params: Mapping[str, str]) -> StreamRequest:
                          start_time=start, end_time=end,
                          throttle_ns=parse_throttle_ns(params.get("throttle_ms")),
                          source=source)
+
+
+def parse_live_query(params: Mapping[str, str]) -> LiveRequest:
+    """Validate a ``source=live`` query: symbol, optional ``dt`` and ``product_type``.
+
+    Replay parameters (``speed``, ``start_time``, ``end_time``, ``throttle_ms``) are refused:
+    a live stream sends the feed's newest states as they come.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad parameter and what would be valid.
+    """
+    product_type, source = _check_common(params)
+    if source != "live":
+        raise ConfigError(f"source: '{source}' is not live")
+    for name in REPLAY_ONLY:
+        if params.get(name):
+            raise ConfigError(f"{name}: does not apply to a live stream (it sends the newest "
+                              "states as they come); leave it out")
+    day = parse_date(params["dt"][:40], "dt") if params.get("dt") else None
+    return LiveRequest(symbol=parse_symbol(params.get("symbol")), day=day,
+                       product_type=product_type)

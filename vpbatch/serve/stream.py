@@ -31,7 +31,9 @@ from typing import Any, Final
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vpbatch.clock import NEW_YORK, NS_PER_SECOND, et_ns, parse_wall_time
+from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, VpbatchError
+from vpbatch.products import Product
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest, parse_speed
@@ -186,18 +188,26 @@ def et_text(ns: int) -> str:
     return f"{stamp:%H:%M:%S}.{ns % NS_PER_SECOND // 1_000_000:03d}"
 
 
-def runtime_fields(source: Source, req: StreamRequest) -> dict[str, Any]:
-    """Everything ``runtime_config`` says about the stream (see docs/stream.md)."""
-    info = source.info
-    product, config = info.product, info.config
+def geometry_fields(product: Product, config: EngineConfig) -> dict[str, Any]:
+    """The product and grid part of ``runtime_config`` (replay and live streams)."""
     sample = (f"{config.sample_ns / 1e6:g}ms" if config.sample == "time" else config.sample)
     return {
         "product_type": product.product_type, "symbol": product.symbol,
         "symbol_root": product.root, "tick_size": product.tick_size,
         "bucket_size_dollars": product.bucket_size, "grid_max_ticks": config.K,
         "grid_rows": 2 * config.K + 1, "contract_multiplier": product.multiplier,
-        "mode": "replay", "grid_schema_fields": protocol.schema_fields(grid_view_schema()),
-        "source": info.source, "sample": sample, "dt": info.day.isoformat(),
+        "grid_schema_fields": protocol.schema_fields(grid_view_schema()), "sample": sample,
+    }
+
+
+def runtime_fields(source: Source, req: StreamRequest) -> dict[str, Any]:
+    """Everything ``runtime_config`` says about the stream (see docs/stream.md)."""
+    info = source.info
+    geometry = geometry_fields(info.product, info.config)
+    return {
+        **{k: v for k, v in geometry.items() if k not in ("grid_schema_fields", "sample")},
+        "mode": "replay", "grid_schema_fields": geometry["grid_schema_fields"],
+        "source": info.source, "sample": geometry["sample"], "dt": info.day.isoformat(),
         "data_start_ns": str(info.first_ns),
         "data_end_ns": str(info.last_ns) if info.last_ns is not None else None,
         "data_start_et": et_text(info.first_ns),

@@ -20,7 +20,8 @@ export function etClock(ns) {
 export class Connection {
   /**
    * handlers: onConfig(cfg), onState(update, grid), onStatus(msg), onSeeked(), onEnd(msg),
-   * onError(message), onConnection(state) with state in connecting|open|reconnecting|ended|error.
+   * onError(message), onConnection(state) with state in connecting|open|reconnecting|ended|error,
+   * onLiveStatus(msg) (source=live), onWarning(message) (a refused control; the stream goes on).
    */
   constructor(query, handlers) {
     this.params = {};
@@ -34,12 +35,17 @@ export class Connection {
     this.finished = false;
     this.retries = 0;
     this.speed = Number(this.params.speed ?? 1);
+    // A live stream has no pace or position to resume: it always sends the newest states.
+    this.live = this.params.source === 'live';
   }
 
   url() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const params = { ...this.params, speed: String(this.speed) };
-    if (this.lastTs !== null) params.start_time = etClock(BigInt(this.lastTs) + 1000n);
+    const params = { ...this.params };
+    if (!this.live) {
+      params.speed = String(this.speed);
+      if (this.lastTs !== null) params.start_time = etClock(BigInt(this.lastTs) + 1000n);
+    }
     return `${proto}//${location.host}${STREAM_PATH}?${new URLSearchParams(params)}`;
   }
 
@@ -88,12 +94,19 @@ export class Connection {
         }
         this.h.onStatus(msg);
         break;
+      case 'live_status':
+        if (this.h.onLiveStatus) this.h.onLiveStatus(msg);
+        break;
       case 'end':
         this.finished = true;
         this.h.onConnection('ended');
         this.h.onEnd(msg);
         break;
       case 'error':
+        if (msg.control !== undefined) { // a control the stream refused: it goes on
+          if (this.h.onWarning) this.h.onWarning(msg.message);
+          break;
+        }
         this.finished = true;
         this.h.onConnection('error');
         this.h.onError(msg.message);
@@ -108,6 +121,7 @@ export class Connection {
   }
 
   seek(time) {
+    if (this.live) return;
     this.lastTs = null;
     this.params.start_time = time;
     this.seeking = true; // frames already in flight are dropped until the server answers
@@ -115,6 +129,7 @@ export class Connection {
   }
 
   setSpeed(value) {
+    if (this.live) return;
     this.speed = value;
     this.send({ type: 'speed', value });
   }

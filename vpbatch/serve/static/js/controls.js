@@ -50,6 +50,7 @@ export function renderStatus(el, s) {
     ['dropped', String(s.dropped)],
     ['connection', s.connection],
   ];
+  if (s.live) parts.splice(0, 0, ...liveParts(s.live));
   el.replaceChildren(...parts.map(([k, v]) => {
     const span = document.createElement('span');
     span.dataset.field = k;
@@ -57,6 +58,19 @@ export function renderStatus(el, s) {
     span.textContent = `${k}: ${v}`;
     return span;
   }));
+}
+
+/** Status-bar fields of a live session (from its live_status frames). */
+export function liveParts(live) {
+  const ms = (v) => (v == null ? '–' : v.toFixed(v < 10 ? 1 : 0));
+  const lat = live.latency || {};
+  return [
+    ['session', live.state || '–'],
+    ['latency', `p50 ${ms(lat.p50_ms)} / p99 ${ms(lat.p99_ms)} ms`],
+    ['reconnects', String(live.reconnects ?? 0)],
+    ['gaps', String((live.gaps || []).length)],
+    ['late', String(live.late ?? 0)],
+  ];
 }
 
 export function bindTooltip(canvas, tip, heatmap, digits) {

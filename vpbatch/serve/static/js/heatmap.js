@@ -35,6 +35,24 @@ export class Heatmap {
     this.centre = null;
     this.lastRefit = 0;
     this.drawn = 0; // states drawn so far (frames/s in the status bar)
+    this.gaps = []; // live session gaps [fromMs, toMs]: marked on the time axis
+    this.gapMarks = []; // columns marked in the last draw (tests read it)
+  }
+
+  /** Gaps of a live session, [[from_ns, to_ns], ...] as strings: a marker where data resumed. */
+  setGaps(gaps) {
+    const ms = (ns) => Number(BigInt(ns) / 1000000n);
+    const next = [];
+    for (const gap of gaps) {
+      try {
+        if (Array.isArray(gap) && gap.length >= 2) next.push([ms(gap[0]), ms(gap[1])]);
+      } catch (err) { // not a pair of epoch-ns values: nothing to mark
+      }
+    }
+    if (JSON.stringify(next) !== JSON.stringify(this.gaps)) {
+      this.gaps = next;
+      this.dirty = true;
+    }
   }
 
   /** Geometry from runtime_config; keeps the history when it is unchanged (reconnect). */
@@ -53,6 +71,7 @@ export class Heatmap {
     this.color = new Uint32Array(HISTORY * rows);
     this.base = new Float64Array(HISTORY); // absolute bucket of k = -K
     this.ts = new Array(HISTORY).fill(null);
+    this.tsMs = new Float64Array(HISTORY);
     this.bid = new Float64Array(HISTORY);
     this.ask = new Float64Array(HISTORY);
     this.mid = new Float64Array(HISTORY);
@@ -87,6 +106,7 @@ export class Heatmap {
     }
     this.base[slot] = Math.round(price[0] / this.bucket);
     this.ts[slot] = update.ts_ns;
+    this.tsMs[slot] = Number(BigInt(update.ts_ns) / 1000000n);
     this.bid[slot] = update.best_bid_price ?? NaN;
     this.ask[slot] = update.best_ask_price ?? NaN;
     this.mid[slot] = update.mid_price ?? NaN;
@@ -256,9 +276,37 @@ export class Heatmap {
       if (x < 30) break;
       ctx.fillText(etTime(ts), x - 26, bandY + BAND + 5);
     }
+    this.drawGaps(first, colW, bandY);
     this.drawn += this.pendingDrawn || 0;
     this.pendingDrawn = 0;
     return true;
+  }
+
+  /** A dashed amber line where each gap ends (data resumed), labelled on the time axis. */
+  drawGaps(first, colW, bandY) {
+    this.gapMarks = [];
+    if (!this.gaps.length || this.count < 2) return;
+    const { ctx } = this;
+    ctx.save();
+    ctx.strokeStyle = '#f5a623';
+    ctx.fillStyle = '#f5a623';
+    ctx.setLineDash([3, 3]);
+    ctx.lineWidth = 1.5;
+    for (const [, toMs] of this.gaps) {
+      for (let c = 1; c < this.count; c++) {
+        if (this.tsMs[this.slotOf(c - 1)] < toMs && toMs <= this.tsMs[this.slotOf(c)]) {
+          const x = (first + c) * colW;
+          ctx.beginPath();
+          ctx.moveTo(x, 0);
+          ctx.lineTo(x, bandY + BAND);
+          ctx.stroke();
+          ctx.fillText('gap', x + 2, 2);
+          this.gapMarks.push(c);
+          break;
+        }
+      }
+    }
+    ctx.restore();
   }
 
   /** The cell under a canvas point (CSS pixels), or null. */

@@ -13,7 +13,16 @@ const $ = (id) => document.getElementById(id);
 const stats = {
   received: 0, drawn: 0, dropped: 0, fps: 0, rps: 0, connection: 'connecting',
   ts: null, spot: null, regime: null, paused: false, ended: null, error: null, digits: 2,
+  live: null, // source=live: the latest live_status frame (session state, latency, gaps)
 };
+
+/** Show the live badge and hide the replay controls (a live stream has no pace to set). */
+function showLive(cfg) {
+  $('live-badge').hidden = false;
+  for (const id of ['pause', 'speed-label', 'seek-form']) $(id).hidden = true;
+  return `${cfg.symbol} · ${cfg.dt} · LIVE · K=${cfg.grid_max_ticks}, bucket ${cfg.bucket_size_dollars}`
+    + (cfg.data_start_et ? ` · since ${cfg.data_start_et} ET` : '');
+}
 
 async function main() {
   const scaleResponse = await fetch('/v1/vacuum-pressure/scale.json');
@@ -29,8 +38,9 @@ async function main() {
     onConfig(cfg) {
       heatmap.configure(cfg);
       stats.digits = heatmap.digits;
-      $('title').textContent = `${cfg.symbol} · ${cfg.dt} · ${cfg.source} · K=${cfg.grid_max_ticks}, `
-        + `bucket ${cfg.bucket_size_dollars} · ${cfg.data_start_et} – ${cfg.data_end_et} ET`;
+      $('title').textContent = cfg.source === 'live' ? showLive(cfg)
+        : `${cfg.symbol} · ${cfg.dt} · ${cfg.source} · K=${cfg.grid_max_ticks}, `
+          + `bucket ${cfg.bucket_size_dollars} · ${cfg.data_start_et} – ${cfg.data_end_et} ET`;
       controls.setSpeed(conn.speed);
       show('', '');
     },
@@ -49,8 +59,19 @@ async function main() {
       if (msg.message) show(msg.message, 'warning');
     },
     onSeeked() { heatmap.clear(); },
+    onLiveStatus(msg) {
+      stats.live = msg;
+      heatmap.setGaps(msg.gaps || []);
+    },
+    onWarning(message) { show(message, 'warning'); },
     onEnd(msg) {
       stats.ended = msg;
+      if (msg.reason === 'session_ended') {
+        $('live-badge').classList.add('ended');
+        show(`Live session ended: ${msg.message || ''} (${msg.states_sent} states shown, `
+          + `${msg.dropped_total} dropped).`, 'info');
+        return;
+      }
       show(`End of data: ${msg.states_sent} states streamed (${msg.dropped_total} dropped).`, 'info');
     },
     onError(message) {
