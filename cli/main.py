@@ -13,6 +13,7 @@ from cli import (
     download,
     evaluate,
     info,
+    live,
     plot,
     products,
     report,
@@ -70,14 +71,15 @@ def cli(debug: bool) -> None:
       0    ok
       1    other error
       2    usage error (bad option or argument)
-      3    input or symbol error (missing/corrupt file, unknown symbol, ambiguous publisher)
+      3    input or symbol error (missing/corrupt file, unknown symbol, ambiguous publisher;
+           live: key, entitlement or symbol refused by the gateway)
       4    verify found violations
       130  interrupted
     """
 
 
 for _module in (synth, info, products, build, verify, sql, cache, plot, report, evaluate,
-                serve):
+                serve, live):
     cli.add_command(_module.command)
 cli.add_command(download.command)
 

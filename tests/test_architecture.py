@@ -25,6 +25,9 @@ ALLOWED = {
     "vpbatch.build": {"vpbatch.build", "vpbatch.book", "vpbatch.ingest", "vpbatch.store",
                       "vpbatch.sql"},
     "vpbatch.synth": {"vpbatch.synth", "vpbatch.book", "vpbatch.store"},
+    # The live source: build's job over a queue, recorded to the lake, shown by serve's app.
+    "vpbatch.live": {"vpbatch.live", "vpbatch.book", "vpbatch.ingest", "vpbatch.store",
+                     "vpbatch.build", "vpbatch.serve"},
 }
 #: The one module allowed past MAX_LINES: the compiled kernel reads best in one place.
 MAX_LINES = 700
