@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import data_file
-from tests.live.conftest import ESM4_FILE
+from tests.live.conftest import ESM4_FILE, REPO, SYNTH_DAY
 from tests.live.gateway import TEST_KEY, Fault, StandInGateway
 from vpbatch.book.dtypes import F_SNAPSHOT
 from vpbatch.book.engine import Engine
@@ -34,9 +34,7 @@ from vpbatch.live.session import LiveRequest, LiveResult, run_live
 from vpbatch.products import resolve_product
 from vpbatch.store.lake import live_recording_name, raw_dir
 
-REPO = Path(__file__).resolve().parents[2]
 ESM4_DAY = dt.date(2024, 5, 8)
-SYNTH_DAY = dt.date(2026, 2, 6)
 TABLES = ("vp_snapshot", "vp_grid")
 #: Records of the ESM4 sample (13,601 of them its start-of-day snapshot).
 ESM4_RECORDS = 13_796
@@ -70,16 +68,6 @@ def assert_same(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> None:
     for t in TABLES:
         assert a[t].num_rows > 0
         assert a[t].equals(b[t]), f"{t}: {a[t].num_rows} rows vs {b[t].num_rows}"
-
-
-@pytest.fixture(scope="module")
-def synth_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic MNQH6 day of 150,000 records (two hours of a quiet session)."""
-    lake = tmp_path_factory.mktemp("synth")
-    subprocess.run([sys.executable, "-m", "cli", "synth", "--symbol", "MNQH6", "--dt",
-                    SYNTH_DAY.isoformat(), "--records", "150000", "--lake", str(lake),
-                    "--quiet"], cwd=REPO, check=True)
-    return next(lake.rglob("*.mbo.dbn.zst"))
 
 
 @pytest.mark.parametrize("sample", ["event", "packet", "25ms"])
