@@ -17,7 +17,7 @@ DEMO_SUMMARY_SQL := SELECT regime, count(*) AS states, round(avg(regime_score), 
 # uv must never download a Python interpreter: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test test-slow lint demo bench bench-cluster build build-range clean download chromium bench-serve
+.PHONY: install test test-slow lint demo bench bench-cluster build build-range clean download chromium bench-serve bench-live
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ demo: install
 bench: install chromium
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.serve
+	$(BIN)/python -m benchmarks.live
+
+bench-live: install
+	$(BIN)/python -m benchmarks.live
 
 bench-serve: install chromium
 	$(BIN)/python -m benchmarks.serve

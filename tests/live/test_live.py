@@ -247,13 +247,14 @@ def test_live_killed_with_sigkill_leaves_a_recording_that_builds_up_to_its_last_
         or not list((tmp_path / "gold" / "vp_grid").rglob("_SUCCESS"))  # nothing committed
 
 
-def test_live_given_sigterm_finishes_recording_and_commits_what_it_emitted(
-        synth_file: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_live_given_sigterm_or_ctrl_c_finishes_recording_and_commits_what_it_emitted(
+        synth_file: Path, tmp_path: Path, stop: signal.Signals) -> None:
     with StandInGateway(synth_file, rate=20_000) as gw:
         proc = start_cli(gw, tmp_path)
         try:
             gw.wait_for(lambda g: g.position > 60_000, timeout=60)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             out, err = proc.communicate(timeout=60)
         finally:
             proc.kill()

@@ -28,7 +28,7 @@ FLUSH_SECONDS: Final = 0.25
 #: Suffix of a recording being written.
 PART_SUFFIX: Final = ".part"
 DBN_VERSION: Final = 3
-_ZSTD_LEVEL: Final = 3
+_ZSTD_LEVEL: Final = 1
 
 
 def recording_metadata(dataset: str, symbol: str, start_ns: int) -> bytes:
