@@ -187,7 +187,7 @@ def paced(day_file: Path, seconds: float) -> dict[str, Any]:
 
         final: dict[str, Any] = {}
         asyncio.run(watch())
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
         gw.kill()

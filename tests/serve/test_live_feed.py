@@ -225,6 +225,13 @@ def test_latency_histogram_percentiles_within_its_bucket_error() -> None:
         assert got == pytest.approx(float(np.quantile(values, q)), rel=0.02)
     assert hist.summary()["max_ms"] == round(values.max() / 1e6, 3)
     assert hist.frames == len(values) and len(hist._counts) < 4000
+    before, later = hist.counts(), values[:5_000] // 100  # a window: its own frames only
+    for v in later:
+        hist.record(int(v))
+    window = hist.summary(since=before)
+    assert window["frames"] == len(later) and hist.summary(since=hist.counts())["frames"] == 0
+    assert window["p99_ms"] == pytest.approx(np.quantile(later, 0.99) / 1e6, rel=0.02)
+    assert window["max_ms"] == pytest.approx(later.max() / 1e6, rel=0.02)
 
 
 def test_live_frames_equal_the_raw_source_frames_of_the_same_states(esm4_lake: Path) -> None:
@@ -506,6 +513,115 @@ def test_publish_keeps_the_newest_state_and_carries_the_counters_of_skipped_ones
         feed.publish(snaps[-1:], grids[-101:], 3)  # after the end: ignored
         assert feed.states_published == len(states)
         assert feed.states_skipped == len(states) - 2 and feed.states_converted == 2
+
+
+def test_the_cap_holds_back_only_states_that_come_faster_than_it(
+        serve_lake: Path, mnq_records: np.ndarray) -> None:
+    """``max_fps=4``: two states back to back pass (the burst), a third waits for its slot,
+    replaced meanwhile by a newer one; after a pause the first state passes at once."""
+    config = EngineConfig()
+    feed = LiveFeed(resolve_product(SYMBOL), DAY, config, max_fps=4)
+    states = list(engine_states(mnq_records[:30_000], SYMBOL, config))[-6:]
+    with ServerThread(create_app(serve_lake, live={SYMBOL: feed})) as server, \
+            open_live(server, SYMBOL) as ws:
+        got = LiveReceived()
+        got.take(ws.recv(timeout=RECV_TIMEOUT))  # runtime_config
+
+        def shown(i: int, replaced_by: int | None = None) -> tuple[dict[str, Any], float]:
+            start = time.perf_counter()
+            feed.publish(*states[i], time.perf_counter_ns())
+            if replaced_by is not None:  # while state i waits for its slot (~250 ms)
+                time.sleep(0.05)
+                feed.publish(*states[replaced_by], time.perf_counter_ns())
+            return _next_state(ws, got), time.perf_counter() - start
+
+        (_, wait0), (_, wait1) = shown(0), shown(1)  # the burst
+        held, wait2 = shown(2, replaced_by=3)
+        time.sleep(0.6)  # a pause longer than the cap's slots
+        after_pause, wait3 = shown(4)
+        feed.end()
+    waits = [wait0, wait1, wait2, wait3]
+    assert waits[0] < 0.15 and waits[1] < 0.15  # the burst of two: not held back
+    assert 0.15 < waits[2] < 1.0 and held["event_id"] == int(states[3][0]["event_id"][0])
+    assert waits[3] < 0.15 and after_pause["event_id"] == int(states[4][0]["event_id"][0])
+    assert feed.states_skipped == 1 and feed.states_converted == 4
+
+
+def run_paced(feed: LiveFeed, records: np.ndarray, config: EngineConfig, rate: int,
+              chunk: int) -> np.ndarray:
+    """The engine over ``records`` as a live gateway delivers them: re-timed to ``rate``
+    records per second (so time bins close as the wall clock passes), ``chunk`` records every
+    ``chunk / rate`` s, each stamped as received when handed to the engine (as ``vpbatch
+    live`` stamps a socket read), every drained batch published. Returns how late each
+    chunk came (s): the pacer's own delays on a loaded machine."""
+    records, step = records.copy(), np.uint64(round(1e9 / rate))
+    records["ts_event"] = records["ts_event"][0] + np.arange(len(records), dtype=np.uint64) * step
+    records["ts_recv"] = records["ts_event"]
+    product = resolve_product(SYMBOL)
+    engine = Engine(config, bucket=product.bucket, tick=product.tick)
+    received = [0]
+    engine.send_grid_to(lambda snaps, grid: feed.publish(snaps, grid, received[0]),
+                        batch_states=128)
+    late = []
+    start = time.perf_counter()
+    for i, at in enumerate(range(0, len(records), chunk)):
+        wait = start + i * chunk / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        late.append(max(0.0, -wait))
+        received[0] = time.perf_counter_ns()
+        for _ in engine.stream(records[at:at + chunk]):
+            pass
+    engine.finish()
+    return np.array(late)
+
+
+def test_paced_states_reach_the_viewer_each_with_its_latency(serve_lake: Path,
+                                                            mnq_records: np.ndarray) -> None:
+    """A paced feed (the engine fed 50k records/s; states every 2-25 ms): every frame sent
+    has its receipt-to-frame latency recorded, and under the cap every state is shown.
+    The latency figures themselves are measured by ``make bench`` (benchmarks/live.py), not
+    asserted here: a shared CI machine's timing is no property of the code."""
+    config = EngineConfig()
+    feed, viewers = LiveFeed(resolve_product(SYMBOL), DAY, config), None
+    states = list(engine_states(mnq_records[:30_000], SYMBOL, config))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with ServerThread(create_app(serve_lake, live={SYMBOL: feed})) as server:
+            publish_file(feed, mnq_records[:5_000], config, SYMBOL)  # a first frame
+            viewers = Viewers(server, fast=1)
+            wait_until(lambda: not feed.pending)
+            before = feed.latency_hist.counts()
+            late = run_paced(feed, mnq_records, config, 50_000, 100)
+            time.sleep(0.1)
+            results["engine at 50k records/s"] = {
+                **feed.latency_hist.summary(since=before),
+                "pacer_late_p99_ms": round(float(np.quantile(late, 0.99)) * 1e3, 2)}
+            for interval in (0.002, 0.005, 0.010, 0.025):
+                before, converted = feed.latency_hist.counts(), feed.states_converted
+                start, count = time.perf_counter(), min(len(states), int(1.5 / interval))
+                for i, (snapshot, grid) in enumerate(states[:count]):
+                    wait = start + i * interval - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    feed.publish(snapshot, grid, time.perf_counter_ns())
+                time.sleep(0.1)
+                results[f"a state every {interval * 1e3:g} ms"] = {
+                    **feed.latency_hist.summary(since=before),
+                    "converted": f"{feed.states_converted - converted}/{count}"}
+            feed.end()
+            (got,) = viewers.results()
+    finally:
+        if viewers is not None:
+            viewers.kill()
+    for name, summary in results.items():
+        print(f"\nlatency, {name}: {summary}", end="")
+    assert got.close_code == 1000 and len(got.updates) > 500
+    for name, summary in results.items():
+        assert summary["frames"] >= 60, name
+        assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"], (name, summary)
+    # Under the cap (100 per second) every state is shown; above it the newest wins.
+    assert results["a state every 25 ms"]["converted"] == "60/60"
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ Three threads, none waiting for another:
   appending replaces, no lock is shared with another thread); a state replaced before the
   converter took it is counted as skipped, and its counters (``n_records``, ``buy_volume``,
   ``sell_volume``) go to the next state shown (running totals travel with each state);
-* the feed's **converter thread**, while at least one viewer watches, takes the newest state,
-  turns it into a :class:`~vpbatch.serve.protocol.State` exactly as the raw source does
-  (``state_times``, ``grid_to_arrow``, :class:`~vpbatch.serve.sources.GridView`,
-  ``to_states``), encodes the ``grid_update`` text (up to the per-client counters) and the
-  Arrow frame once, and hands the frame to the event loop with ``call_soon_threadsafe``;
+* the feed's **converter thread**, woken by :meth:`~LiveFeed.publish` (a blocking queue, no
+  polling) while at least one viewer watches, takes the newest state, turns it into a
+  :class:`~vpbatch.serve.protocol.State` with the bytes the raw source sends for it
+  (:class:`~vpbatch.serve.view_numpy.StateConverter`: the ``vp_grid`` view's SQL in numpy,
+  ~0.15-0.7 ms a state at K=50 instead of DuckDB's ~15-30 ms), encodes the ``grid_update``
+  text (up to the per-client counters) and the Arrow frame once, and hands the frame to the
+  event loop with ``call_soon_threadsafe`` (which wakes it at once);
 * on the **event loop**, the frame goes into every viewer's own bounded newest-wins buffer
   (:data:`~vpbatch.serve.stream.BUFFER_STATES`); each viewer's sender task writes it, so a
   slow viewer only loses its own oldest frames (counted in its ``dropped``, their counters
@@ -52,9 +54,8 @@ from vpbatch.config import EngineConfig
 from vpbatch.products import Product
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
-from vpbatch.serve.sources import GridView, to_states
 from vpbatch.serve.stream import BUFFER_STATES, et_text, geometry_fields
-from vpbatch.store.schema import GRID_LAYOUT, grid_to_arrow, snapshots_to_arrow, state_times
+from vpbatch.serve.view_numpy import StateConverter
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ STATUS_INTERVAL_S: Final = 0.25
 #: Default cap on converted states per second (a viewer draws at most ~60 per second; in a
 #: replay catching up, the engine emits thousands).
 DEFAULT_MAX_FPS: Final = 100.0
+#: States the cap lets through back to back: states paced at about the cap's rate, with
+#: jitter, are never held back (the cap is a GCRA with this burst).
+CAP_BURST: Final = 2
 #: Seconds :meth:`LiveFeed.end` waits for the converter to hand over the last state.
 END_JOIN_S: Final = 5.0
 
@@ -102,26 +106,38 @@ class LatencyHistogram:
             self.frames += 1
             self.max_ns = max(self.max_ns, ns)
 
-    def percentile(self, q: float) -> float | None:
-        """The ``q`` quantile (0..1) in ns; None before the first frame."""
+    def counts(self) -> list[int]:
+        """A copy of the counters: a start for :meth:`summary`'s ``since``."""
         with self._lock:
-            if not self.frames:
+            return list(self._counts)
+
+    def percentile(self, q: float, since: list[int] | None = None) -> float | None:
+        """The ``q`` quantile (0..1) in ns (of the frames after ``since``, from
+        :meth:`counts`); None before the first frame."""
+        with self._lock:
+            counts = self._counts if since is None else \
+                [now - then for now, then in zip(self._counts, since, strict=True)]
+            frames = self.frames if since is None else sum(counts)
+            if not frames:
                 return None
-            rank = max(1, math.ceil(q * self.frames))
+            rank = max(1, math.ceil(q * frames))
             seen = 0
-            for index, count in enumerate(self._counts):
+            for index, count in enumerate(counts):
                 seen += count
                 if seen >= rank:
                     return min(self._value(index), float(self.max_ns))
         return float(self.max_ns)  # pragma: no cover - counts always reach the rank
 
-    def summary(self) -> dict[str, float | int | None]:
-        """``{"p50_ms", "p99_ms", "max_ms", "frames"}``."""
-        p50, p99 = self.percentile(0.50), self.percentile(0.99)
+    def summary(self, since: list[int] | None = None) -> dict[str, float | int | None]:
+        """``{"p50_ms", "p99_ms", "max_ms", "frames"}`` (of the frames after ``since``, from
+        :meth:`counts`: then ``max_ms`` is the highest one's bucket, within 1/128)."""
+        p50, p99 = self.percentile(0.50, since), self.percentile(0.99, since)
+        top = self.max_ns if since is None else self.percentile(1.0, since)
+        frames = self.frames if since is None else sum(self.counts()) - sum(since)
         return {"p50_ms": None if p50 is None else round(p50 / 1e6, 3),
                 "p99_ms": None if p99 is None else round(p99 / 1e6, 3),
-                "max_ms": round(self.max_ns / 1e6, 3) if self.frames else None,
-                "frames": self.frames}
+                "max_ms": round(top / 1e6, 3) if frames and top is not None else None,
+                "frames": frames}
 
 
 @dataclass
@@ -213,8 +229,10 @@ class LiveFeed:
     lake : Path, optional
         The lake the session is recorded to (kept for the caller; not read here).
     max_fps : float, optional
-        Most states converted per second of wall time (default 100; None: no cap). The
-        newest state wins; the ones in between count as skipped.
+        Most states converted per second of wall time (default 100; None: no cap), on
+        average: :data:`CAP_BURST` may come back to back. A state is held back only while
+        states come faster than that, and then by less than ``1 / max_fps``; the newest state
+        wins, the ones in between count as skipped. The first state after a pause never waits.
     """
 
     def __init__(self, product: Product, day: dt.date, config: EngineConfig, *,
@@ -225,6 +243,7 @@ class LiveFeed:
         self.lake = lake
         self.rows = 2 * config.K + 1
         self._min_interval_ns = int(1e9 / max_fps) if max_fps else 0
+        self._cap_slack_ns = (CAP_BURST - 1) * self._min_interval_ns
         # The newest state offered: (snapshot bytes, grid bytes, received_ns, counters summed
         # over every state offered so far). Appending replaces it; both ends are atomic, so
         # the engine never waits for the converter (no lock is shared with it).
@@ -249,7 +268,7 @@ class LiveFeed:
         self._last_frame: LiveFrame | None = None
         self._last_status_text: str | None = None
         self._ticking = False
-        self._view: GridView | None = None
+        self._converter: StateConverter | None = None
         self._thread = threading.Thread(target=self._convert_loop, daemon=True,
                                         name=f"vpbatch-live-{product.symbol}")
         self._thread.start()
@@ -349,23 +368,27 @@ class LiveFeed:
     # -- the converter thread ----------------------------------------------------------------
 
     def _convert(self, offered: tuple[bytes, bytes, int, tuple[int, int, int]]) -> LiveFrame:
-        """One offered state -> one shared frame, as ``RawSource`` converts engine arrays."""
+        """One offered state -> one shared frame: the raw source's bytes for the same state
+        (:class:`~vpbatch.serve.view_numpy.StateConverter`, the ``vp_grid`` view in numpy)."""
         snap_bytes, grid_bytes, received_ns, total = offered
         snaps = np.frombuffer(bytearray(snap_bytes), SNAPSHOT_DTYPE)
         grid = np.frombuffer(grid_bytes, GRID_DTYPE)
         for i, name in enumerate(ADDITIVE_FIELDS):  # since the state shown before it
             snaps[name][0] = total[i] - self._taken[i]
         self._taken = total
-        if self._view is None:
-            self._view = GridView({"config": self.config.to_dict(),
-                                   "writer": {"grid_layout": GRID_LAYOUT}})
-        times = state_times(grid["event_id"], snaps["event_id"], snaps["ts_event"])
-        state = to_states(snapshots_to_arrow(snaps), self._view(grid_to_arrow(grid, times)),
-                          self.rows)[0]
+        if self._converter is None:
+            self._converter = StateConverter(self.config)
+        state = self._converter(snaps, grid)
         return LiveFrame(state, protocol.grid_update_head(state), received_ns)
 
     def _convert_loop(self) -> None:
-        next_ns = 0
+        due_ns = 0  # the cap's theoretical time of the next conversion (GCRA)
+        try:
+            converter = StateConverter(self.config)
+            converter.warm()  # numba's dispatch and the frame header: not on the first state
+            self._converter = converter
+        except Exception:  # pragma: no cover - _convert tries again and reports it
+            log.exception("live %s: warming the converter failed", self.product.symbol)
         try:
             while True:
                 self._bell.get()
@@ -375,7 +398,8 @@ class LiveFeed:
                     if self._ending is not None:
                         break
                     continue
-                if self._ending is None and (wait_ns := next_ns - time.perf_counter_ns()) > 0:
+                wait_ns = due_ns - self._cap_slack_ns - time.perf_counter_ns()
+                if self._ending is None and wait_ns > 0 and self._mailbox:
                     time.sleep(wait_ns / 1e9)  # the cap: newer states replace this one
                 ending = self._ending is not None  # read first: after it nothing new comes
                 try:
@@ -383,13 +407,11 @@ class LiveFeed:
                 except IndexError:
                     offered = None
                 if offered is not None:
-                    next_ns = time.perf_counter_ns() + self._min_interval_ns
+                    due_ns = max(due_ns, time.perf_counter_ns()) + self._min_interval_ns
                     self._convert_and_send(offered)
                 if ending:
                     break
         finally:
-            if self._view is not None:
-                self._view.close()
             self._ended = True
             self._to_loop(self._end_all, self._ending or "the live session ended")
 
