@@ -306,3 +306,20 @@ def test_live_given_two_symbols_runs_one_connection_two_engines_two_recordings(
                     built(tmp_path / f"b-{run.symbol}", run.recording, run.symbol, "packet", **kw))
         assert_same(tables(run.partitions),
                     built(tmp_path / f"f-{run.symbol}", file, run.symbol, "packet", **kw))
+
+
+def test_live_given_recording_of_earlier_session_refuses_and_leaves_it(
+        standin: Callable[..., StandInGateway], tmp_path: Path) -> None:
+    gw = standin()
+    rec = recording(tmp_path, "ESM4", ESM4_DAY)
+    part = Path(f"{rec}.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"what a crashed session recorded")
+    done = run_cli(gw, tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: {part}: a recording of ESM4 on 2024-05-08 exists from an earlier session; "
+        f"build it with `vpbatch build --symbol ESM4 --path {part}`, then move it out of the "
+        f"lake's raw folder to record again")
+    assert part.read_bytes() == b"what a crashed session recorded" and not rec.exists()
+    assert gw.connections == []  # refused before connecting

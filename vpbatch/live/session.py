@@ -32,13 +32,13 @@ from vpbatch.book.dtypes import MBO_DTYPE
 from vpbatch.build.request import DEFAULT_WARMUP_NS, BuildRequest
 from vpbatch.clock import NS_PER_SECOND
 from vpbatch.config import EngineConfig
-from vpbatch.errors import ConfigError, VpbatchError
+from vpbatch.errors import ConfigError, OutputError, VpbatchError
 from vpbatch.ingest.databento_calls import API_KEY_ENV
 from vpbatch.ingest.dbn_file import FileMetadata
 from vpbatch.ingest.reader import Selection
 from vpbatch.live.connection import Connection, ConnectionStats, LiveError
 from vpbatch.live.job import END, HEARTBEAT, Item, LiveJob, LiveSource
-from vpbatch.live.recorder import Recorder, recording_metadata
+from vpbatch.live.recorder import PART_SUFFIX, Recorder, recording_metadata
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.store.lake import live_recording_name, raw_dir
@@ -145,7 +145,8 @@ class SymbolRun:
     """One symbol: its recording, its engine thread, its viewers' feed."""
 
     def __init__(self, req: LiveRequest, symbol: str, product: Product, dataset: str,
-                 start_ns: int, feed: LiveFeed | None, on_past_end: Callable[[], None]) -> None:
+                 start_ns: int, feed: LiveFeed | None, on_past_end: Callable[[], None],
+                 on_failure: Callable[[], None]) -> None:
         self.req = req
         self.symbol = symbol
         self.product = product
@@ -163,6 +164,7 @@ class SymbolRun:
         self.produced_bytes = 0
         self.closed = False
         self._on_past_end = on_past_end
+        self._on_failure = on_failure
         self._thread = threading.Thread(target=self._main, name=f"vpbatch-live-{symbol}",
                                         daemon=True)
         self._thread.start()
@@ -208,6 +210,8 @@ class SymbolRun:
         except BaseException as exc:  # reported by finish()
             self.result.status = "failed"
             self.result.error = str(exc) if isinstance(exc, VpbatchError) else repr(exc)
+            self.closed = True
+            self._on_failure()  # no engine, no session: end it now, not at the gateway's end
         finally:
             self.closed = True
             if self.job is not None:
@@ -290,6 +294,16 @@ class SymbolRun:
         return self.result
 
 
+def _refuse_existing_recording(path: Path, symbol: str, day: dt.date) -> None:
+    """Never write over an earlier session's recording (or the ``.part`` a crash left)."""
+    for existing in (path, path.with_name(path.name + PART_SUFFIX)):
+        if existing.exists():
+            raise OutputError(
+                f"{existing}: a recording of {symbol} on {day} exists from an earlier session; "
+                f"build it with `vpbatch build --symbol {symbol} --path {existing}`, then move "
+                f"it out of the lake's raw folder to record again")
+
+
 def _install_sigterm(streaming: threading.Event) -> Callable[[], None]:
     """SIGTERM ends the session like Ctrl-C (while it streams; once the session is ending,
     the end goes on); returns the undo."""
@@ -366,8 +380,17 @@ def run_live(req: LiveRequest, *, feeds: dict[str, LiveFeed] | None = None,
         if all(run.closed for run in runs) and connection is not None:
             connection.stop()
 
-    runs = [SymbolRun(req, s, products[s], dataset, start_ns, (feeds or {}).get(s), past_end)
-            for s in req.symbols]
+    def stop_on_failure() -> None:
+        if connection is not None:
+            connection.stop()
+
+    if req.record:  # before any file is created
+        for symbol, product in products.items():
+            _refuse_existing_recording(
+                raw_dir(req.lake, product) / live_recording_name(dataset, req.day, symbol),
+                symbol, req.day)
+    runs = [SymbolRun(req, s, products[s], dataset, start_ns, (feeds or {}).get(s), past_end,
+                      stop_on_failure) for s in req.symbols]
     connection = Connection(key=key, dataset=dataset, symbols=list(req.symbols),
                             subscribers={run.symbol: run for run in runs},
                             start_ns=start_ns if req.warm == "replay" else None,
