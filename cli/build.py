@@ -12,16 +12,12 @@ import click
 
 from cli.options import (
     engine_config,
+    engine_options,
     lake_option,
     parse_date_option,
     parse_time_option,
     publisher_option,
     quiet_option,
-)
-from vpbatch.config import (
-    DEFAULT_SAMPLE,
-    DEFAULT_WARMUP,
-    EngineConfig,
 )
 from vpbatch.errors import ConfigError, VpbatchError
 
@@ -33,7 +29,6 @@ if TYPE_CHECKING:
 _RETRIES = 2
 
 _TABLES = ("vp", "mbp")
-_DEFAULTS = EngineConfig()
 
 
 def _tables(value: str) -> tuple[str, ...]:
@@ -61,17 +56,7 @@ def _tables(value: str) -> tuple[str, ...]:
               help="Emit from this America/New_York time (warm-up and fast-forward before).")
 @click.option("--end-time", metavar="HH:MM", callback=parse_time_option,
               help="Stop emitting at this time (needs --start-time).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              metavar="FILE", help="vp.toml with engine parameters (docs/config.md); "
-              "options given on the command line win.")
-@click.option("--warmup", default=DEFAULT_WARMUP, show_default=True,
-              help="Full-engine warm-up before --start-time, e.g. 30m, 5m, 90s.")
-@click.option("--sample", default=DEFAULT_SAMPLE, show_default=True,
-              help="Emission: a duration (25ms: last state per bin), 'packet' or 'event'.")
-@click.option("--K", "K", type=click.IntRange(1, 10_000), default=_DEFAULTS.K, show_default=True,
-              help="Grid half-width: 2K+1 buckets around spot.")
-@click.option("--band", type=click.IntRange(1), default=_DEFAULTS.band, show_default=True,
-              help="Buckets of state kept around spot (>= K).")
+@engine_options
 @click.option("--tables", default="vp", show_default=True,
               help="Tables to write: vp (vp_snapshot + vp_grid) or vp,mbp.")
 @click.option("--mbp-levels", type=click.IntRange(1, 99), default=10, show_default=True,

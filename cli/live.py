@@ -12,16 +12,14 @@ import click
 
 from cli.options import (
     engine_config,
+    engine_options,
     lake_option,
     parse_date_option,
     parse_time_option,
     publisher_option,
     quiet_option,
 )
-from vpbatch.config import DEFAULT_SAMPLE, DEFAULT_WARMUP, EngineConfig
 from vpbatch.errors import ConfigError
-
-_DEFAULTS = EngineConfig()
 
 
 def _gateway(value: str | None) -> tuple[str | None, int]:
@@ -50,16 +48,7 @@ def _gateway(value: str | None) -> tuple[str | None, int]:
               help="Emit from this America/New_York time (warm-up before, as build).")
 @click.option("--end-time", metavar="HH:MM", callback=parse_time_option,
               help="End the session at this time (needs --start-time).")
-@click.option("--warmup", default=DEFAULT_WARMUP, show_default=True,
-              help="Full-engine warm-up before --start-time.")
-@click.option("--sample", default=DEFAULT_SAMPLE, show_default=True,
-              help="Emission: a duration (25ms), 'packet' or 'event'.")
-@click.option("--K", "K", type=click.IntRange(1, 10_000), default=_DEFAULTS.K, show_default=True,
-              help="Grid half-width: 2K+1 buckets around spot.")
-@click.option("--band", type=click.IntRange(1), default=_DEFAULTS.band, show_default=True,
-              help="Buckets of state kept around spot (>= K).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              metavar="FILE", help="vp.toml with engine parameters (docs/config.md).")
+@engine_options
 @click.option("--grace", default="50ms", show_default=True,
               help="live_grace: a heartbeat closes a time bin this long after its end.")
 @click.option("--no-record", is_flag=True,

@@ -10,7 +10,13 @@ from typing import Any, TypeVar
 import click
 
 from vpbatch.clock import parse_wall_time
-from vpbatch.config import EngineConfig, load_config_file, parse_duration_ns
+from vpbatch.config import (
+    DEFAULT_SAMPLE,
+    DEFAULT_WARMUP,
+    EngineConfig,
+    load_config_file,
+    parse_duration_ns,
+)
 from vpbatch.errors import ConfigError
 from vpbatch.store.lake import parse_date
 
@@ -115,3 +121,26 @@ def engine_config(config_file: Path | None, sample: str, K: int, band: int,
     settings = load_config_file(config_file, sample=sample if "sample" in given else None,
                                 overrides=overrides)
     return settings.config, settings.warmup_ns
+
+
+_DEFAULTS = EngineConfig()
+
+
+def engine_options(fn: F) -> F:
+    """``--config``, ``--warmup``, ``--sample``, ``--K``, ``--band`` (see :func:`engine_config`)."""
+    for option in reversed([
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE", help="vp.toml with engine parameters (docs/config.md); "
+                     "options given on the command line win."),
+        click.option("--warmup", default=DEFAULT_WARMUP, show_default=True,
+                     help="Full-engine warm-up before --start-time, e.g. 30m, 5m, 90s."),
+        click.option("--sample", default=DEFAULT_SAMPLE, show_default=True,
+                     help="Emission: a duration (25ms: last state per bin), 'packet' or "
+                          "'event'."),
+        click.option("--K", "K", type=click.IntRange(1, 10_000), default=_DEFAULTS.K,
+                     show_default=True, help="Grid half-width: 2K+1 buckets around spot."),
+        click.option("--band", type=click.IntRange(1), default=_DEFAULTS.band,
+                     show_default=True, help="Buckets of state kept around spot (>= K)."),
+    ]):
+        fn = option(fn)
+    return fn

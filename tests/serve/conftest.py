@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import pyarrow as pa
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, sync_playwright
 from websockets.sync.client import ClientConnection, connect
 
 from vpbatch.build.pipeline import build
@@ -142,3 +143,14 @@ def receive(ws: ClientConnection, *, limit: int | None = None) -> Received:
 def stream_all(server: ServerThread, **params: Any) -> Received:
     with open_stream(server, **params) as ws:
         return receive(ws)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's, driven by Playwright), one per test module."""
+    from tests.serve.test_browser import CHROMIUM_ARGS, chromium_path
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.serve.conftest import DAY, SYMBOL, ServerThread
 from vpbatch.clock import et_ns
@@ -38,14 +38,6 @@ def chromium_path() -> str:
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y "
                     "chromium); the browser tests never skip")
     return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 class Watched:

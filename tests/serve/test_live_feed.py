@@ -25,17 +25,15 @@ from urllib.request import urlopen
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.serve.conftest import DAY, RECV_TIMEOUT, SYMBOL, ServerThread, stream_all
 from tests.serve.test_browser import (
-    CHROMIUM_ARGS,
     Watched,
     assert_closed_without_retry,
     canvas_pixels,
-    chromium_path,
     wait_for,
 )
 from vpbatch.book.engine import Engine
@@ -628,14 +626,6 @@ def test_paced_states_reach_the_viewer_each_with_its_latency(serve_lake: Path,
 # The page
 
 
-@pytest.fixture(scope="module")
-def live_browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 class Paced(threading.Thread):
     """Publishes ``states`` one every ``interval`` seconds (a live market), until stopped."""
 
@@ -653,13 +643,13 @@ class Paced(threading.Thread):
 
 
 def test_page_shows_a_live_session_drawing_with_its_status(
-        serve_lake: Path, mnq_records: np.ndarray, live_browser: Browser) -> None:
+        serve_lake: Path, mnq_records: np.ndarray, browser: Browser) -> None:
     config = EngineConfig()
     feed = LiveFeed(resolve_product(SYMBOL), DAY, config, lake=serve_lake)
     states = list(engine_states(mnq_records, SYMBOL, config))
     start = next(i for i, (s, _) in enumerate(states) if s["ts_event"][0] >= _et_ns("09:30"))
     publisher = Paced(feed, states[start:start + 2000])
-    page = live_browser.new_page(viewport={"width": 1400, "height": 800})
+    page = browser.new_page(viewport={"width": 1400, "height": 800})
     watched = Watched(page)
     try:
         with ServerThread(create_app(serve_lake, live={SYMBOL: feed})) as server:
