@@ -205,6 +205,28 @@ def paced(day_file: Path, seconds: float, rate: int = RATE) -> dict[str, Any]:
             "rss_first_last_max": (mbs[1] if len(mbs) > 1 else mbs[0], mbs[-1], max(mbs))}
 
 
+def client_ceiling(day_file: Path, records: int = 2_000_000) -> dict[str, Any]:
+    """Records/s of the official high-level client alone (``databento.Live`` with a callback
+    that only counts): why ``vpbatch live`` decodes the stream itself (docs/live.md)."""
+    import databento as db
+
+    gw, gw_port = _gateway(day_file, "--end-at", str(records))
+    count = [0]
+    try:
+        client = db.Live(key=KEY, gateway="127.0.0.1", port=gw_port)
+        client.add_callback(lambda record: count.__setitem__(0, count[0] + 1))
+        client.subscribe(dataset="GLBX.MDP3", schema="mbo", symbols=[SYMBOL], start=0)
+        started = time.perf_counter()
+        client.start()
+        client.block_for_close(timeout=600)
+        elapsed = time.perf_counter() - started
+    finally:
+        gw.kill()
+        gw.wait()
+    return {"records": count[0], "seconds": round(elapsed, 2),
+            "records_per_s": round(count[0] / elapsed)}
+
+
 def main() -> None:
     WORK.mkdir(exist_ok=True)
     day_file = WORK / f"synth-{RECORDS}.mbo.dbn.zst"
@@ -217,13 +239,14 @@ def main() -> None:
     if not (lake_raw / "glbx-mdp3-20260206.mbo.dbn.zst").exists():
         os.link(day_file, lake_raw / "glbx-mdp3-20260206.mbo.dbn.zst")
     load = os.getloadavg()[0]
+    client = client_ceiling(day_file)
     build = _step("build", str(lake), "off")
     alone = throughput(day_file, 0)
     watched = throughput(day_file, 10)
     soak = paced(day_file, SOAK_S)
     real = paced(day_file, REAL_S, REAL_RATE)
-    _append({"build": build, "alone": alone, "watched": watched, "soak": soak, "real": real,
-             "load_before": load, "load_after": os.getloadavg()[0]})
+    _append({"client": client, "build": build, "alone": alone, "watched": watched,
+             "soak": soak, "real": real, "load_before": load, "load_after": os.getloadavg()[0]})
 
 
 def _append(r: dict[str, Any]) -> None:
@@ -245,6 +268,8 @@ def _append(r: dict[str, Any]) -> None:
         f"| live path, 10 viewers (one reads a frame a second) | "
         f"{watched['records_per_s']:,} records/s ({watched['seconds']} s); frames per viewer "
         f"{watched['frames_each']} |",
+        f"| the official `databento.Live` alone (a callback that counts), same gateway | "
+        f"{r['client']['records_per_s']:,} records/s ({r['client']['records']:,} records) |",
         f"| `vpbatch build` of the same day and window, same run | {build['seconds']:.1f} s "
         f"(live/build time: {alone['seconds'] / build['seconds']:.2f}) |",
         f"| latency receipt -> frame, {soak['rate']:,} records/s paced in whole events, 1 viewer "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +109,7 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
 
         with serving(req, lake, host=host, port=port, token=token) as (feeds, url):
             click.echo(f"vpbatch live: {url} (Ctrl-C to stop)", err=True)
-            with warnings.catch_warnings():
-                result = run_live(req, feeds=feeds, report=report)
+            result = run_live(req, feeds=feeds, report=report)
     if not quiet:
         click.echo("", err=True)
     for r in result.symbols:

@@ -8,8 +8,9 @@ here in bulk: runs of MBO records are cut from each socket read with one vectori
 (:func:`vpbatch.ingest.dbn_file.split_records`, the reader's own walk) and go on as bytes;
 only the few records of other types (symbol mappings, system and error messages) become
 Python objects, through ``databento_dbn``'s decoder (upgraded to DBN v3 like the client's).
-``databento.Live`` makes a Python object and several calls per record, which caps a
-session at about 0.2M records/s; a day replayed at the gateway's speed needs more.
+``databento.Live`` makes a Python object and several calls per record: 0.44M records/s
+before any work is done on them (BENCHMARKS.md); a day replayed at the gateway's speed
+needs more.
 
 vpbatch also owns what the client's ``reconnect_policy`` gets wrong for a recording
 (LIVE.md): after a drop or a silent gateway it connects again with intraday replay from the
@@ -145,13 +146,12 @@ class Connection:
     snapshot : ask for an MBO snapshot on the first connection.
     gateway, port : another gateway than Databento's (tests, on-premise).
     heartbeat_s : the gateway's heartbeat interval; silence past it + 10 s is a drop.
-    on_change : called (any thread) whenever :attr:`stats` changes state.
     """
 
     def __init__(self, *, key: str, dataset: str, symbols: list[str],
                  subscribers: Mapping[str, Subscriber], start_ns: int | None, snapshot: bool,
-                 gateway: str | None = None, port: int = DEFAULT_PORT, heartbeat_s: int = 30,
-                 on_change: Callable[[ConnectionStats], None] | None = None) -> None:
+                 gateway: str | None = None, port: int = DEFAULT_PORT,
+                 heartbeat_s: int = 30) -> None:
         self.key = key
         self.dataset = dataset
         self.symbols = symbols
@@ -165,7 +165,6 @@ class Connection:
         self.port = port
         self.heartbeat_s = heartbeat_s
         self.stats = ConnectionStats()
-        self._on_change = on_change
         self._recent: collections.deque[np.ndarray] = collections.deque()
         self._recent_count = 0
         self._seen: collections.Counter[bytes] = collections.Counter()
@@ -370,7 +369,6 @@ class Connection:
         start, _ = self.stats.gaps[-1]
         self.stats.gaps[-1] = (start, ts)
         self._gap_open = False
-        self._changed()
 
     def _end_connection(self, reason: str) -> None:
         if self._ended_by is None:
@@ -535,8 +533,3 @@ class Connection:
     def _set_state(self, state: str) -> None:
         if self.stats.state != state:
             self.stats.state = state
-            self._changed()
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(self.stats)

@@ -441,6 +441,9 @@ def _write_session_manifest(runs: list[SymbolRun], req: LiveRequest, dataset: st
                              "gateway": req.gateway or "databento",
                              "heartbeat_s": req.heartbeat_s},
             "records": stats.records, "duplicates_dropped": stats.duplicates,
+            # records of instruments no subscribed symbol maps to; reconnects whose replay
+            # may reach past the 262k records kept for dedup
+            "unrouted": stats.unrouted, "dedup_window_short": stats.dedup_window_short,
             "reconnects": [r.to_dict() for r in stats.reconnects],
             "gaps": [list(g) for g in stats.gaps],
             "late": run.result.late, "latency": latency.get(run.symbol),
