@@ -8,16 +8,21 @@ Three threads, none waiting for another:
 
 * the **engine thread** calls :meth:`~LiveFeed.publish`: the newest state's snapshot row and
   2K+1 grid rows are copied as bytes (~1 us) into a one-slot mailbox (``deque(maxlen=1)``:
-  appending replaces, no lock is shared with another thread); a state replaced before the
-  converter took it is counted as skipped, and its counters (``n_records``, ``buy_volume``,
-  ``sell_volume``) go to the next state shown (running totals travel with each state);
-* the feed's **converter thread**, woken by :meth:`~LiveFeed.publish` (a blocking queue, no
-  polling) while at least one viewer watches, takes the newest state, turns it into a
+  appending replaces); a state replaced before it was shown is counted as skipped, and its
+  counters (``n_records``, ``buy_volume``, ``sell_volume``) go to the next state shown
+  (running totals travel with each state). When a viewer watches and the cap's next slot is
+  due, the engine thread converts the state itself: it turns it into a
   :class:`~vpbatch.serve.protocol.State` with the bytes the raw source sends for it
-  (:class:`~vpbatch.serve.view_numpy.StateConverter`: the ``vp_grid`` view's SQL in numpy,
-  ~0.15-0.7 ms a state at K=50 instead of DuckDB's ~15-30 ms), encodes the ``grid_update``
-  text (up to the per-client counters) and the Arrow frame once, and hands the frame to the
-  event loop with ``call_soon_threadsafe`` (which wakes it at once);
+  (:class:`~vpbatch.serve.view_numpy.StateConverter`: the ``vp_grid`` view's SQL, its forces
+  in one compiled ``nogil`` call, ~0.1 ms a state at K=50 instead of DuckDB's ~15-30 ms),
+  encodes the ``grid_update`` text (up to the per-client counters) and the Arrow frame once,
+  and hands the frame to the event loop with ``call_soon_threadsafe`` (which wakes it at
+  once). At most ``max_fps`` times a second: ~1 % of the engine's time at 100. Waking
+  another thread for it cost ~1 ms of latency on two busy cores;
+* the feed's **converter thread** shows what the engine thread left: a state offered before
+  its slot, when no newer state comes within half a slot after it (a market gone quiet), the
+  newest state when a viewer attaches, and the last one at the end. It never runs at the same
+  time as a conversion on the engine thread (a lock the engine thread only tries);
 * on the **event loop**, the frame goes into every viewer's own bounded newest-wins buffer
   (:data:`~vpbatch.serve.stream.BUFFER_STATES`); each viewer's sender task writes it, so a
   slow viewer only loses its own oldest frames (counted in its ``dropped``, their counters
@@ -245,10 +250,14 @@ class LiveFeed:
         self._min_interval_ns = int(1e9 / max_fps) if max_fps else 0
         self._cap_slack_ns = (CAP_BURST - 1) * self._min_interval_ns
         # The newest state offered: (snapshot bytes, grid bytes, received_ns, counters summed
-        # over every state offered so far). Appending replaces it; both ends are atomic, so
-        # the engine never waits for the converter (no lock is shared with it).
+        # over every state offered so far). Appending replaces it; both ends are atomic.
         self._mailbox: deque[tuple[bytes, bytes, int, tuple[int, int, int]]] = deque(maxlen=1)
         self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        # Held by whichever thread converts (the engine's when a slot is due, else the
+        # converter's); the engine thread never waits for it.
+        self._converting = threading.Lock()
+        self._due_ns = 0  # the cap's theoretical time of the next conversion (GCRA)
+        self._leftover_wait_ns = self._min_interval_ns // 2
         self._total = [0, 0, 0]  # the engine thread's
         self._taken = (0, 0, 0)  # the converter thread's: the totals at the last state taken
         self._ending: str | None = None
@@ -278,7 +287,8 @@ class LiveFeed:
     def publish(self, snapshots: np.ndarray, grid: np.ndarray, received_ns: int) -> None:
         """Offer the engine's newest states: ``SNAPSHOT_DTYPE`` rows and their ``GRID_DTYPE``
         rows (2K+1 per state, in order), read during the call only. Keeps the last state
-        (two byte copies, ~1 us) and the batch's counters; never waits. ``received_ns``:
+        (two byte copies, ~1 us) and the batch's counters, and converts it at once when a
+        viewer watches and the cap allows (~0.1 ms); never waits for a lock. ``received_ns``:
         ``time.perf_counter_ns()`` when the client received the record that made them."""
         n = snapshots.shape[0]
         if n == 0 or self._ending is not None:
@@ -301,7 +311,17 @@ class LiveFeed:
         self.states_published += n
         self._mailbox.append((snap, grid[n * rows - rows:].tobytes(), received_ns,
                               (total[0], total[1], total[2])))
-        if self.viewers and self._bell.empty():
+        if not self.viewers:
+            return
+        # Its slot is due and no other thread converts: show it now, from this thread (one
+        # compiled call, ~0.1 ms; no hand-over to wait for). Else the converter thread will.
+        if time.perf_counter_ns() >= self._due_ns - self._cap_slack_ns and \
+                self._converting.acquire(blocking=False):
+            try:
+                self._take_and_convert()
+            finally:
+                self._converting.release()
+        elif self._bell.empty():
             self._bell.put(None)
 
     # -- any thread --------------------------------------------------------------------------
@@ -381,14 +401,25 @@ class LiveFeed:
         state = self._converter(snaps, grid)
         return LiveFrame(state, protocol.grid_update_head(state), received_ns)
 
-    def _convert_loop(self) -> None:
-        due_ns = 0  # the cap's theoretical time of the next conversion (GCRA)
+    def _take_and_convert(self) -> bool:
+        """Convert the newest state offered, if any (the caller holds ``_converting``); whether
+        one was."""
         try:
-            converter = StateConverter(self.config)
-            converter.warm()  # numba's dispatch and the frame header: not on the first state
-            self._converter = converter
-        except Exception:  # pragma: no cover - _convert tries again and reports it
-            log.exception("live %s: warming the converter failed", self.product.symbol)
+            offered = self._mailbox.pop()
+        except IndexError:
+            return False
+        self._due_ns = max(self._due_ns, time.perf_counter_ns()) + self._min_interval_ns
+        self._convert_and_send(offered)
+        return True
+
+    def _convert_loop(self) -> None:
+        with self._converting:
+            try:
+                converter = StateConverter(self.config)
+                converter.warm()  # numba's dispatch and the frame header: not on the first state
+                self._converter = converter
+            except Exception:  # pragma: no cover - _convert tries again and reports it
+                log.exception("live %s: warming the converter failed", self.product.symbol)
         try:
             while True:
                 self._bell.get()
@@ -398,17 +429,15 @@ class LiveFeed:
                     if self._ending is not None:
                         break
                     continue
-                wait_ns = due_ns - self._cap_slack_ns - time.perf_counter_ns()
+                # A state the engine thread left in the mailbox: shown at its slot unless a
+                # newer state comes first (then the engine thread shows that one itself).
+                wait_ns = (self._due_ns - self._cap_slack_ns + self._leftover_wait_ns
+                           - time.perf_counter_ns())
                 if self._ending is None and wait_ns > 0 and self._mailbox:
-                    time.sleep(wait_ns / 1e9)  # the cap: newer states replace this one
+                    time.sleep(wait_ns / 1e9)
                 ending = self._ending is not None  # read first: after it nothing new comes
-                try:
-                    offered = self._mailbox.pop()
-                except IndexError:
-                    offered = None
-                if offered is not None:
-                    due_ns = max(due_ns, time.perf_counter_ns()) + self._min_interval_ns
-                    self._convert_and_send(offered)
+                with self._converting:
+                    self._take_and_convert()
                 if ending:
                     break
         finally:

@@ -1,18 +1,19 @@
 """The ``vp_grid`` view's rows without DuckDB: :func:`vpbatch.sql.grid_select` in numpy.
 
 DuckDB costs ~15-30 ms per call whatever the row count, too much for a live frame; the same
-columns in numpy cost ~0.1 ms for one state's 2K+1 rows. Each formula is the SQL's, operation
+columns here cost ~0.06 ms for one state's 2K+1 rows (the forces in one compiled ``nogil``
+call, :func:`~vpbatch.serve.view_kernel.grid_forces`). Each formula is the SQL's, operation
 for operation, so the results are bit for bit DuckDB's (tested against
 :class:`~vpbatch.serve.sources.GridView` on engine states and on random rows,
 ``tests/serve/test_view_numpy.py``):
 
 * ``+ - * /`` in the SQL's order (left to right), on float64 after widening the stored float32
   chains exactly (``CAST(x AS DOUBLE)``); a constant ``1.0``/``0.0``/``50.0`` is a double;
-* ``exp`` is :func:`pyarrow.compute.exp`: like DuckDB it calls the C library's ``exp``
-  (numpy's own SIMD ``exp`` differs from it in the last bit for ~5 % of the arguments);
+* ``exp`` is numba's ``math.exp``: like DuckDB it calls the C library's ``exp`` (numpy's own
+  SIMD ``exp`` differs from it in the last bit for ~5 % of the arguments);
 * ``x > c`` is DuckDB's comparison, in which NaN is greater than every number: ``vp_pos(NaN)``
   is NaN and ``vp_alpha`` of a NaN ratio is 1;
-* ``CASE WHEN c THEN a ELSE b END`` is ``np.where`` (a null condition takes ``ELSE``);
+* ``CASE WHEN c THEN a ELSE b END`` is an ``if`` (a null condition takes ``ELSE``);
 * int64 overflow in ``bid_depth + ask_depth`` or in the age's ``ts_event - last_ts`` is an
   error, as DuckDB's checked arithmetic makes it.
 
@@ -35,7 +36,6 @@ from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vpbatch import sql
 from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE
@@ -43,6 +43,14 @@ from vpbatch.config import EngineConfig
 from vpbatch.errors import InputError, OutputError
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import State
+from vpbatch.serve.view_kernel import (
+    PRESSURE,
+    PRESSURE_NOW,
+    VACUUM,
+    VACUUM_NOW,
+    grid_forces,
+)
+from vpbatch.serve.view_kernel import param_vector as _param_vector
 from vpbatch.store.schema import (
     GRID_LAYOUT,
     GRID_STORED_FLOATS,
@@ -58,67 +66,8 @@ PASSED: Final = ("event_id", "k", "price", "bid_depth", "ask_depth", "last_event
 #: ``vp_snapshot`` columns whose NaN is a null (an empty side of the book).
 _NULLABLE_SNAPSHOT: Final = tuple(f.name for f in snapshot_schema() if f.nullable)
 _SNAPSHOT_NAMES: Final = tuple(SNAPSHOT_DTYPE.names or ())
-#: ``pyarrow.compute.exp`` without its wrapper (half the cost on 2K+1 values).
-_EXP: Final = pc.get_function("exp")
-#: Rows of the stored floats (GRID_STORED_FLOATS order) that the forces read.
-_V: Final = slice(3, 7)
-_A: Final = slice(7, 9)
-if GRID_STORED_FLOATS[_V] + GRID_STORED_FLOATS[_A] != (
-        "v_add", "v_pull", "v_fill", "v_rest_depth", "a_add", "a_pull"):
-    raise RuntimeError("GRID_STORED_FLOATS changed order: update vpbatch.serve.view_numpy")
-
-
-# --------------------------------------------------------------------------------------------
-# The SQL macros (vpbatch.sql.GRID_MACROS_SQL), one function each
-
-
-def _gt(x: np.ndarray, c: float) -> np.ndarray:
-    """DuckDB's ``x > c`` for a number ``c``: NaN is greater than every number."""
-    return (x > c) | np.isnan(x)
-
-
-def _pos(x: np.ndarray) -> np.ndarray:
-    """``vp_pos(x)``: ``CASE WHEN x > 0.0 THEN x ELSE 0.0 END``."""
-    return np.where(_gt(x, 0.0), x, 0.0)
-
-
-def _exp(x: np.ndarray) -> np.ndarray:
-    """``exp(x)`` of the C library, as DuckDB's (pyarrow calls it; numpy has its own)."""
-    return np.asarray(_EXP.call([x.ravel()]).to_numpy()).reshape(x.shape)
-
-
-def _alpha(dt: np.ndarray, tau: float | np.ndarray) -> np.ndarray:
-    """``vp_alpha(dt, tau)``: ``CASE WHEN dt / tau > 50.0 THEN 1.0 ELSE 1.0 - exp(-(dt / tau))``."""
-    ratio = dt / tau
-    decay = _exp(-ratio)
-    return np.where(_gt(ratio, 50.0), 1.0, 1.0 - decay)
-
-
-def _idle_v(av: np.ndarray, v0: np.ndarray) -> np.ndarray:
-    """``vp_idle_v(av, v0)``: ``av * 0.0 + (1.0 - av) * v0``."""
-    return av * 0.0 + (1.0 - av) * v0
-
-
-def _idle_a(aa: np.ndarray, av: np.ndarray, v0: np.ndarray, a0: np.ndarray,
-            dt: np.ndarray) -> np.ndarray:
-    """``vp_idle_a``: ``aa * (vp_idle_v(av, v0) - v0) / dt + (1.0 - aa) * a0``."""
-    return aa * (_idle_v(av, v0) - v0) / dt + (1.0 - aa) * a0
-
-
-def _pressure(c: Mapping[str, float], v_add: np.ndarray, a_add: np.ndarray,
-              v_rest: np.ndarray) -> np.ndarray:
-    """``vp_pressure``: ``c.pressure_v_add * v_add + c.pressure_v_rest_pos * vp_pos(v_rest)
-    + c.pressure_a_add * vp_pos(a_add)``."""
-    return (c["pressure_v_add"] * v_add + c["pressure_v_rest_pos"] * _pos(v_rest)
-            + c["pressure_a_add"] * _pos(a_add))
-
-
-def _vacuum(c: Mapping[str, float], v_pull: np.ndarray, a_pull: np.ndarray,
-            v_fill: np.ndarray, v_rest: np.ndarray) -> np.ndarray:
-    """``vp_vacuum``: ``c.vacuum_v_pull * v_pull + c.vacuum_v_fill * v_fill
-    + c.vacuum_v_rest_neg * vp_pos(-v_rest) + c.vacuum_a_pull * vp_pos(a_pull)``."""
-    return (c["vacuum_v_pull"] * v_pull + c["vacuum_v_fill"] * v_fill
-            + c["vacuum_v_rest_neg"] * _pos(-v_rest) + c["vacuum_a_pull"] * _pos(a_pull))
+#: The stored chains the forces read, in :func:`~vpbatch.serve.view_kernel.grid_forces`' order.
+FORCE_CHAINS: Final = ("v_add", "v_pull", "v_fill", "v_rest_depth", "a_add", "a_pull")
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,29 +114,19 @@ def view_columns(stored: Mapping[str, np.ndarray], params: Mapping[str, float],
     last_ts = stored["last_ts"]
     with np.errstate(all="ignore"):
         rest_depth = _checked(bid + ask, bid, ask, "bid_depth + ask_depth", False)
-        floats = np.array([stored[name] for name in GRID_STORED_FLOATS], dtype=np.float64)
-        ns = np.asarray(ts_event, dtype=np.int64)
-        if ts_valid is not None:
-            ns = np.where(ts_valid, ns, last_ts)  # a null age: not > 0, never overflows
-        diff = _checked(ns - last_ts, ns, last_ts, "ts_event - last_ts", True)
-        age = diff.astype(np.float64) / 1e9
-        # Elementwise formulas over stacked rows (fewer numpy calls, the same operations):
-        # the alphas of both taus, the chains as stored and as advanced while idle.
-        av, aa = _alpha(age, np.array([[params["tau_v"]], [params["tau_a"]]]))
-        v = floats[_V]  # v_add, v_pull, v_fill, v_rest_depth
-        a = floats[_A]  # a_add, a_pull
-        vs = np.stack([v, _idle_v(av, v)])  # [stored, idle] x v_add, v_pull, v_fill, v_rest
-        accs = np.stack([a, _idle_a(aa, av, v[:2], a, age)])  # [stored, idle] x a_add, a_pull
-        pressure = _pressure(params, vs[:, 0], accs[:, 0], vs[:, 3])
-        vacuum = _vacuum(params, vs[:, 1], accs[:, 1], vs[:, 2], vs[:, 3])
-        idle = age > 0
-        if ts_valid is not None:
-            idle &= ts_valid
-        out = {"rest_depth": rest_depth}
-        out.update(zip(GRID_STORED_FLOATS, floats, strict=True))
-        out["pressure"], out["vacuum"] = pressure[0], vacuum[0]
-        out["pressure_now"] = np.where(idle, pressure[1], pressure[0])
-        out["vacuum_now"] = np.where(idle, vacuum[1], vacuum[0])
+    ns = np.asarray(ts_event, dtype=np.int64).reshape(-1)
+    if ts_valid is not None:
+        ns = np.where(ts_valid, ns, last_ts)  # a null age: not > 0, never overflows
+    chains = np.stack([stored[name] for name in FORCE_CHAINS])
+    forces = np.empty((4, len(last_ts)), dtype=np.float64)
+    bad = grid_forces(chains, np.ascontiguousarray(last_ts, dtype=np.int64), ns,
+                      _param_vector(params), forces)
+    if bad >= 0:
+        raise InputError(f"vp_grid: ts_event - last_ts overflows int64 at row {bad}")
+    out = {"rest_depth": rest_depth}
+    out.update((name, np.asarray(stored[name], dtype=np.float64)) for name in GRID_STORED_FLOATS)
+    out["pressure"], out["vacuum"] = forces[PRESSURE], forces[VACUUM]
+    out["pressure_now"], out["vacuum_now"] = forces[PRESSURE_NOW], forces[VACUUM_NOW]
     return out
 
 
