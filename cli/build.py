@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.options import (
+    cache_option,
     engine_config,
     engine_options,
     lake_option,
@@ -66,13 +67,14 @@ def _tables(value: str) -> tuple[str, ...]:
                    "after the other in this process).")
 @click.option("--scheduler", metavar="ADDRESS", envvar="VPBATCH_SCHEDULER",
               help="Run the builds on this Dask scheduler (tcp://host:8786, or its scheduler "
-                   "file); the lake must be at the same path on every worker "
-                   "(env VPBATCH_SCHEDULER).")
+                   "file); every worker must reach the lake: the same folder path, or the same "
+                   "s3:// URL (env VPBATCH_SCHEDULER).")
 @click.option("--retries", type=click.IntRange(0), default=_RETRIES, show_default=True,
               help="Retries of a build that crashed or whose worker died (a bad day fails "
                    "without retry).")
 @click.option("--force", is_flag=True, help="Rebuild a partition that is already complete.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the book-state cache.")
+@cache_option
 @publisher_option
 @lake_option
 @quiet_option
@@ -83,15 +85,16 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
             end_time: dt.time | None, config_file: Path | None, warmup: str, sample: str, K: int,
             band: int, tables: str,
             mbp_levels: int, jobs: int | None, scheduler: str | None, retries: int,
-            force: bool, no_cache: bool, publisher_id: int | None, lake: Path, quiet: bool,
-            as_json: bool) -> None:
+            force: bool, no_cache: bool, cache: str | None, publisher_id: int | None,
+            lake: Path | str, quiet: bool, as_json: bool) -> None:
     """Build vacuum/pressure grids for symbols and days into the lake.
 
     Writes lake/gold/{vp_snapshot,vp_grid[,mbp]}/product_type=…/symbol=…/dt=…/ atomically,
     with _MANIFEST.json and _SUCCESS. A complete partition is skipped unless --force.
     Several symbols or days are one task per (symbol, day): in this process, in local
     processes (--jobs N) or on any Dask cluster (--scheduler); a bad day fails alone, and
-    the exit code is 1 when any failed.
+    the exit code is 1 when any failed. --lake s3://bucket/prefix builds into an object
+    store (workers then share no disk; docs/cluster.md).
 
     \b
     Example:
@@ -100,6 +103,7 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
       vpbatch build --symbol MNQH6,ESH6 --start 2026-02-02 --end 2026-02-06 \\
           --scheduler tcp://scheduler:8786 --lake /mnt/lake
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
+      vpbatch build --symbol MNQH6 --dt 2026-02-06 --lake s3://my-bucket/lake
     """
     from vpbatch.build.cluster import plan, run_range
     from vpbatch.build.pipeline import build
@@ -113,6 +117,7 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
         warmup_ns=warmup_ns, config=config,
         mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
         force=force, use_cache=not no_cache, progress=not quiet, definition=definition,
+        cache=cache,
     )
     symbols = _symbols(symbol)
     if scheduler is not None and jobs is not None:

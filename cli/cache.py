@@ -1,4 +1,4 @@
-"""``vpbatch cache``: list or clear the book-state cache (``lake/cache/book``)."""
+"""``vpbatch cache``: list or clear the book-state cache (``lake/cache/book`` or ``--cache``)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ from pathlib import Path
 
 import click
 
-from cli.options import json_option, lake_option
+from cli.options import cache_option, json_option, lake_option
 
 
 @click.group("cache")
 def command() -> None:
-    """Inspect or clear the book-state cache under LAKE/cache/book.
+    """Inspect or clear the book-state cache under LAKE/cache/book (or --cache).
+
+    For a lake on an object store the cache is on each host's disk
+    (~/.cache/vpbatch/book) unless --cache names a folder or an s3:// URL.
 
     \b
     Example:
         vpbatch cache ls
         vpbatch cache clear --lake /data/lake
+        vpbatch cache ls --cache s3://my-bucket/vpbatch-cache
     """
 
 
@@ -41,24 +45,25 @@ def _size(n: int) -> str:
 
 @command.command("ls")
 @lake_option
+@cache_option
 @json_option
-def ls_command(lake: Path, as_json: bool) -> None:
+def ls_command(lake: Path | str, cache: str | None, as_json: bool) -> None:
     """List cache entries: input, instrument, publisher, boundary, format, size, created.
 
     \b
     Example:
         vpbatch cache ls --lake lake
     """
-    from vpbatch.store.cache import cache_dir, list_entries
+    from vpbatch.store.cache import cache_location, list_entries
 
-    entries = list_entries(lake)
+    entries = list_entries(lake, cache=cache)
     if as_json:
         data = [{"digest": e.digest, "path": str(e.path), "size": e.size, "created": e.created,
                  "key": e.key, "meta": e.meta, "error": e.error} for e in entries]
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     if not entries:
-        click.echo(f"no cache entries in {cache_dir(lake)}")
+        click.echo(f"no cache entries in {cache_location(lake, cache)}")
         return
     header = ("digest", "source", "instrument", "publisher", "boundary (UTC)", "format", "size",
               "created")
@@ -76,19 +81,21 @@ def ls_command(lake: Path, as_json: bool) -> None:
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     total = sum(e.size for e in entries)
-    click.echo(f"{len(entries)} entries, {_size(total)} in {cache_dir(lake)}")
+    click.echo(f"{len(entries)} entries, {_size(total)} in {cache_location(lake, cache)}")
 
 
 @command.command("clear")
 @lake_option
-def clear_command(lake: Path) -> None:
+@cache_option
+def clear_command(lake: Path | str, cache: str | None) -> None:
     """Delete every cache entry (builds recompute the book on their next run).
 
     \b
     Example:
         vpbatch cache clear --lake lake
     """
-    from vpbatch.store.cache import cache_dir, clear
+    from vpbatch.store.cache import cache_location, clear
 
-    n = clear(lake)
-    click.echo(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from {cache_dir(lake)}")
+    n = clear(lake, cache=cache)
+    click.echo(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from "
+               f"{cache_location(lake, cache)}")

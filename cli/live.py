@@ -17,6 +17,7 @@ from cli.options import (
     parse_time_option,
     publisher_option,
     quiet_option,
+    stage_lake,
 )
 from vpbatch.errors import ConfigError
 
@@ -69,7 +70,7 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
             start_time: dt.time | None, end_time: dt.time | None, warmup: str, sample: str,
             K: int, band: int, config_file: Path | None, grace: str, no_record: bool,
             host: str, port: int, no_serve: bool, token: str | None, gateway: str | None,
-            heartbeat: int, publisher_id: int | None, lake: Path, quiet: bool) -> None:
+            heartbeat: int, publisher_id: int | None, lake: Path | str, quiet: bool) -> None:
     """Run Databento's live MBO feed through the build engine: record, write, watch.
 
     The key comes from DATABENTO_API_KEY. The session replays the day from its start
@@ -90,7 +91,13 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
     symbols = tuple(s.strip() for s in symbol.split(",") if s.strip())
     config, warmup_ns = engine_config(config_file, sample, K, band, warmup)
     gw_host, gw_port = _gateway(gateway)
-    req = LiveRequest(symbols=symbols, day=day or dt.datetime.now(dt.UTC).date(), lake=lake,
+    day = day or dt.datetime.now(dt.UTC).date()
+    # An object-store lake: the recording grows in a local stage (its earlier recordings of
+    # the day copied in, so an existing one is refused), uploaded when the command ends; the
+    # partitions are committed to the store itself.
+    record_lake = stage_lake(lake, lambda rel: f"-{day:%Y%m%d}.live-" in rel.rsplit("/", 1)[-1])
+    req = LiveRequest(symbols=symbols, day=day, lake=record_lake,
+                      gold_lake=None if isinstance(lake, Path) else lake,
                       dataset=dataset, warm=warm, start_time=start_time, end_time=end_time,
                       warmup_ns=warmup_ns, config=config, record=not no_record,
                       gateway=gw_host, port=gw_port, heartbeat_s=heartbeat,
@@ -112,10 +119,13 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
             result = run_live(req, feeds=feeds, report=report)
     if not quiet:
         click.echo("", err=True)
+    stage = click.get_current_context().meta.get("vpbatch.stage")
     for r in result.symbols:
         where = ", ".join(str(p) for p in r.partitions.values()) or "no partitions"
+        recording = r.recording if stage is None or r.recording is None \
+            else stage.location(r.recording)
         click.echo(f"{r.symbol}: {r.status}, {r.records:,} records, {r.states:,} states, "
-                   f"{r.late} late; recording {r.recording or '-'}; {where}")
+                   f"{r.late} late; recording {recording or '-'}; {where}")
         if r.other_publishers:
             click.echo(f"{r.symbol}: {r.other_publishers:,} records of other publishers than "
                        f"{r.publisher_id} were recorded but not in the engine (build the "

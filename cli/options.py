@@ -44,16 +44,94 @@ def parse_time_option(ctx: click.Context, param: click.Parameter,
             from exc
 
 
+#: Commands that take an object-store ``--lake`` (``s3://bucket/prefix``); the others read a
+#: lake folder until they are wired to :mod:`vpbatch.store`.
+URL_LAKE_COMMANDS: set[str] = {"build", "verify", "sql", "cache", "synth", "download", "serve",
+                               "plot", "report", "live"}
+
+
+def _command_names(ctx: click.Context) -> list[str]:
+    names = []
+    current: click.Context | None = ctx
+    while current is not None:
+        names.append(current.command.name or "")
+        current = current.parent
+    return names
+
+
+def parse_lake_option(ctx: click.Context, param: click.Parameter,
+                      value: str | None) -> Path | str | None:
+    """Click callback of ``--lake``: a folder (Path) or an object-store URL (str).
+
+    A URL with a scheme vpbatch cannot serve, or given to a command that reads folders only,
+    is a usage error (exit 2).
+    """
+    if value is None:
+        return None
+    text = str(value)
+    if "://" not in text or text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    from vpbatch.store.fs import open_lake
+
+    try:
+        url = open_lake(text).url
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--lake {text}: ")) from None
+    names = _command_names(ctx)
+    if not URL_LAKE_COMMANDS.intersection(names):
+        raise click.BadParameter(f"'{text}': vpbatch {names[0]} reads a lake folder only "
+                                 f"(object-store lakes: {', '.join(sorted(URL_LAKE_COMMANDS))})")
+    return url
+
+
 def lake_option(fn: F) -> F:
-    """``--lake DIR``: the lake root (``$VPBATCH_LAKE``, default ``./lake``)."""
+    """``--lake DIR|URL``: the lake root (``$VPBATCH_LAKE``, default ``./lake``): a folder, or
+    ``s3://bucket/prefix`` (credentials and endpoint from the standard AWS environment)."""
     return click.option(
         "--lake",
-        type=click.Path(file_okay=False, path_type=Path),
+        callback=parse_lake_option,
         default="lake",
         envvar="VPBATCH_LAKE",
         show_default=True,
-        help="Lake root folder (env VPBATCH_LAKE).",
+        metavar="DIR|URL",
+        help="Lake root: a folder, or s3://bucket/prefix (credentials, endpoint and region "
+             "from the standard AWS environment: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, "
+             "AWS_REGION, AWS_PROFILE...) (env VPBATCH_LAKE).",
     )(fn)
+
+
+def cache_option(fn: F) -> F:
+    """``--cache DIR|URL``: where the book-state cache is (``$VPBATCH_CACHE``)."""
+    return click.option(
+        "--cache",
+        envvar="VPBATCH_CACHE",
+        default=None,
+        metavar="DIR|URL",
+        help="Book-state cache folder, or s3://bucket/prefix to share it through the store "
+             "(default: LAKE/cache/book for a folder lake; ~/.cache/vpbatch/book on each host "
+             "for an object-store lake) (env VPBATCH_CACHE).",
+    )(fn)
+
+
+def stage_lake(lake: Path | str, include: Callable[[str], bool] | None = None) -> Path:
+    """A local folder for a command that writes raw files through local names (synth,
+    download): the lake folder itself, or for an object-store lake a stage whose new files
+    are uploaded when the command ends (:class:`vpbatch.store.staging.Stage`)."""
+    if isinstance(lake, Path):
+        return lake
+    from vpbatch.store.staging import Stage
+
+    stage = Stage(lake, include)
+    ctx = click.get_current_context()
+
+    def finish() -> None:
+        stage.close()
+        if stage.uploaded:
+            click.echo(f"uploaded {len(stage.uploaded)} file(s) to {stage.lake.url}", err=True)
+
+    ctx.call_on_close(finish)
+    ctx.meta["vpbatch.stage"] = stage
+    return stage.root
 
 
 def symbol_dt_options(fn: F | None = None, *, required: bool = False) -> Any:

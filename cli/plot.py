@@ -34,7 +34,7 @@ def _default_output(symbol: str, day: dt.date, start: str | None, end: str | Non
               help="Dots per inch (larger = bigger text at the same pixel size).")
 @lake_option
 def command(symbol: str, day: dt.date, start: str | None, end: str | None, out: Path | None,
-            width: str, height: str, dpi: int, lake: Path) -> None:
+            width: str, height: str, dpi: int, lake: Path | str) -> None:
     """Draw a time x price heatmap of a built day (PNG, SVG or HTML).
 
     x is time (America/New_York), y the absolute price of each bucket; colour is

@@ -15,7 +15,7 @@ from cli.options import lake_option, symbol_dt_options
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output .html file (default report_SYMBOL_DT.html).")
 @lake_option
-def command(symbol: str, day: dt.date, out: Path | None, lake: Path) -> None:
+def command(symbol: str, day: dt.date, out: Path | None, lake: Path | str) -> None:
     """Write a self-contained one-page HTML report of a built day.
 
     Records and anomalies (from _MANIFEST.json), book validity, regime shares and

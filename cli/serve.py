@@ -22,7 +22,7 @@ from vpbatch.serve.server import DEFAULT_HOST, DEFAULT_PORT, exposure_warning, v
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="uvicorn log level.")
-def command(lake: Path, host: str, port: int, token: str | None, log_level: str) -> None:
+def command(lake: Path | str, host: str, port: int, token: str | None, log_level: str) -> None:
     """Stream grids to a browser heatmap: the built days of the lake, at replay speed.
 
     Opens http://HOST:PORT/ with the list of built days; each links to the viewer

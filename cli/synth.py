@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import lake_option, quiet_option
+from cli.options import lake_option, quiet_option, stage_lake
 from vpbatch.products import resolve_product
 from vpbatch.store.lake import raw_dir, raw_file_name
 
@@ -39,7 +39,7 @@ PROGRESS_MIN_RECORDS = 2_000_000
               help="Write this file instead of the lake (.zst suffix = compressed).")
 @quiet_option
 def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: float,
-            informed_jump: str, lake: Path, out: Path | None, quiet: bool) -> None:
+            informed_jump: str, lake: Path | str, out: Path | None, quiet: bool) -> None:
     """Write a synthetic, internally consistent CME MBO day as a real DBN file.
 
     The stream looks like Databento GLBX.MDP3 MBO: a start-of-day snapshot, then adds,
@@ -54,18 +54,23 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: fl
       vpbatch synth --symbol ESM6 --out /tmp/es.mbo.dbn.zst --quiet
       vpbatch synth --records 500000 --informed 0.3   # planted signal for vpbatch evaluate
       vpbatch synth --records 500000 --informed 0.3 --informed-jump random   # its placebo
+      vpbatch synth --lake s3://my-bucket/lake     # written locally, then uploaded
     """
     from vpbatch.progress import Progress
     from vpbatch.synth import synth_session
 
     date = day.date()
+    root = stage_lake(lake) if out is None else Path()
     path = out if out is not None else (
-        raw_dir(lake, resolve_product(symbol)) / raw_file_name(resolve_product(symbol).dataset,
+        raw_dir(root, resolve_product(symbol)) / raw_file_name(resolve_product(symbol).dataset,
                                                              date))
     enabled = not quiet and records >= PROGRESS_MIN_RECORDS
     with Progress(total=records, enabled=enabled, phase="synth") as bar:
         stats = synth_session(path, symbol=symbol, day=date, records=records, seed=seed,
                               progress=bar.update, informed=informed,
                               informed_jump=informed_jump)
-    click.echo(str(stats.path))
+    stage = click.get_current_context().meta.get("vpbatch.stage")
+    if stage is not None:  # an object-store lake: the file goes up now, its URL is printed
+        stage.sync()
+    click.echo(str(stats.path) if stage is None else stage.location(stats.path))
     click.echo(stats.summary())

@@ -29,6 +29,15 @@ class OutputError(VpbatchError):
     """The lake cannot be written (exit code 1)."""
 
 
+class StoreError(InputError):
+    """The lake's object store cannot be used: no such bucket, credentials refused, endpoint
+    unreachable (exit code 3). The message names the lake's URL."""
+
+
+class PartitionExists(OutputError):
+    """The partition is already complete (built by another build meanwhile); not forced."""
+
+
 class CacheError(VpbatchError):
     """A corrupt, stale or foreign book-state cache entry (exit code 1)."""
 

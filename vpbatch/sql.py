@@ -11,6 +11,9 @@
   build's parameters from its manifest.
 * ``vp`` — ``vp_snapshot JOIN vp_grid USING (product_type, symbol, dt, event_id)``: one row per
   grid cell with its state's snapshot columns.
+* ``vp_features`` — one row per state with a valid, uncrossed book: the features of SPEC §15
+  (:data:`FEATURES_SQL`; definitions in docs/fit.md). ``vpbatch.fit.features`` computes the same
+  table several times faster (a compiled pass over the grid instead of a SQL aggregation).
 
 The file list is taken when the connection is opened; reconnect to see later builds. SQL text
 lives in module constants; file lists are bound as parameters (``SET VARIABLE``), never pasted
@@ -24,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -37,8 +41,14 @@ import pyarrow as pa
 from vpbatch.book.mbp_layout import DEFAULT_LEVELS
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import VpbatchError
+from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.lake import GOLD_TABLES
-from vpbatch.store.partitions import Partition, list_partitions, read_manifest
+from vpbatch.store.partitions import (
+    Partition,
+    committed_partitions,
+    list_partitions,
+    partition_manifest,
+)
 from vpbatch.store.schema import (
     GRID_LAYOUT,
     GRID_STORED_FLOATS,
@@ -120,6 +130,120 @@ CREATE_VP_VIEW_SQL: Final = (
     "JOIN vp_grid USING (product_type, symbol, dt, event_id)"
 )
 
+#: Distance bands of the features (SPEC §15), in buckets from the mid: ``(first, last)``,
+#: ``None`` = to the edge of the grid. A cell's distance is ``ceil(|price - mid| / bucket)``
+#: (:data:`AT_MID`: a cell that close to the mid is neither above nor below).
+FEATURE_BANDS: Final = ((1, 2), (3, 5), (6, 10), (11, 25), (26, None))
+#: Per-cell quantities summed over the bands: the as-of forces and the four velocity chains
+#: advanced idle to the state's time (``vp_idle_v``, as ``pressure_now`` reads them).
+FEATURE_QUANTITIES: Final = ("pressure", "vacuum", "v_add", "v_pull", "v_fill", "v_rest_depth")
+#: Sides of the mid.
+FEATURE_SIDES: Final = ("above", "below")
+#: ``|price - mid| / bucket`` below this is "at the mid" (guards float noise of non-binary ticks).
+AT_MID: Final = 1e-6
+#: Level-1 features (SPEC §13 signals) in table order.
+L1_FEATURES: Final = ("queue_imbalance", "microprice", "ofi_1s", "ofi_5s", "ofi_10s")
+#: The seed's regime outputs used as features.
+REGIME_FEATURES: Final = ("regime_score", "regime_intensity")
+
+
+def band_name(band: tuple[int, int | None]) -> str:
+    """``1_2`` ... ``26_k``: the suffix of a band's feature names."""
+    first, last = band
+    return f"{first}_{'k' if last is None else last}"
+
+
+#: Band-sum feature names: quantity-major, then side, then band.
+BAND_FEATURES: Final = tuple(f"{q}_{side}_{band_name(b)}" for q in FEATURE_QUANTITIES
+                             for side in FEATURE_SIDES for b in FEATURE_BANDS)
+#: Every feature column of ``vp_features`` in order.
+FEATURE_COLUMNS: Final = L1_FEATURES + REGIME_FEATURES + BAND_FEATURES
+
+
+def _band_sum_sql(quantity: str, side: str, band: tuple[int, int | None]) -> str:
+    first, last = band
+    within = f"dist >= {first}" + ("" if last is None else f" AND dist <= {last}")
+    up = "up" if side == "above" else "NOT up"
+    return (f"coalesce(sum({quantity}) FILTER (WHERE {up} AND {within}), 0.0) "
+            f"AS {quantity}_{side}_{band_name(band)}")
+
+
+#: ``vp_features``: usable states (valid, uncrossed book: the exclusions of ``vpbatch
+#: evaluate``), their level-1 signals (order-flow imbalance over the usable states of the
+#: day, in ``(t - w, t]``, as evaluate computes it) and the band sums of their grid cells.
+#: ``vpbatch_feature_params`` holds each build's bucket (price units) and ``tau_v``.
+FEATURES_SQL: Final = """
+WITH s AS (
+  SELECT product_type, symbol, dt, event_id, ts_event, epoch_ns(ts_event) AS ts,
+         best_bid_price AS b, best_ask_price AS a,
+         CAST(best_bid_size AS DOUBLE) AS qb, CAST(best_ask_size AS DOUBLE) AS qa,
+         (best_bid_price + best_ask_price) / 2.0 AS mid, regime_score, regime_intensity
+  FROM vp_snapshot
+  WHERE coalesce(book_valid, false) AND best_bid_price IS NOT NULL
+    AND best_ask_price IS NOT NULL AND coalesce(best_bid_size, 0) > 0
+    AND coalesce(best_ask_size, 0) > 0 AND NOT coalesce(crossed, false)
+    AND best_bid_price < best_ask_price
+), e AS (
+  SELECT *, CASE WHEN lag(b) OVER w IS NULL THEN 0.0 ELSE
+      (CASE WHEN b >= lag(b) OVER w THEN qb ELSE 0.0 END)
+      - (CASE WHEN b <= lag(b) OVER w THEN lag(qb) OVER w ELSE 0.0 END)
+      - (CASE WHEN a <= lag(a) OVER w THEN qa ELSE 0.0 END)
+      + (CASE WHEN a >= lag(a) OVER w THEN lag(qa) OVER w ELSE 0.0 END) END AS ofi_e
+  FROM s WINDOW w AS (PARTITION BY product_type, symbol, dt ORDER BY event_id)
+), c AS (
+  SELECT *, sum(ofi_e) OVER (PARTITION BY product_type, symbol, dt ORDER BY event_id
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_e,
+         ts - 1000000000 AS ts_1s, ts - 5000000000 AS ts_5s, ts - 10000000000 AS ts_10s
+  FROM e
+), at_ts AS (
+  SELECT product_type, symbol, dt, ts, arg_max(cum_e, event_id) AS cum_e
+  FROM c GROUP BY product_type, symbol, dt, ts
+), l1 AS (
+  SELECT c.product_type, c.symbol, c.dt, c.event_id, c.ts_event, c.ts, c.mid,
+         (c.qb - c.qa) / (c.qb + c.qa) AS queue_imbalance,
+         (c.a * c.qb + c.b * c.qa) / (c.qb + c.qa) - c.mid AS microprice,
+         c.cum_e - coalesce(t1.cum_e, 0.0) AS ofi_1s,
+         c.cum_e - coalesce(t5.cum_e, 0.0) AS ofi_5s,
+         c.cum_e - coalesce(t10.cum_e, 0.0) AS ofi_10s,
+         c.regime_score, c.regime_intensity
+  FROM c
+  ASOF LEFT JOIN at_ts t1 ON c.product_type = t1.product_type AND c.symbol = t1.symbol
+    AND c.dt = t1.dt AND c.ts_1s >= t1.ts
+  ASOF LEFT JOIN at_ts t5 ON c.product_type = t5.product_type AND c.symbol = t5.symbol
+    AND c.dt = t5.dt AND c.ts_5s >= t5.ts
+  ASOF LEFT JOIN at_ts t10 ON c.product_type = t10.product_type AND c.symbol = t10.symbol
+    AND c.dt = t10.dt AND c.ts_10s >= t10.ts
+), cells AS (
+  SELECT l1.product_type, l1.symbol, l1.dt, l1.event_id, g.price > l1.mid AS up,
+         CAST(ceil(abs(g.price - l1.mid) / p.bucket - {at_mid}) AS INTEGER) AS dist,
+         g.pressure_now AS pressure, g.vacuum_now AS vacuum,
+         vp_alpha((l1.ts - epoch_ns(g.last_ts)) / 1e9, p.tau_v) AS av,
+         vp_idle_v(av, g.v_add) AS v_add, vp_idle_v(av, g.v_pull) AS v_pull,
+         vp_idle_v(av, g.v_fill) AS v_fill, vp_idle_v(av, g.v_rest_depth) AS v_rest_depth
+  FROM l1 JOIN vp_grid g USING (product_type, symbol, dt, event_id)
+  JOIN vpbatch_feature_params p USING (product_type, symbol, dt)
+  WHERE abs(g.price - l1.mid) / p.bucket >= {at_mid}
+), bands AS (
+  SELECT product_type, symbol, dt, event_id,
+         {band_sums}
+  FROM cells GROUP BY product_type, symbol, dt, event_id
+)
+SELECT l1.product_type, l1.symbol, l1.dt, l1.event_id, l1.ts_event,
+       {l1_columns}, {band_columns}
+FROM l1 LEFT JOIN bands USING (product_type, symbol, dt, event_id)
+""".format(
+    at_mid=repr(AT_MID),
+    band_sums=",\n         ".join(_band_sum_sql(q, side, b) for q in FEATURE_QUANTITIES
+                                   for side in FEATURE_SIDES for b in FEATURE_BANDS),
+    l1_columns=", ".join(f"l1.{name}" for name in L1_FEATURES + REGIME_FEATURES),
+    band_columns=", ".join(f"coalesce(bands.{name}, 0.0) AS {name}" for name in BAND_FEATURES))
+#: The per-build parameters of ``vp_features`` (one row per ``vp_grid`` partition, columns
+#: ``product_type, symbol, dt`` and :data:`FEATURE_PARAM_NAMES`).
+FEATURE_PARAMS_TABLE: Final = "vpbatch_feature_params"
+#: Bucket (price units), the chains' time constants and the force coefficients.
+FEATURE_PARAM_NAMES: Final = ("bucket", "tau_v", "tau_a",
+                              *sorted(asdict(ForceCoefficients())))
+
 
 def _empty_table(schema: pa.Schema) -> pa.Table:
     fields = [pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
@@ -169,12 +293,43 @@ def grid_select(con: duckdb.DuckDBPyConnection, var: str, layout: int,
         widen=", ".join(f"CAST({n} AS DOUBLE) AS {n}" for n in GRID_STORED_FLOATS))
 
 
-def _create_grid_view(con: duckdb.DuckDBPyConnection, partitions: Sequence[Partition]) -> None:
-    """``vp_grid``: one SELECT per (layout, parameters) group of builds, UNION ALL."""
+def feature_parameters(manifest: Mapping[str, Any]) -> dict[str, float] | None:
+    """What ``vp_features`` needs from one build's manifest: the bucket (price units) and the
+    derived columns' parameters (:func:`grid_parameters`); None without a bucket size."""
+    _, params = grid_parameters(manifest)
+    product = manifest.get("product") or {}
+    bucket = product.get("bucket") or (manifest.get("parameters") or {}).get("bucket")
+    if not bucket:
+        return None
+    return {"bucket": int(bucket) / 1e9, **params}
+
+
+def _feature_params_table(builds: Sequence[tuple[Partition, Mapping[str, Any]]]) -> pa.Table:
+    """One row per ``vp_grid`` build with a known bucket (a build without one has no features)."""
+    rows = [(part, params) for part, manifest in builds
+            if (params := feature_parameters(manifest)) is not None]
+    return pa.table({
+        "product_type": pa.array([p.product_type for p, _ in rows], pa.string()),
+        "symbol": pa.array([p.symbol for p, _ in rows], pa.string()),
+        "dt": pa.array([dt.date.fromisoformat(p.dt) for p, _ in rows], pa.date32()),
+        **{name: pa.array([params[name] for _, params in rows], pa.float64())
+           for name in FEATURE_PARAM_NAMES},
+    })
+
+
+def _create_grid_view(con: duckdb.DuckDBPyConnection, partitions: Sequence[Partition]
+                      ) -> list[tuple[Partition, dict[str, Any]]]:
+    """``vp_grid``: one SELECT per (layout, parameters) group of builds, UNION ALL.
+
+    Returns each partition with its manifest (``vp_features`` takes its parameters from them).
+    """
     groups: dict[tuple[Any, ...], list[str]] = {}
+    manifests = []
     for part in partitions:
-        layout, params = grid_parameters(read_manifest(part.path))
-        groups.setdefault((layout, tuple(params.items())), []).append(str(part.part_file))
+        manifest = partition_manifest(part)
+        manifests.append((part, manifest))
+        layout, params = grid_parameters(manifest)
+        groups.setdefault((layout, tuple(params.items())), []).append(part.part_url)
     selects = []
     for i, ((layout, params), files) in enumerate(sorted(groups.items())):
         var = f"vpbatch_vp_grid_files_{i}"
@@ -184,11 +339,12 @@ def _create_grid_view(con: duckdb.DuckDBPyConnection, partitions: Sequence[Parti
                                    extra=("product_type", "symbol", "dt")))
     con.execute(CREATE_VIEW_SQL.format(temp="", name="vp_grid",
                                        select=" UNION ALL ".join(selects)))
+    return manifests
 
 
-def complete_files(lake: Path, table: str) -> list[str]:
-    """Part files of every complete partition of ``table`` (sorted)."""
-    return [str(p.part_file) for p in list_partitions(lake, table)]
+def complete_files(lake: Path | str | Lake, table: str) -> list[str]:
+    """Part files of every complete partition of ``table`` (sorted; paths or URLs)."""
+    return [p.part_url for p in list_partitions(lake, table)]
 
 
 def new_connection() -> duckdb.DuckDBPyConnection:
@@ -198,30 +354,38 @@ def new_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def connect(lake: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(lake: Path | str | Lake, *,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views (see module docstring).
 
     Parameters
     ----------
-    lake : Path
+    lake : Path, str or Lake
         Lake root (``lake/gold/<table>/...``); a lake without any build gives empty views.
+        On an object store (``s3://bucket/prefix``) DuckDB reads the objects with range
+        requests through the lake's registered filesystem (:meth:`vpbatch.store.fs.Lake.attach`).
     threads : int, optional
         DuckDB worker threads (default: DuckDB's own, one per core).
 
     Returns
     -------
     duckdb.DuckDBPyConnection
-        With views ``vp_snapshot``, ``vp_grid``, ``mbp`` and ``vp``.
+        With views ``vp_snapshot``, ``vp_grid``, ``mbp``, ``vp`` and ``vp_features``.
     """
+    store = open_lake(lake)
+    store.check()
+    built = committed_partitions(store, GOLD_TABLES)
     con = new_connection()
+    store.attach(con)
     if threads is not None:
         con.execute("SET threads = $n", {"n": int(threads)})
+    grid_builds: list[tuple[Partition, dict[str, Any]]] = []
     for table in GOLD_TABLES:
-        partitions = list_partitions(lake, table)
-        files = [str(p.part_file) for p in partitions]
+        partitions = built[table]
+        files = [p.part_url for p in partitions]
         var = f"vpbatch_{table}_files"
         if files and table == "vp_grid":
-            _create_grid_view(con, partitions)
+            grid_builds = _create_grid_view(con, partitions)
         elif files:
             con.execute(SET_FILES_SQL.format(var=var), {"files": files})
             con.execute(CREATE_TABLE_VIEW_SQL.format(name=table, var=var))
@@ -230,6 +394,10 @@ def connect(lake: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnect
             con.register(source, _empty_table(_schema(table)))
             con.execute(CREATE_EMPTY_VIEW_SQL.format(name=table, source=source))
     con.execute(CREATE_VP_VIEW_SQL)
+    for statement in GRID_MACROS_SQL:
+        con.execute(statement)
+    con.register(FEATURE_PARAMS_TABLE, _feature_params_table(grid_builds))
+    con.execute(CREATE_VIEW_SQL.format(temp="", name="vp_features", select=FEATURES_SQL))
     return con
 
 
@@ -238,14 +406,14 @@ def _error(exc: duckdb.Error) -> VpbatchError:
     return VpbatchError(f"sql: {message}")
 
 
-def run_query(lake: Path, sql: str,
+def run_query(lake: Path | str | Lake, sql: str,
               params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
     """Run one query over the lake's views and return the result as a polars DataFrame.
 
     Parameters
     ----------
-    lake : Path
-        Lake root.
+    lake : Path, str or Lake
+        Lake root (a folder or an object-store URL).
     sql : str
         A query (its last statement's result is returned).
     params : sequence or mapping, optional

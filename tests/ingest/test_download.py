@@ -1,4 +1,4 @@
-"""``vpbatch download`` against a local HTTPS Databento stand-in (tests/download_fake.py).
+"""``vpbatch download`` against a local HTTPS Databento stand-in (download_fake.py).
 
 The real official client talks to 127.0.0.1 through its ``gateway``, trusting a ``trustme``
 CA through ``REQUESTS_CA_BUNDLE``; the server answers with real MBO records.
@@ -25,14 +25,16 @@ from tests.conftest import data_file
 from tests.ingest.download_fake import (
     DATASET,
     DAYS,
+    ESM4_RECORDS,
     INSTRUMENT_ID,
     KEY,
-    PRICE_PER_RECORD,
+    NEXT_RECORDS,
     REAL_DAY,
+    SPREAD_RECORDS,
     SYMBOL,
-    Catalog,
+    UNIT_PRICES,
     Script,
-    serve,
+    stand_in,
 )
 from vpbatch.errors import OutputError
 from vpbatch.ingest.definitions import read_definition_tick
@@ -45,43 +47,33 @@ from vpbatch.ingest.download import (
     plan_download,
     resolve_request_symbols,
     run_download,
+    usd,
 )
 
 FOLDER = Path("raw/source=databento/product_type=future_mbo/symbol=ES/table=market_by_order_dbn")
 START, END = "2024-05-08", "2024-05-11"  # Wed .. Sat: Saturday has no data
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_shared(data_file("glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"),
-                               data_file("glbx-mdp3-es-fut.definition.dbn.zst"),
-                               data_file("dbeq-basic-goog-20240403.mbo.dbn.zst"))
-
-
 @pytest.fixture
-def fake(catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
-    ca_file = tmp_path / "test-ca.pem"
-    with serve(catalog, ca_file) as (gateway, script):
-        monkeypatch.setenv("DATABENTO_API_KEY", KEY)
-        monkeypatch.setenv("VPBATCH_DATABENTO_GATEWAY", gateway)
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        monkeypatch.setenv("no_proxy", "127.0.0.1")
-        yield script
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
+    yield from stand_in(tmp_path, monkeypatch)
 
 
 def download(lake: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["download", "--lake", str(lake), *args])
 
 
-def files(lake: Path) -> list[str]:
+def files(lake: Path, hidden: bool = False) -> list[str]:
     folder = lake / FOLDER
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if hidden or not p.name.startswith(".")) \
+        if folder.is_dir() else []
 
 
 def expected_cost(days: int) -> float:
-    """The fake's price list applied to the served record counts (independent of vpbatch)."""
-    return days * (13796 * PRICE_PER_RECORD["mbo"] + 1 * PRICE_PER_RECORD["definition"])
+    """The fake's per-GB prices applied to the served bytes (independent of vpbatch):
+    ESM4's 56-byte MBO records and one 360-byte definition record a day."""
+    prices = UNIT_PRICES[DATASET]
+    return days * (ESM4_RECORDS * 56 * prices["mbo"] + 360 * prices["definition"]) / 1e9
 
 
 def test_download_given_range_writes_each_day_with_symbology_and_definitions(
@@ -92,7 +84,7 @@ def test_download_given_range_writes_each_day_with_symbology_and_definitions(
     assert files(lake) == sorted(
         [f"glbx-mdp3-{d:%Y%m%d}.{s}.dbn.zst" for d in DAYS for s in ("mbo", "definition")]
         + ["symbology.json"])
-    assert f"Cost: ${expected_cost(3):,.2f} for 6 file(s)" in result.output
+    assert f"Cost: {usd(expected_cost(3))} for 6 file(s)" in result.output
     # The cost of every file is asked before the first paid call.
     names = [name for name, _ in fake.requests]
     assert names.index("timeseries.get_range") > max(
@@ -143,20 +135,6 @@ def test_downloaded_days_then_build_with_the_downloaded_definition(
         "glbx-mdp3-20240508.mbo.dbn.zst", "glbx-mdp3-20240508.definition.dbn.zst"]
 
 
-def test_download_given_parent_symbol_gets_the_contracts_and_builds_one_of_them(
-        fake: Script, tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
-    result = download(lake, "--symbol", "ES.FUT", "--start", "2024-05-08", "--yes")
-    assert result.exit_code == 0, result.output
-    assert fake.calls("timeseries.get_range")[0]["stype_in"] == "parent"
-    # A later contract request for that day is covered by the parent's file.
-    again = download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--yes")
-    assert "Nothing to download" in again.output, again.output
-    built = CliRunner().invoke(cli, ["build", "--symbol", SYMBOL, "--dt", "2024-05-08",
-                                     "--lake", str(lake), "--quiet"], catch_exceptions=False)
-    assert built.exit_code == 0, built.output
-
-
 def test_download_given_rate_limits_and_server_errors_retries_then_succeeds(
         fake: Script, tmp_path: Path) -> None:
     fake.statuses = {"metadata.get_cost": [503], "timeseries.get_range": [429, 429]}
@@ -177,36 +155,22 @@ def test_download_given_a_stream_cut_once_retries_and_completes(
                       "--yes")
     assert result.exit_code == 0, result.output
     assert "after 2 attempts" in result.output
+    # Cut inside the day's opening snapshot (one timestamp): nothing to resume from, so the
+    # day is asked again from its start.
+    assert [f["start"] for f in fake.calls("timeseries.get_range")] == ["2024-05-08"] * 2
     with open_dbn(lake / FOLDER / "glbx-mdp3-20240508.mbo.dbn.zst") as (_, body):
         assert count_records(body) == 13796
-
-
-def test_download_given_streams_cut_every_time_leaves_no_partial_file_and_rerun_completes(
-        fake: Script, tmp_path: Path) -> None:
-    fake.cuts = 100
-    lake = tmp_path / "lake"
-    failed = download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--retries", "1",
-                      "--yes")
-    assert failed.exit_code == 1
-    assert failed.output.splitlines()[-1].startswith(
-        "Error: glbx-mdp3-20240508.mbo.dbn.zst: gave up after 2 attempt(s): ")
-    assert files(lake) == ["symbology.json"]  # no partial file, no temporary file
-    fake.cuts = 0
-    rerun = download(lake, "--symbol", SYMBOL, "--start", "2024-05-08", "--yes")
-    assert rerun.exit_code == 0, rerun.output
-    assert files(lake) == ["glbx-mdp3-20240508.definition.dbn.zst",
-                           "glbx-mdp3-20240508.mbo.dbn.zst", "symbology.json"]
 
 
 def test_download_given_cost_over_the_limit_refuses_before_fetching(
         fake: Script, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     result = download(lake, "--symbol", SYMBOL, "--start", START, "--end", END,
-                      "--max-cost", "0.5", "--yes")
+                      "--max-cost", "0.005", "--yes")
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
-        f"Error: --max-cost: the download costs ${expected_cost(3):,.2f}, above the limit "
-        f"of $0.50; nothing downloaded")
+        f"Error: --max-cost: the download costs {usd(expected_cost(3))}, above the limit "
+        f"of $0.0050; nothing downloaded")
     assert not fake.calls("timeseries.get_range")
     assert not lake.exists()
 
@@ -255,8 +219,8 @@ def test_download_given_dry_run_shows_the_cost_and_writes_nothing(
      "Error: ESM4 on GLBX.MDP3: no MBO data for 2024-05-11 (weekend, holiday, or outside "
      "the dataset's range)"),
     (["--symbol", SYMBOL, "--start", "2024-05-08", "--dataset", "XNAS.BOGUS"], KEY, 1,
-     "Error: symbology.resolve: Databento refused the request (HTTP 422: Invalid dataset "
-     "'XNAS.BOGUS'."),
+     "Error: metadata.get_dataset_range: Databento refused the request (HTTP 422: Invalid "
+     "dataset 'XNAS.BOGUS'."),
     (["--symbol", SYMBOL, "--start", "2024-05-08", "--dataset", "glbx"], KEY, 1,
      "Error: --dataset: 'glbx' is not a Databento dataset code (e.g. GLBX.MDP3, XNAS.ITCH, "
      "DBEQ.BASIC)"),
@@ -292,13 +256,16 @@ def test_download_given_a_day_file_of_another_contract_refuses_unless_forced(
     forced = download(lake, "--symbol", "ES.FUT", "--start", "2024-05-08", "--yes", "--force")
     assert forced.exit_code == 0, forced.output
     with open_dbn(lake / FOLDER / "glbx-mdp3-20240508.mbo.dbn.zst") as (meta, body):
-        assert (meta.symbols, count_records(body)) == (["ES.FUT"], 13796)
+        assert (meta.symbols, count_records(body)) == (
+            ["ES.FUT"], ESM4_RECORDS + NEXT_RECORDS + SPREAD_RECORDS)
 
 
 @pytest.mark.parametrize(("symbol", "dataset", "product_type", "root", "stype"), [
     ("MNQH6", "GLBX.MDP3", "future_mbo", "MNQ", "raw_symbol"),
     ("mnq.fut", "GLBX.MDP3", "future_mbo", "MNQ", "parent"),
     ("QQQ", "XNAS.ITCH", "equity_mbo", "QQQ", "raw_symbol"),
+    ("BRK.B", "XNAS.ITCH", "equity_mbo", "BRK.B", "raw_symbol"),
+    ("brk.a", "XNAS.ITCH", "equity_mbo", "BRK.A", "raw_symbol"),
 ])
 def test_resolve_request_symbols_given_contract_parent_or_ticker_routes_to_dataset_and_folder(
         symbol: str, dataset: str, product_type: str, root: str, stype: str) -> None:
@@ -434,7 +401,8 @@ def test_download_given_an_untrusted_certificate_fails_at_once_without_retrying(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # the public CAs only
     result = download(tmp_path / "lake", "--symbol", SYMBOL, "--start", "2024-05-08", "--yes")
     assert result.exit_code == 1
-    assert result.output.splitlines()[-1].startswith("Error: symbology.resolve: TLS failed (")
+    assert result.output.splitlines()[-1].startswith(
+        "Error: metadata.get_dataset_range: TLS failed (")
     assert not fake.requests and not (tmp_path / "lake").exists()
 
 

@@ -16,8 +16,10 @@ kill, preemption, ``kill -9``) makes the scheduler run the task again on another
 task's partition never looks complete (temp dir + rename) and its lock is broken by the next
 build of that partition (:mod:`vpbatch.store.locks`).
 
-Every worker must see the lake at the same absolute path (a shared mount) and run the same
-vpbatch version; both are checked before the first task is submitted.
+Every worker must reach the lake: the same absolute path (a shared mount), or the same
+object-store URL (``s3://bucket/prefix``: workers then share no file system at all; each
+keeps its book cache on its own disk) and run the same vpbatch version; both are checked
+before the first task is submitted.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from vpbatch.build.pipeline import build
 from vpbatch.build.request import BuildRequest, BuildResult
-from vpbatch.errors import ConfigError, InputError, VpbatchError
+from vpbatch.errors import ConfigError, InputError, StoreError, VpbatchError
 from vpbatch.ingest.reader import find_input
 from vpbatch.memory import reuse_freed_memory
+from vpbatch.products import resolve_product
 from vpbatch.progress import Progress
+from vpbatch.store.fs import is_url, open_lake
+from vpbatch.store.lake import find_raw_location
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -74,7 +79,8 @@ def plan(req: BuildRequest, symbols: Sequence[str], days: Sequence[dt.date]) -> 
     if req.path is not None and (len(symbols) > 1 or len(days) > 1):
         raise ConfigError("--path is one file, one day: use it with --dt (or alone), not "
                           "with several symbols or --start/--end")
-    base = replace(req, lake=Path(req.lake).absolute(), progress=False,
+    lake = req.lake if is_url(req.lake) else Path(req.lake).absolute()
+    base = replace(req, lake=lake, progress=False,
                    path=Path(req.path).absolute() if req.path else None,
                    definition=Path(req.definition).absolute() if req.definition else None)
     unique_symbols = list(dict.fromkeys(symbols))
@@ -92,12 +98,18 @@ def run_task(req: BuildRequest) -> BuildResult:
     assert req.day is not None
     reuse_freed_memory()  # also undoes the Dask nanny's MALLOC_TRIM_THRESHOLD_
     host = socket.gethostname()
-    if req.path is None and not Path(req.lake).is_dir():
+    lake = open_lake(req.lake)
+    if lake.local and req.path is None and not lake.folder.is_dir():
         return BuildResult(req.symbol, req.day, "failed", host=host,
                            message=f"{req.lake}: lake folder not found on host {host} (every "
                            "worker needs the lake at the same path)")
     try:
-        find_input(req.lake, req.symbol, req.day, path=req.path)
+        if lake.local or req.path is not None:
+            find_input(Path(req.lake), req.symbol, req.day, path=req.path)
+        else:
+            find_raw_location(lake, resolve_product(req.symbol), req.day)
+    except StoreError as exc:  # the store refused or cannot be reached from this worker
+        return BuildResult(req.symbol, req.day, "failed", message=str(exc), host=host)
     except InputError as exc:
         return BuildResult(req.symbol, req.day, "no-data", message=str(exc), host=host)
     try:
@@ -257,11 +269,18 @@ def _local_cluster(jobs: int) -> Iterator[Client]:
 
 
 def _probe(lake: str) -> dict[str, Any]:
-    """What a worker sees (run on every worker before the first task)."""
+    """What a worker sees (run on every worker before the first task): whether the lake
+    folder is there, or why the object store cannot be used from there ('' when it can)."""
     import vpbatch
 
-    return {"host": socket.gethostname(), "lake": os.path.isdir(lake),
-            "vpbatch": vpbatch.__version__}
+    seen: bool | str = os.path.isdir(lake)
+    if is_url(lake):
+        try:
+            open_lake(lake).check()
+            seen = True
+        except VpbatchError as exc:
+            seen = str(exc)
+    return {"host": socket.gethostname(), "lake": seen, "vpbatch": vpbatch.__version__}
 
 
 def _check_workers(client: Client, tasks: Sequence[BuildRequest], log: Log) -> None:
@@ -276,6 +295,9 @@ def _check_workers(client: Client, tasks: Sequence[BuildRequest], log: Log) -> N
             raise ConfigError(f"dask worker {address} (host {fact['host']}) runs vpbatch "
                               f"{fact['vpbatch']}, this client {vpbatch.__version__}: install "
                               "the same version everywhere")
+        if isinstance(fact["lake"], str):
+            raise ConfigError(f"dask worker {address} (host {fact['host']}) cannot use the "
+                              f"lake: {fact['lake']}")
         if tasks[0].path is None and not fact["lake"]:
             raise ConfigError(f"dask worker {address} (host {fact['host']}) cannot see the lake "
                               f"{lake}: mount it at the same path on every worker")

@@ -6,16 +6,24 @@ without writing, ``EMIT`` runs it and writes every emitted state, ``PAST_END`` s
 ``--end-time``. Without a start time the whole file is ``EMIT``. A build that would write no
 state is an error, never an empty partition. The request types are in
 :mod:`vpbatch.build.request`, the same run as a stream of states in :mod:`vpbatch.build.stream`.
+
+A lake on an object store: the day's raw file (and its definitions) is fetched into a local
+temporary folder for the read (the reader decodes a local file, with its zstd frame walk and
+read-ahead thread), removed when the build ends; the manifest names the object's URL. The
+partition is written to the store through :class:`~vpbatch.store.writer.PartitionWriter`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import tempfile
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -29,7 +37,7 @@ from vpbatch.book.mbp_layout import records_from_raw
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.build.request import BuildRequest, BuildResult, check_request, infer_session_day
 from vpbatch.clock import NS_PER_SECOND, describe_ns, et_ns
-from vpbatch.errors import ConfigError, InputError, VpbatchError, VpbatchWarning
+from vpbatch.errors import ConfigError, InputError, PartitionExists, VpbatchError, VpbatchWarning
 from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.ingest.read_ahead import read_ahead
 from vpbatch.ingest.reader import MboSource, find_input, open_mbo, publisher_name
@@ -37,8 +45,10 @@ from vpbatch.memory import reuse_freed_memory
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.store import cache
+from vpbatch.store.files import file_sha256
+from vpbatch.store.fs import Lake, ObjectInfo, open_lake
 from vpbatch.store.grid_columns import StoredGridBuffer
-from vpbatch.store.lake import find_definition_file
+from vpbatch.store.lake import find_definition_file, find_definition_location, find_raw_location
 from vpbatch.store.partitions import InputFile, is_complete
 from vpbatch.store.writer import PartitionWriter
 
@@ -47,6 +57,8 @@ MAX_PENDING_BYTES: Final = 96 << 20
 #: States per engine batch in a build: the batch's grid rows (~1.4 MB at K = 50) are
 #: converted to stored columns while still in cache.
 BUILD_BATCH_STATES: Final = 64
+#: Why a build was skipped.
+SKIPPED: Final = "partition already built (use --force to rebuild)"
 #: An empty engine batch (yielded between fast-forward chunks so a stream can stop there).
 _NO_STATES: Final = Emitted(np.zeros(0, SNAPSHOT_DTYPE), np.zeros(0, GRID_DTYPE),
                             np.zeros((0, 0), np.int64))
@@ -87,12 +99,15 @@ class BuildJob:
     """One build's state: source, engine, writer, counters.
 
     ``trust_cache=False`` ignores the input's remembered sha256 (the book cache is still
-    saved): the retry after a stale cache hint.
+    saved): the retry after a stale cache hint. ``origin`` is the input as stored in an
+    object-store lake when ``source`` reads a local copy of it (the cache's sha256 hint is
+    kept under the object's URL, size and time).
     """
 
     def __init__(self, req: BuildRequest, product: Product, day: dt.date, source: MboSource,
-                 *, trust_cache: bool = True) -> None:
+                 *, trust_cache: bool = True, origin: ObjectInfo | None = None) -> None:
         self.req = req
+        self.origin = origin
         self.product = product
         self.day = day
         self.source = source
@@ -329,8 +344,11 @@ class BuildJob:
         if not self.req.use_cache:
             return 0
         self.cache_state = "miss"
-        sha = cache.known_sha256(self.req.lake, self.source.path) if self.trust_cache else None
-        hit = None if sha is None else cache.load(self.req.lake, self._cache_key(sha))
+        name, stat = self._input_identity()
+        sha = cache.known_sha256(self.req.lake, name, cache=self.req.cache,
+                                 stat=stat) if self.trust_cache else None
+        hit = None if sha is None else cache.load(self.req.lake, self._cache_key(sha),
+                                                  cache=self.req.cache)
         if hit is None:
             return 0
         arrays, _meta = hit
@@ -341,6 +359,13 @@ class BuildJob:
         self.cache_state = "hit"
         self.cached_sha256 = sha
         return self.engine.event_count
+
+    def _input_identity(self) -> tuple[str, tuple[int, int] | None]:
+        """The input as the cache's sha256 hints name it: a local path, or an object's URL
+        with its size and time."""
+        if self.origin is None:
+            return str(self.source.path), None
+        return self.origin.location, (self.origin.size, self.origin.mtime_ns)
 
     def _save_cached_book(self) -> None:
         """Keep the fast-forwarded book; it is saved once the input's sha256 is known."""
@@ -360,10 +385,12 @@ class BuildJob:
         if not self.req.use_cache:
             return sha
         try:
-            cache.remember_sha256(self.req.lake, self.source.path, sha)
+            name, stat = self._input_identity()
+            cache.remember_sha256(self.req.lake, name, sha, cache=self.req.cache, stat=stat)
             if self._book_to_cache is not None:
                 cache.save(self.req.lake, self._cache_key(sha), self._book_to_cache,
-                           {"symbol": self.selection.symbol, "day": self.day.isoformat()})
+                           {"symbol": self.selection.symbol, "day": self.day.isoformat()},
+                           cache=self.req.cache)
         except (VpbatchError, OSError) as exc:
             warnings.warn(f"book cache not saved: {exc}", VpbatchWarning, stacklevel=2)
         return sha
@@ -397,20 +424,76 @@ def product_and_day(req: BuildRequest) -> tuple[Product, dt.date]:
 
 def input_for(req: BuildRequest, product: Product,
               day: dt.date) -> tuple[Path, Product, Path | None]:
-    """The MBO file, and the product with the tick of a downloaded definition beside it."""
-    path = find_input(req.lake, req.symbol, day, path=req.path)
+    """The MBO file, and the product with the tick of a downloaded definition beside it
+    (a folder lake, or an explicit ``--path``; see :func:`fetched_input` for any lake)."""
+    path = find_input(Path(req.lake), req.symbol, day, path=req.path)
     definition = Path(req.definition) if req.definition is not None else None
     if definition is None and req.path is None:
         # `vpbatch download` keeps the day's definitions beside the MBO file (docs/download.md).
         definition = find_definition_file(path)
-        tick = read_definition_tick(definition, req.symbol) if definition else None
-        if tick is not None:
-            product = product.with_tick(tick)
-        elif definition is not None:
-            warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
-                          f"table's tick", VpbatchWarning, stacklevel=3)
-            definition = None
+        product, definition = _definition_tick(req, product, definition)
     return path, product, definition
+
+
+def _definition_tick(req: BuildRequest, product: Product,
+                     definition: Path | None) -> tuple[Product, Path | None]:
+    tick = read_definition_tick(definition, req.symbol) if definition else None
+    if tick is not None:
+        return product.with_tick(tick), definition
+    if definition is not None:
+        warnings.warn(f"{definition.name}: {req.symbol} not defined; using the product "
+                      f"table's tick", VpbatchWarning, stacklevel=4)
+    return product, None
+
+
+@dataclass
+class Input:
+    """The files one build reads, and what the manifest says about them."""
+
+    path: Path  # the MBO file the reader reads (a local copy for an object-store lake)
+    product: Product  # with the definition's tick
+    definition: Path | None
+    #: The MBO file and definition as stored in an object-store lake (None: local files).
+    origin: ObjectInfo | None = None
+    definition_origin: ObjectInfo | None = None
+
+    def recorded(self, sha256: str) -> list[InputFile | Path]:
+        """The manifest's ``inputs``: the MBO file with the sha256 computed while reading."""
+        if self.origin is None:
+            read = InputFile(str(self.path.resolve()), self.path.stat().st_size, sha256)
+            return [read, *([self.definition] if self.definition else [])]
+        out: list[InputFile | Path] = [InputFile(self.origin.location, self.origin.size, sha256)]
+        if self.definition is not None and self.definition_origin is not None:
+            out.append(InputFile(self.definition_origin.location, self.definition_origin.size,
+                                 file_sha256(self.definition)))
+        return out
+
+
+@contextmanager
+def fetched_input(req: BuildRequest, product: Product, day: dt.date) -> Iterator[Input]:
+    """:func:`input_for` on any lake. On an object store the day's raw file (and its
+    definition) are fetched into a temporary folder, removed when the block ends."""
+    store = open_lake(req.lake)
+    if store.local or req.path is not None:
+        yield Input(*input_for(req, product, day))
+        return
+    location = find_raw_location(store, product, day)
+    folder = Path(tempfile.mkdtemp(prefix="vpbatch-input-"))
+    try:
+        origin = store.info(location)
+        path = folder / location.rsplit("/", 1)[-1]
+        store.download(location, path)
+        definition, definition_origin = None, None
+        if req.definition is not None:
+            definition = Path(req.definition)
+        elif (found := find_definition_location(store, location)) is not None:
+            definition_origin = store.info(found)
+            definition = folder / found.rsplit("/", 1)[-1]
+            store.download(found, definition)
+            product, definition = _definition_tick(req, product, definition)
+        yield Input(path, product, definition, origin, definition_origin)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def build(req: BuildRequest) -> BuildResult:
@@ -438,14 +521,26 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
     """``build``; ``trust_cache=False`` ignores the remembered input sha256 (still saves)."""
     reuse_freed_memory()
     product, day = product_and_day(req)
+    store = open_lake(req.lake)
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
-    if not req.force and is_complete(req.lake, product, day, tables):
-        return BuildResult(req.symbol, day, "skipped",
-                           message="partition already built (use --force to rebuild)")
-    path, product, definition = input_for(req, product, day)
+    if not req.force and is_complete(store, product, day, tables):
+        return BuildResult(req.symbol, day, "skipped", message=SKIPPED)
+    try:
+        with fetched_input(req, product, day) as found:
+            return _run(req, store, day, found, trust_cache)
+    except PartitionExists:
+        if not is_complete(store, product, day, tables):
+            raise  # complete, but without a table asked for now (mbp): --force
+        # built meanwhile by another build (which held the partition's lock)
+        return BuildResult(req.symbol, day, "skipped", message=SKIPPED)
+
+
+def _run(req: BuildRequest, store: Lake, day: dt.date, found: Input,
+         trust_cache: bool) -> BuildResult:
+    path, product, definition = found.path, found.product, found.definition
     started = time.perf_counter()
     source = open_mbo(path, definition=definition)
-    job = BuildJob(req, product, day, source, trust_cache=trust_cache)
+    job = BuildJob(req, product, day, source, trust_cache=trust_cache, origin=found.origin)
     params: dict[str, Any] = {
         "symbol": job.selection.symbol, "instrument_id": job.selection.instrument_id,
         "publisher_id": job.selection.publisher_id,
@@ -460,24 +555,24 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
     total = None if end is None else max(end - source.metadata.start, 0) / NS_PER_SECOND
     with Progress(total=total, enabled=req.progress, phase="fast-forward"
                   if job.phases.warm is not None else "emit", unit="s market") as bar, \
-            PartitionWriter(req.lake, product, day, config=req.config,
-                            inputs=[path, *([definition] if definition else [])],
+            PartitionWriter(store, product, day, config=req.config,
                             params=params, mbp_levels=req.mbp_levels or None,
                             force=req.force) as writer:
         try:
             job.run(writer, bar)
             # The manifest's input checksum is the one computed while reading.
-            read = InputFile(str(path.resolve()), path.stat().st_size, job.finish_input())
+            inputs = found.recorded(job.finish_input())
         finally:
             job.close()
         job.timings["total"] = round(time.perf_counter() - started, 6)
-        writer.commit(inputs=[read, *([definition] if definition else [])],
-                      params={"records": job.engine.event_count},
+        writer.commit(inputs=inputs, params={"records": job.engine.event_count},
                       anomalies=job.engine.anomalies,
                       # the cache outcome is no parameter: a hit and a miss give equal data
                       timings={**job.timings, "cache": job.cache_state})
         rows = dict(writer.rows)
-    return BuildResult(req.symbol, day, "built", partitions=writer.partitions, rows=rows,
+    partitions: dict[str, Path | str] = ({**writer.partitions} if store.local
+                                         else {**writer.locations})
+    return BuildResult(req.symbol, day, "built", partitions=partitions, rows=rows,
                        records=job.engine.event_count, anomalies=job.engine.anomalies,
                        timings=job.timings, cache=job.cache_state)
 

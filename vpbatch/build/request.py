@@ -15,6 +15,7 @@ from typing import Final
 from vpbatch.clock import describe_ns, session_day
 from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, InputError
+from vpbatch.store.fs import open_lake
 
 DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
@@ -38,13 +39,18 @@ class BuildRequest:
     publisher_id : required when the instrument comes from several publishers.
     definition : instrument-definition DBN whose ``min_price_increment`` is the tick.
     force : replace a complete partition.
-    use_cache : load/save the fast-forwarded book in ``lake/cache``.
+    use_cache : load/save the fast-forwarded book in the book cache.
+    cache : the book cache's folder or object-store URL; default ``lake/cache/book`` for a
+        folder lake, a folder on each host's disk for one on an object store
+        (:func:`vpbatch.store.cache.cache_location`).
     progress : show a progress bar on stderr.
+
+    ``lake`` is a folder or an object-store URL (``s3://bucket/prefix``).
     """
 
     symbol: str
     day: dt.date | None
-    lake: Path
+    lake: Path | str
     path: Path | None = None
     start_time: dt.time | None = None
     end_time: dt.time | None = None
@@ -57,6 +63,7 @@ class BuildRequest:
     progress: bool = False
     chunk_records: int = 1_000_000
     definition: Path | None = None
+    cache: str | None = None
 
 
 @dataclass
@@ -66,7 +73,7 @@ class BuildResult:
     symbol: str
     day: dt.date
     status: str  # "built", "skipped" (already complete), "no-data", "failed" (ranges only)
-    partitions: dict[str, Path] = field(default_factory=dict)
+    partitions: dict[str, Path | str] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     records: int = 0
     anomalies: dict[str, int] = field(default_factory=dict)
@@ -77,8 +84,12 @@ class BuildResult:
 
 
 def check_request(req: BuildRequest) -> None:
-    """Checks that need no input file: a missing lake, --end-time not after --start-time."""
-    if req.path is None and not Path(req.lake).is_dir():
+    """Checks that need no input file: a missing lake (an unusable object store: one request),
+    --end-time not after --start-time."""
+    lake = open_lake(req.lake)
+    if not lake.local:
+        lake.check()
+    elif req.path is None and not Path(req.lake).is_dir():
         raise InputError(f"{req.lake}: lake folder does not exist (give --lake or set "
                          "VPBATCH_LAKE; raw files go under lake/raw/)")
     if req.start_time is None and req.end_time is not None:

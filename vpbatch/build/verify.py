@@ -61,6 +61,8 @@ check              what is verified
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,13 +70,36 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from vpbatch.book.dtypes import F_SNAPSHOT, GRID_FLOAT_FIELDS
+from vpbatch.build.verify_sql import (
+    CARDINALITY_SQL,
+    COMPLETENESS_SQL,
+    CONSECUTIVE_SQL,
+    CONTINUITY_SQL,
+    DEPTH_SQL,
+    FINITE_GRID_SQL,
+    FINITE_SNAPSHOT_SQL,
+    GRID_ORDER_SQL,
+    MBP_ORDER_SQL,
+    NO_TOUCH_SQL,
+    PRICES_SQL,
+    PROVENANCE_SQL,
+    READ_SQL,
+    SET_FILES_SQL,
+    SNAPSHOT_ORDER_SQL,
+    SNAPSHOT_SQL,
+    TOP_VS_MBP_SQL,
+    TOUCH_EXPECTED_SQL,
+    VIEW_SQL,
+    levels_vs_grid_sql,
+)
 from vpbatch.errors import ConfigError, InputError, OutputError, VerifyError
 from vpbatch.products import resolve_product
 from vpbatch.sql import CREATE_VIEW_SQL, grid_parameters, grid_select, new_connection
 from vpbatch.store.files import file_sha256
+from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.lake import (
     GOLD_TABLES,
     MANIFEST_FILE,
@@ -84,264 +109,15 @@ from vpbatch.store.lake import (
     gold_folder,
     parse_date,
 )
+from vpbatch.store.objects import Commit, commit_dir, latest_commit, latest_commits
 from vpbatch.store.partitions import build_digest, list_partitions, read_manifest, read_success
+
+_HASH_BLOCK: Final = 8 << 20
 
 #: Every check, in report order.
 CHECKS: Final = ("manifest", "files", "row_counts", "event_order", "cardinality",
                  "completeness", "finite", "continuity", "event_update", "depth", "book",
                  "prices", "provenance", "snapshot")
-
-#: Stored (frozen while untouched) float columns of a grid cell.
-STORED_FLOATS: Final = tuple(f for f in GRID_FLOAT_FIELDS
-                             if f not in ("pressure_now", "vacuum_now"))
-
-# --- SQL --------------------------------------------------------------------------------------
-# Views over one partition's files; the file lists are bound with SET VARIABLE.
-
-SET_FILES_SQL: Final = "SET VARIABLE {var} = $files"
-READ_SQL: Final = "SELECT * FROM read_parquet(getvariable('{var}'), file_row_number = true)"
-VIEW_SQL: Final = "CREATE OR REPLACE TEMP VIEW {name} AS " + READ_SQL
-
-_BUCKET_OF_PRICE: Final = "CAST(round({col} * 1e9 / $bucket) AS BIGINT)"
-#: SPEC §5 ``b(p) = floor(p / B + 1/2)`` in fixed point: ``floor((2p + B) / 2B)``.
-_BUCKET_OF_LEVEL: Final = ("CAST(floor(CAST(2 * CAST(round({col} * 1e9) AS BIGINT) + $bucket "
-                           "AS DOUBLE) / (2 * $bucket)) AS BIGINT)")
-
-ROWS_SQL: Final = "SELECT count(*) FROM {name}"
-
-SNAPSHOT_ORDER_SQL: Final = """
-SELECT count(*), arg_min(format('vp_snapshot row {}: event_id {} ts_event {} after event_id {} '
-                                 'ts_event {}', file_row_number, event_id, epoch_ns(ts_event),
-                                 prev_id, prev_ts), file_row_number)
-FROM (SELECT file_row_number, event_id, ts_event,
-             lag(event_id) OVER (ORDER BY file_row_number) AS prev_id,
-             epoch_ns(lag(ts_event) OVER (ORDER BY file_row_number)) AS prev_ts
-      FROM v_snap)
-WHERE event_id <= prev_id OR epoch_ns(ts_event) < prev_ts
-"""
-
-GRID_ORDER_SQL: Final = """
-SELECT count(*), arg_min(format('vp_grid row {}: (event_id {}, k {}) after ({}, {})',
-                                 file_row_number, event_id, k, prev_id, prev_k), file_row_number)
-FROM (SELECT file_row_number, event_id, k,
-             lag(event_id) OVER (ORDER BY file_row_number) AS prev_id,
-             lag(k) OVER (ORDER BY file_row_number) AS prev_k
-      FROM v_grid)
-WHERE event_id < prev_id OR (event_id = prev_id AND k <= prev_k)
-"""
-
-MBP_ORDER_SQL: Final = """
-SELECT count(*), arg_min(format('mbp row {}: event_id {} after {}', file_row_number, event_id,
-                                 prev_id), file_row_number)
-FROM (SELECT file_row_number, event_id,
-             lag(event_id) OVER (ORDER BY file_row_number) AS prev_id FROM v_mbp)
-WHERE event_id <= prev_id
-"""
-
-CARDINALITY_SQL: Final = """
-WITH counts AS (SELECT event_id, count(*) AS n FROM v_grid GROUP BY event_id),
-bad AS (
-    SELECT coalesce(s.event_id, c.event_id) AS event_id, coalesce(c.n, 0) AS n,
-           s.event_id IS NULL AS orphan
-    FROM v_snap s FULL OUTER JOIN counts c ON s.event_id = c.event_id
-    WHERE s.event_id IS NULL OR coalesce(c.n, 0) <> $rows)
-SELECT count(*), arg_min(CASE WHEN orphan
-                              THEN format('event_id={}: {} grid rows but no snapshot row',
-                                          event_id, n)
-                              ELSE format('event_id={}: {} grid rows, expected {}',
-                                          event_id, n, $rows) END, event_id)
-FROM bad
-"""
-
-COMPLETENESS_SQL: Final = """
-SELECT count(*), arg_min(format('event_id={}: {} distinct k in [{}, {}] over {} rows, '
-                                 'expected each of -{}..{} once', event_id, nk, lo, hi, n, $K,
-                                 $K), event_id)
-FROM (SELECT event_id, count(DISTINCT k) AS nk, min(k) AS lo, max(k) AS hi, count(*) AS n
-      FROM v_grid GROUP BY event_id)
-WHERE nk <> $rows OR lo <> -$K OR hi <> $K OR n <> nk
-"""
-
-
-def _not_finite(col: str) -> str:
-    return f"NOT coalesce(isfinite({col}), false)"
-
-
-_GRID_FLOATS: Final = ("price", *GRID_FLOAT_FIELDS)
-FINITE_GRID_SQL: Final = (
-    "SELECT count(*), arg_min(format('event_id={} k={}: {}', event_id, k, concat_ws(', ', "
-    + ", ".join(f"CASE WHEN {_not_finite(c)} THEN '{c}=' || coalesce(CAST({c} AS VARCHAR), "
-                f"'NULL') END" for c in _GRID_FLOATS)
-    + ")), event_id) FROM v_grid WHERE "
-    + " OR ".join(_not_finite(c) for c in _GRID_FLOATS)
-)
-_SNAP_REQUIRED: Final = ("spot_price", "regime_score", "regime_intensity")
-_SNAP_OPTIONAL: Final = ("best_bid_price", "best_ask_price", "mid_price")
-_SNAP_BAD: Final = tuple(_not_finite(c) for c in _SNAP_REQUIRED) + tuple(
-    f"({c} IS NOT NULL AND NOT isfinite({c}))" for c in _SNAP_OPTIONAL)
-FINITE_SNAPSHOT_SQL: Final = (
-    "SELECT count(*), arg_min(format('vp_snapshot event_id={}: {}', event_id, concat_ws(', ', "
-    + ", ".join(f"CASE WHEN {cond} THEN '{c}=' || coalesce(CAST({c} AS VARCHAR), 'NULL') END"
-                for c, cond in zip(_SNAP_REQUIRED + _SNAP_OPTIONAL, _SNAP_BAD, strict=True))
-    + ")), event_id) FROM v_snap WHERE " + " OR ".join(_SNAP_BAD)
-)
-
-_STORED: Final = (*STORED_FLOATS, "last_event_id", "last_ts")
-CONTINUITY_SQL: Final = (
-    "WITH s AS (SELECT event_id, lag(event_id) OVER (ORDER BY event_id) AS prev_id FROM v_snap),"
-    " g AS (SELECT g.event_id, g.k, s.prev_id, "
-    + _BUCKET_OF_PRICE.format(col="g.price") + " AS b, g.last_event_id, "
-    "epoch_ns(g.last_ts) AS last_ts, " + ", ".join(f"g.{c}" for c in STORED_FLOATS)
-    + " FROM v_grid g JOIN s ON g.event_id = s.event_id),"
-    " w AS (SELECT *, lag(event_id) OVER win AS p_event_id, "
-    + ", ".join(f"lag({c}) OVER win AS p_{c}" for c in _STORED)
-    + " FROM g WINDOW win AS (PARTITION BY b ORDER BY event_id))"
-    " SELECT count(*), arg_min(format('event_id={} k={}: {} changed since event_id={} although "
-    "last_event_id={}', event_id, k, concat_ws(', ', "
-    + ", ".join(f"CASE WHEN {c} IS DISTINCT FROM p_{c} THEN '{c} ' || CAST(p_{c} AS VARCHAR) "
-                f"|| ' -> ' || CAST({c} AS VARCHAR) END" for c in _STORED)
-    + "), prev_id, last_event_id), event_id) FROM w"
-    " WHERE p_event_id = prev_id AND last_event_id <= prev_id AND ("
-    + " OR ".join(f"{c} IS DISTINCT FROM p_{c}" for c in _STORED)
-    + ") AND NOT (event_id - prev_id > 1 AND last_event_id = 0 AND last_ts = 0 AND "
-    + " AND ".join(f"{c} = 0" for c in STORED_FLOATS) + ")"
-)
-
-CONSECUTIVE_SQL: Final = """
-SELECT count(*), arg_min(format('event_id={} follows event_id={} (sample=event emits every '
-                                 'record)', event_id, prev_id), event_id)
-FROM (SELECT event_id, lag(event_id) OVER (ORDER BY event_id) AS prev_id FROM v_snap)
-WHERE event_id - prev_id <> 1
-"""
-
-TOUCH_EXPECTED_SQL: Final = (
-    "WITH rec AS (SELECT event_id, action, price, "
-    + _BUCKET_OF_LEVEL.format(col="price") + " AS rb FROM v_mbp"
-    f" WHERE action IN ('A', 'M') AND (flags & {F_SNAPSHOT}) = 0 AND price IS NOT NULL"
-    " AND size > 0 AND side IN ('B', 'A')),"
-    " g AS (SELECT event_id, k, last_event_id, " + _BUCKET_OF_PRICE.format(col="price")
-    + " AS b FROM v_grid)"
-    " SELECT count(*), arg_min(format('event_id={}: record {} at {} touches k={} but that cell "
-    "has last_event_id={}', rec.event_id, rec.action, rec.price, g.k, g.last_event_id), "
-    "rec.event_id)"
-    " FROM rec JOIN g ON g.event_id = rec.event_id AND g.b = rec.rb"
-    " WHERE g.last_event_id <> rec.event_id"
-)
-
-NO_TOUCH_SQL: Final = (
-    "WITH rec AS (SELECT event_id, action, flags FROM v_mbp"
-    f" WHERE action IN ('R', 'T') OR (flags & {F_SNAPSHOT}) <> 0),"
-    " fresh AS (SELECT event_id, count(*) AS n, min(k) AS k FROM v_grid"
-    " WHERE last_event_id = event_id GROUP BY event_id)"
-    " SELECT count(*), arg_min(format('event_id={}: record {} (flags {}) touches nothing but {} "
-    "cell(s) have last_event_id={} (first k={})', event_id, action, flags, n, event_id, k), "
-    "event_id)"
-    " FROM rec JOIN fresh USING (event_id)"
-)
-
-DEPTH_SQL: Final = """
-SELECT count(*), arg_min(format('event_id={} k={}: bid_depth {} + ask_depth {} vs rest_depth {}',
-                                 event_id, k, bid_depth, ask_depth, rest_depth), event_id)
-FROM v_grid
-WHERE NOT coalesce(bid_depth >= 0 AND ask_depth >= 0 AND rest_depth = bid_depth + ask_depth,
-                   false)
-"""
-
-
-def _px_eq(a: str, b: str) -> str:
-    return (f"(({a} IS NULL AND {b} IS NULL) OR "
-            f"coalesce(abs({a} - {b}) <= 1e-9 * greatest(1.0, abs({a})), false))")
-
-
-TOP_VS_MBP_SQL: Final = (
-    "WITH st AS (SELECT event_id, best_bid_price, best_ask_price, best_bid_size, best_ask_size"
-    " FROM v_snap),"
-    " m AS (SELECT event_id AS m_event_id, bid_px_00, ask_px_00, bid_sz_00, ask_sz_00"
-    " FROM v_mbp)"
-    " SELECT count(*), arg_min(format('event_id={}: best bid {} x {} / ask {} x {} but mbp "
-    "event_id={} level 0 is {} x {} / {} x {}', event_id, best_bid_price, best_bid_size, "
-    "best_ask_price, best_ask_size, m_event_id, bid_px_00, bid_sz_00, ask_px_00, ask_sz_00), "
-    "event_id)"
-    " FROM st ASOF JOIN m ON st.event_id >= m.m_event_id"
-    " WHERE NOT (" + _px_eq("best_bid_price", "bid_px_00") + " AND "
-    + _px_eq("best_ask_price", "ask_px_00")
-    + " AND best_bid_size = bid_sz_00 AND best_ask_size = ask_sz_00)"
-)
-
-
-def levels_vs_grid_sql(levels: int) -> str:
-    """SQL comparing ``levels`` mbp levels per side with the grid's depth (check ``book``)."""
-    def cols(prefix: str) -> str:
-        return ", ".join(f"{prefix}_{i:02d}" for i in range(levels))
-
-    return (
-        "WITH m AS (SELECT event_id AS m_event_id, "
-        f"[{cols('bid_px')}] AS bpx, [{cols('bid_sz')}] AS bsz, "
-        f"[{cols('ask_px')}] AS apx, [{cols('ask_sz')}] AS asz FROM v_mbp),"
-        " lv AS (SELECT st.event_id, m_event_id, unnest(bpx) AS bp, unnest(bsz) AS bs,"
-        " unnest(apx) AS ap, unnest(asz) AS az"
-        " FROM (SELECT event_id FROM v_snap) st ASOF JOIN m ON st.event_id >= m.m_event_id),"
-        " levels AS (SELECT event_id, m_event_id, 'bid' AS side, bp AS px, bs AS sz FROM lv"
-        " WHERE bp IS NOT NULL UNION ALL SELECT event_id, m_event_id, 'ask', ap, az FROM lv"
-        " WHERE ap IS NOT NULL),"
-        " lb AS (SELECT *, " + _BUCKET_OF_LEVEL.format(col="px") + " AS b FROM levels),"
-        " g AS (SELECT event_id, k, bid_depth, ask_depth, "
-        + _BUCKET_OF_PRICE.format(col="price") + " AS b FROM v_grid),"
-        " j AS (SELECT lb.*, g.k, CASE lb.side WHEN 'bid' THEN g.bid_depth ELSE g.ask_depth END"
-        " AS depth FROM lb JOIN g ON g.event_id = lb.event_id AND g.b = lb.b)"
-        " SELECT count(*), arg_min(format('event_id={} k={}: {} depth {} but mbp event_id={} has "
-        "{} at {}', event_id, k, side, depth, m_event_id, sz, px), event_id) FROM j"
-        " WHERE CASE WHEN $exact THEN depth <> sz ELSE depth < sz END"
-    )
-
-
-PRICES_SQL: Final = """
-SELECT count(*), arg_min(format('event_id={} k={}: price {} but spot_price {} + k * {} = {}',
-                                 g.event_id, g.k, g.price, s.spot_price, $bucket_size,
-                                 s.spot_price + g.k * $bucket_size), g.event_id)
-FROM v_grid g JOIN v_snap s ON g.event_id = s.event_id
-WHERE NOT coalesce(abs(g.price - (s.spot_price + g.k * $bucket_size))
-                   <= 1e-9 * greatest(1.0, abs(g.price)), false)
-"""
-
-PROVENANCE_SQL: Final = """
-SELECT count(*), arg_min(format('event_id={} k={}: last_event_id {} last_ts {} (state ts_event {})',
-                                 g.event_id, g.k, g.last_event_id, epoch_ns(g.last_ts),
-                                 epoch_ns(s.ts_event)), g.event_id)
-FROM v_grid g JOIN v_snap s ON g.event_id = s.event_id
-WHERE g.last_event_id < 0 OR g.last_event_id > g.event_id OR g.last_ts > s.ts_event
-   OR (g.last_event_id = 0 AND epoch_ns(g.last_ts) <> 0)
-"""
-
-SNAPSHOT_SQL: Final = """
-SELECT count(*), arg_min(format('event_id={}: {}', event_id, reason), event_id)
-FROM (SELECT event_id, concat_ws(', ',
-    CASE WHEN (best_bid_price IS NULL) <> (best_bid_size = 0) OR best_bid_size < 0
-         THEN format('best bid {} x {}', best_bid_price, best_bid_size) END,
-    CASE WHEN (best_ask_price IS NULL) <> (best_ask_size = 0) OR best_ask_size < 0
-         THEN format('best ask {} x {}', best_ask_price, best_ask_size) END,
-    CASE WHEN (mid_price IS NULL) <> (best_bid_price IS NULL OR best_ask_price IS NULL)
-           OR NOT coalesce(abs(mid_price - (best_bid_price + best_ask_price) / 2)
-                           <= 1e-9 * greatest(1.0, abs(mid_price)), true)
-         THEN format('mid_price {} for bid {} ask {}', mid_price, best_bid_price,
-                     best_ask_price) END,
-    CASE WHEN crossed <> coalesce(best_bid_price >= best_ask_price, false)
-         THEN format('crossed={} for bid {} ask {}', crossed, best_bid_price, best_ask_price) END,
-    CASE WHEN book_valid AND (best_bid_price IS NULL OR best_ask_price IS NULL)
-         THEN 'book_valid with an empty side' END,
-    CASE WHEN NOT coalesce(abs(regime_score) <= 1 + 1e-9, false)
-         THEN format('regime_score {}', regime_score) END,
-    CASE WHEN NOT coalesce(regime_intensity >= 0, false)
-         THEN format('regime_intensity {}', regime_intensity) END,
-    CASE WHEN buy_volume < 0 OR sell_volume < 0
-         THEN format('volumes {} / {}', buy_volume, sell_volume) END,
-    CASE WHEN n_records < 1 OR (prev_id IS NOT NULL AND n_records <> event_id - prev_id)
-         THEN format('n_records {} since event_id {}', n_records, prev_id) END
-    ) AS reason
-    FROM (SELECT *, lag(event_id) OVER (ORDER BY event_id) AS prev_id FROM v_snap))
-WHERE reason <> ''
-"""
-
 
 # --- report -----------------------------------------------------------------------------------
 
@@ -416,26 +192,34 @@ class _Key:
     def label(self) -> str:
         return f"{self.product_type}/{self.symbol}/{self.dt}"
 
+    @property
+    def values(self) -> tuple[str, str, str]:
+        return self.product_type, self.symbol, self.dt
+
     def folder(self, lake: Path, table: str) -> Path:
         return gold_folder(lake, table, self.product_type, self.symbol, self.dt)
 
 
-def _all_keys(lake: Path) -> list[_Key]:
-    """Every partition of any table, complete or not (completeness is one of the checks)."""
+def _all_keys(lake: Lake) -> list[_Key]:
+    """Every partition of any table, complete or not (completeness is one of the checks);
+    on an object store every committed partition (nothing else is a partition there)."""
+    if not lake.local:
+        return [_Key(*key) for key in sorted(latest_commits(lake))]
     keys = {_Key(p.product_type, p.symbol, p.dt) for table in GOLD_TABLES
             for p in list_partitions(lake, table, complete_only=False)}
     return sorted(keys, key=lambda k: (k.product_type, k.symbol, k.dt))
 
 
-def select_partitions(lake: Path, symbol: str | None = None,
+def select_partitions(lake: Path | str | Lake, symbol: str | None = None,
                       day: dt.date | str | None = None, all: bool = False) -> list[str]:
     """Labels (``product_type/symbol/dt``) of the partitions :func:`verify` would check."""
-    return [k.label for k in _select(lake, symbol, day, all)]
+    return [k.label for k in _select(open_lake(lake), symbol, day, all)]
 
 
-def _select(lake: Path, symbol: str | None, day: dt.date | str | None, all: bool) -> list[_Key]:
+def _select(lake: Lake, symbol: str | None, day: dt.date | str | None, all: bool) -> list[_Key]:
     if not all and symbol is None and day is None:
         raise ConfigError("verify: give --symbol and/or --dt, or --all")
+    lake.check()
     keys = _all_keys(lake)
     wanted = keys
     what = []
@@ -452,7 +236,7 @@ def _select(lake: Path, symbol: str | None, day: dt.date | str | None, all: bool
         have = ", ".join(f"{k.symbol}/{k.dt}" for k in keys[:10]) or "none"
         more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
         wanted_text = f"for {' '.join(what)}" if what else "in the lake"
-        raise InputError(f"{Path(lake) / 'gold'}: no partition {wanted_text} "
+        raise InputError(f"{lake.loc('gold')}: no partition {wanted_text} "
                          f"(have: {have}{more})")
     return wanted
 
@@ -463,9 +247,11 @@ def _select(lake: Path, symbol: str | None, day: dt.date | str | None, all: bool
 class _Partition:
     """The facts of one partition that the checks share."""
 
-    def __init__(self, lake: Path, key: _Key) -> None:
+    def __init__(self, lake: Lake, key: _Key) -> None:
         self.lake = lake
         self.key = key
+        #: The latest commit of the partition (object store), whose attempt is checked.
+        self.commit: Commit | None = None
         self.label = key.label
         self.results: list[CheckResult] = []
         self.manifest: dict[str, Any] = {}
@@ -480,15 +266,49 @@ class _Partition:
         self.results.append(CheckResult(self.label, name, violations == 0, int(violations),
                                         example if violations else ""))
 
-    def part(self, table: str) -> Path:
-        return self.key.folder(self.lake, table) / PART_FILE
+    def folder(self, table: str) -> str:
+        """The table's files: the partition folder, or the committed attempt's prefix."""
+        if self.commit is not None:
+            return self.commit.folder(self.lake, table)
+        return str(self.key.folder(self.lake.folder, table))
+
+    def part(self, table: str) -> str:
+        return (f"{self.folder(table)}/{PART_FILE}" if self.commit is not None
+                else str(self.key.folder(self.lake.folder, table) / PART_FILE))
+
+    # -- where the bytes are: a folder or an object store ------------------------------------
+
+    def has_part(self, table: str) -> bool:
+        return self.lake.is_file(self.part(table))
+
+    def part_sha256(self, table: str) -> str:
+        if self.lake.local:
+            return file_sha256(Path(self.part(table)))
+        digest = hashlib.sha256()
+        with self.lake.open_input(self.part(table)) as fh:
+            while block := fh.read(_HASH_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def parquet(self, table: str) -> tuple[str, pafs.FileSystem | None]:
+        """``(path, filesystem)`` for pyarrow's readers."""
+        if self.lake.local:
+            return self.part(table), None
+        return self.lake.arrow_path(self.part(table)), self.lake.arrow_filesystem()
 
     # -- manifest, files and counts (Python) ----------------------------------------------------
 
     def check_manifest(self) -> bool:
         problems: list[str] = []
         try:
-            self.manifest = read_manifest(self.key.folder(self.lake, "vp_snapshot"))
+            if self.lake.local:
+                self.manifest = read_manifest(self.key.folder(self.lake.folder, "vp_snapshot"))
+            else:
+                self.commit = latest_commit(self.lake, *self.key.values)
+                if self.commit is None:
+                    raise OutputError(f"{commit_dir(self.lake, *self.key.values)}: no commit "
+                                      "marker (the partition was never committed)")
+                self.manifest = dict(self.commit.manifest)
         except OutputError as exc:
             self.add("manifest", 1, str(exc))
             return False
@@ -512,8 +332,12 @@ class _Partition:
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"manifest lacks config.K/band/sample or product.bucket ({exc})")
         digest = build_digest(m)
+        if self.commit is not None:
+            problems += self._commit_problems(digest)
+            self.add("manifest", len(problems), problems[0] if problems else "")
+            return not any("manifest lacks" in p or "lists no" in p for p in problems)
         for table in self.tables:
-            folder = self.key.folder(self.lake, table)
+            folder = self.key.folder(self.lake.folder, table)
             build = read_success(folder)
             if build is None:
                 problems.append(f"{folder}: no {SUCCESS_FILE} (incomplete build)")
@@ -531,37 +355,60 @@ class _Partition:
                     problems.append(f"{folder / MANIFEST_FILE}: differs from the vp_snapshot "
                                     "manifest")
         for table in GOLD_TABLES:
-            folder = self.key.folder(self.lake, table)
+            folder = self.key.folder(self.lake.folder, table)
             if table not in self.tables and folder.exists():
                 problems.append(f"{folder}: table not part of the build in the manifest")
         self.add("manifest", len(problems), problems[0] if problems else "")
         return not any("manifest lacks" in p or "lists no" in p for p in problems)
+
+    def _commit_problems(self, digest: str) -> list[str]:
+        """The commit marker names this build and its tables, and each table's attempt holds
+        the same manifest (object store)."""
+        assert self.commit is not None
+        problems = []
+        if self.commit.build != digest:
+            problems.append(f"{self.commit.location}: build {self.commit.build[:12]} does not "
+                            f"match the manifest ({digest[:12]})")
+        if sorted(self.commit.tables) != sorted(self.tables):
+            problems.append(f"{self.commit.location}: tables {', '.join(self.commit.tables)} "
+                            f"but the manifest lists {', '.join(self.tables)}")
+        for table in self.tables:
+            location = f"{self.folder(table)}/{MANIFEST_FILE}"
+            try:
+                other = json.loads(self.lake.read_bytes(location))
+            except (OSError, ValueError) as exc:
+                problems.append(f"{location}: cannot read manifest: {exc}")
+                continue
+            if not isinstance(other, dict) or build_digest(other) != digest:
+                problems.append(f"{location}: differs from the commit's manifest")
+        return problems
 
     def check_files(self) -> bool:
         problems: list[str] = []
         for table in self.tables:
             facts = self.manifest["tables"][table]
             path = self.part(table)
-            if not path.is_file():
+            if not self.has_part(table):
                 problems.append(f"{path}: missing")
                 continue
-            size = path.stat().st_size
+            size = self.lake.info(path).size
             if size != facts.get("bytes"):
                 problems.append(f"{path}: {size} bytes, manifest says {facts.get('bytes')}")
-            elif file_sha256(path) != facts.get("sha256"):
+            elif self.part_sha256(table) != facts.get("sha256"):
                 problems.append(f"{path}: sha256 differs from the manifest")
         self.add("files", len(problems), problems[0] if problems else "")
-        return all(self.part(t).is_file() for t in ("vp_snapshot", "vp_grid"))
+        return all(self.has_part(t) for t in ("vp_snapshot", "vp_grid"))
 
     def check_row_counts(self) -> None:
         problems: list[str] = []
         rows: dict[str, int] = {}
         for table in self.tables:
             path = self.part(table)
-            if not path.is_file():
+            if not self.has_part(table):
                 continue
             try:
-                rows[table] = pq.read_metadata(path).num_rows
+                where, fs = self.parquet(table)
+                rows[table] = pq.read_metadata(where, filesystem=fs).num_rows
             except (OSError, ValueError) as exc:
                 problems.append(f"{path}: unreadable Parquet ({exc})")
                 continue
@@ -579,10 +426,11 @@ class _Partition:
 
     def open(self) -> duckdb.DuckDBPyConnection:
         con = new_connection()
+        self.lake.attach(con)
         for table, name in (("vp_snapshot", "v_snap"), ("vp_grid", "v_grid"), ("mbp", "v_mbp")):
-            if table in self.tables and self.part(table).is_file():
+            if table in self.tables and self.has_part(table):
                 var = f"verify_{name}"
-                con.execute(SET_FILES_SQL.format(var=var), {"files": [str(self.part(table))]})
+                con.execute(SET_FILES_SQL.format(var=var), {"files": [self.part(table)]})
                 if table == "vp_grid":  # the view's columns, whatever the file layout
                     layout, params = grid_parameters(self.manifest)
                     select = grid_select(con, "verify_grid_params", layout, params,
@@ -611,7 +459,7 @@ class _Partition:
 
     def run_sql_checks(self) -> None:
         con = self.open()
-        has_mbp = "mbp" in self.tables and self.part("mbp").is_file()
+        has_mbp = "mbp" in self.tables and self.has_part("mbp")
         try:
             order = [SNAPSHOT_ORDER_SQL, GRID_ORDER_SQL] + ([MBP_ORDER_SQL] if has_mbp else [])
             self.add("event_order", *self.query(con, order))
@@ -641,13 +489,15 @@ class _Partition:
             con.close()
 
     def _mbp_levels(self) -> int:
-        names = pq.read_schema(self.part("mbp")).names
+        path, fs = self.parquet("mbp")
+        names = pq.read_schema(path, filesystem=fs).names
         return sum(1 for name in names if name.startswith("bid_px_"))
 
 
-def verify_partition(lake: Path, product_type: str, symbol: str, day: str) -> list[CheckResult]:
+def verify_partition(lake: Path | str | Lake, product_type: str, symbol: str,
+                     day: str) -> list[CheckResult]:
     """Run every check on one partition (see the module docstring)."""
-    part = _Partition(Path(lake), _Key(product_type, symbol, day))
+    part = _Partition(open_lake(lake), _Key(product_type, symbol, day))
     if part.check_manifest():
         files_ok = part.check_files()
         part.check_row_counts()
@@ -660,14 +510,15 @@ def verify_partition(lake: Path, product_type: str, symbol: str, day: str) -> li
     return part.results
 
 
-def verify(lake: Path, symbol: str | None = None, day: dt.date | str | None = None,
-           all: bool = False) -> VerifyReport:
+def verify(lake: Path | str | Lake, symbol: str | None = None,
+           day: dt.date | str | None = None, all: bool = False) -> VerifyReport:
     """Check SPEC §12 invariants 1-6 and the manifests of the selected partitions.
 
     Parameters
     ----------
-    lake : Path
-        Lake root.
+    lake : Path, str or Lake
+        Lake root: a folder or an object-store URL (``s3://bucket/prefix``; there the
+        committed attempt of each partition is checked, read with range requests).
     symbol : str, optional
         Contract or ticker (``MNQH6``); with ``day`` one partition, alone every day.
     day : datetime.date or str, optional
@@ -687,8 +538,9 @@ def verify(lake: Path, symbol: str | None = None, day: dt.date | str | None = No
     InputError
         When no partition matches.
     """
-    keys = _select(Path(lake), symbol, day, all)
+    store = open_lake(lake)
+    keys = _select(store, symbol, day, all)
     report = VerifyReport(partitions=[k.label for k in keys])
     for key in keys:
-        report.results.extend(verify_partition(Path(lake), key.product_type, key.symbol, key.dt))
+        report.results.extend(verify_partition(store, key.product_type, key.symbol, key.dt))
     return report

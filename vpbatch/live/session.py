@@ -67,7 +67,7 @@ class LiveRequest:
 
     symbols: tuple[str, ...]
     day: dt.date
-    lake: Path
+    lake: Path  # the recording's lake folder (a local stage of an object-store lake)
     dataset: str | None = None
     warm: str = "replay"
     start_time: dt.time | None = None
@@ -81,6 +81,8 @@ class LiveRequest:
     heartbeat_s: int = 30
     grace_ns: int = DEFAULT_GRACE_NS
     publisher_id: int | None = None
+    #: Where the partitions are committed when not ``lake`` (an object-store lake's URL).
+    gold_lake: str | None = None
 
     def api_key(self) -> str:
         key = self.key or os.environ.get(API_KEY_ENV)
@@ -96,7 +98,7 @@ class SymbolResult:
     symbol: str
     status: str
     recording: Path | None = None
-    partitions: dict[str, Path] = field(default_factory=dict)
+    partitions: dict[str, str] = field(default_factory=dict)  # table -> folder or URL
     rows: dict[str, int] = field(default_factory=dict)
     records: int = 0
     states: int = 0
@@ -258,8 +260,9 @@ class SymbolRun:
                 """Nobody takes the states: spare the engine copying its grid rows out."""
         else:
             also = None  # type: ignore[assignment]
-        writer = PartitionWriter(req.lake, self.product, req.day, config=req.config,
-                                 params=params, force=True) if req.record else None
+        writer = PartitionWriter(req.gold_lake or req.lake, self.product, req.day,
+                                 config=req.config, params=params, force=True) \
+            if req.record else None
         with writer if writer is not None else contextlib.nullcontext():
             job.run(writer, Progress(total=None, enabled=False), also=also)
             if not job.ended:
@@ -275,7 +278,7 @@ class SymbolRun:
                     "records": job.engine.event_count,
                     "live": {"late": job.late, "closed_by_heartbeat": job.flushed_bins}},
                     anomalies=job.engine.anomalies, timings=job.timings)
-                self.result.partitions = dict(writer.partitions)
+                self.result.partitions = dict(writer.locations)
                 self.result.rows = dict(writer.rows)
         self.result.status = "built" if writer is not None else "watched"
 

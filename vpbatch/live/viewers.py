@@ -23,7 +23,7 @@ _START_SECONDS: Final = 20.0
 
 
 @contextlib.contextmanager
-def serving(req: LiveRequest, lake: Path, *, host: str, port: int, token: str | None,
+def serving(req: LiveRequest, lake: Path | str, *, host: str, port: int, token: str | None,
             log_level: str = "warning") -> Iterator[tuple[dict[str, LiveFeed], str]]:
     """Serve the viewer for ``req``'s symbols; yields (feeds by symbol, the index URL).
 

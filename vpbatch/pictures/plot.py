@@ -568,14 +568,14 @@ def render_heatmap(data: HeatmapData, fmt: str, *, width: int = DEFAULT_WIDTH,
     return html_page(data, png).encode() if fmt == ".html" else png
 
 
-def plot_heatmap(lake: Path, symbol: str, day: dt.date, start: dt.time | dt.datetime | None,
+def plot_heatmap(lake: Path | str, symbol: str, day: dt.date, start: dt.time | dt.datetime | None,
                  end: dt.time | dt.datetime | None, out: Path, *, width: int = DEFAULT_WIDTH,
                  height: int = DEFAULT_HEIGHT, dpi: int = DEFAULT_DPI) -> Path:
     """Draw the vacuum/pressure heatmap of one built day over a time window.
 
     Parameters
     ----------
-    lake : Path
+    lake : Path or str
         Lake root holding a complete build of ``symbol``/``day``.
     symbol : str
         Contract or ticker as built (``MNQH6``, ``GOOG``).
@@ -614,9 +614,9 @@ def plot_heatmap(lake: Path, symbol: str, day: dt.date, start: dt.time | dt.date
     from vpbatch.pictures.plot_data import column_count, load_heatmap, open_session, resolve_window
     from vpbatch.sql import connect
 
-    con = connect(Path(lake))
+    con = connect(lake)
     try:
-        session = open_session(con, Path(lake), symbol, day)
+        session = open_session(con, lake, symbol, day)
         start_ns, end_ns = resolve_window(session, start, end)
         data = load_heatmap(con, session, start_ns, end_ns, column_count(width))
     finally:

@@ -25,8 +25,13 @@ from vpbatch.clock import NS_PER_SECOND, et_ns, format_et
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.products import Product, resolve_product
 from vpbatch.sql import execute
-from vpbatch.store.lake import CORE_TABLES, gold_partition
-from vpbatch.store.partitions import is_complete, list_partitions, read_manifest
+from vpbatch.store.lake import CORE_TABLES
+from vpbatch.store.partitions import (
+    find_partition,
+    is_complete,
+    list_partitions,
+    partition_manifest,
+)
 
 #: Most time columns a heatmap is aggregated to.
 MAX_COLUMNS: Final = 2000
@@ -115,7 +120,7 @@ def ts_param(ns: int) -> str:
 class Session:
     """One complete build of ``symbol``/``day`` in the lake, as the plots need it."""
 
-    lake: Path
+    lake: Path | str
     product: Product
     day: dt.date
     K: int
@@ -138,7 +143,7 @@ class Session:
                 f"{format_et(self.last_ns, self.day, millis=True)} ET")
 
 
-def _missing_partition(lake: Path, product: Product, day: dt.date) -> InputError:
+def _missing_partition(lake: Path | str, product: Product, day: dt.date) -> InputError:
     parts = list_partitions(lake, "vp_snapshot")
     days = sorted({p.dt for p in parts if p.symbol == product.symbol})
     if days:
@@ -153,7 +158,7 @@ def _missing_partition(lake: Path, product: Product, day: dt.date) -> InputError
                       f"--dt {day.isoformat()}`")
 
 
-def open_session(con: duckdb.DuckDBPyConnection, lake: Path, symbol: str,
+def open_session(con: duckdb.DuckDBPyConnection, lake: Path | str, symbol: str,
                  day: dt.date) -> Session:
     """The complete build of ``symbol``/``day`` (its manifest, K, bucket and time span).
 
@@ -162,11 +167,14 @@ def open_session(con: duckdb.DuckDBPyConnection, lake: Path, symbol: str,
     InputError
         When there is no complete build (the message lists the days that exist), or it is empty.
     """
-    lake = Path(lake)
     product = resolve_product(symbol)
     if not is_complete(lake, product, day, CORE_TABLES):
         raise _missing_partition(lake, product, day)
-    manifest = read_manifest(gold_partition(lake, "vp_snapshot", product, day))
+    part = find_partition(lake, "vp_snapshot", product.product_type, product.symbol,
+                          day.isoformat())
+    if part is None:  # pragma: no cover - is_complete found it a moment ago
+        raise _missing_partition(lake, product, day)
+    manifest = partition_manifest(part)
     config = manifest.get("config", {})
     params = manifest.get("parameters", {})
     span = execute(con, SPAN_SQL, {"symbol": product.symbol, "dt": day}).row(0, named=True)

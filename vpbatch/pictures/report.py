@@ -441,12 +441,12 @@ def _regimes(regimes: pl.DataFrame) -> str:
             f"episode is a run of consecutive states with the same regime.</p></section>")
 
 
-def build_report(lake: Path, symbol: str, day: dt.date) -> str:
+def build_report(lake: Path | str, symbol: str, day: dt.date) -> str:
     """The report page of one built day as an HTML string (see module docstring)."""
     require_matplotlib()
-    con = connect(Path(lake))
+    con = connect(lake)
     try:
-        session = open_session(con, Path(lake), symbol, day)
+        session = open_session(con, lake, symbol, day)
         summary = _one(con, SUMMARY_SQL, session.params)
         regimes = regime_table(con, session)
         profile = execute(con, PROFILE_SQL, session.params)
@@ -484,12 +484,12 @@ def build_report(lake: Path, symbol: str, day: dt.date) -> str:
     return "\n".join(parts)
 
 
-def write_report(lake: Path, symbol: str, day: dt.date, out: Path) -> Path:
+def write_report(lake: Path | str, symbol: str, day: dt.date, out: Path) -> Path:
     """Write the one-page HTML report of one built day.
 
     Parameters
     ----------
-    lake : Path
+    lake : Path or str
         Lake root holding a complete build of ``symbol``/``day``.
     symbol : str
         Contract or ticker as built.

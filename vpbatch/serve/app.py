@@ -34,7 +34,8 @@ from vpbatch.serve.request import LiveRequest, is_live, parse_live_query, parse_
 from vpbatch.serve.scale import color_scale
 from vpbatch.serve.sources import built_days, open_source
 from vpbatch.serve.stream import Stream, et_text, runtime_fields
-from vpbatch.store.partitions import read_manifest
+from vpbatch.store.fs import Lake, open_lake
+from vpbatch.store.partitions import Partition, partition_manifest
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 PAGE: Final = "vacuum-pressure.html"
@@ -43,9 +44,9 @@ PAGE: Final = "vacuum-pressure.html"
 class _Served:
     """App state: the lake, the token, the live feeds and the open streams (for /health)."""
 
-    def __init__(self, lake: Path, token: str | None,
+    def __init__(self, lake: Path | str, token: str | None,
                  live: Mapping[str, LiveFeed] | None = None) -> None:
-        self.lake = Path(lake)
+        self.lake = open_lake(lake)
         self.token = token
         self.live = {symbol.upper(): feed for symbol, feed in (live or {}).items()}
         self.streams = 0
@@ -73,10 +74,10 @@ class _Served:
                                                              self.token.encode())
 
 
-def _span(part_file: Path) -> tuple[int, int] | None:
+def _span(lake: Lake, part: Partition) -> tuple[int, int] | None:
     """First and last ``ts_event`` of a ``vp_snapshot`` file from its first/last row group."""
     try:
-        pf = pq.ParquetFile(part_file)
+        pf = pq.ParquetFile(part.part_file if lake.local else lake.open_input(part.part_url))
         if pf.metadata.num_rows == 0:
             return None
         first = pf.read_row_group(0, columns=["ts_event"]).column(0)
@@ -86,15 +87,16 @@ def _span(part_file: Path) -> tuple[int, int] | None:
         return None
 
 
-def days(lake: Path) -> list[dict[str, Any]]:
+def days(lake: Path | str | Lake) -> list[dict[str, Any]]:
     """The built days of the lake with their states and time span (ET)."""
+    lake = lake if isinstance(lake, Lake) else open_lake(lake)
     out = []
     for part in built_days(lake):
         try:
-            rows = read_manifest(part.path).get("tables", {}).get("vp_snapshot", {}).get("rows")
+            rows = partition_manifest(part).get("tables", {}).get("vp_snapshot", {}).get("rows")
         except VpbatchError:
             rows = None
-        span = _span(part.part_file)
+        span = _span(lake, part)
         out.append({"product_type": part.product_type, "symbol": part.symbol, "dt": part.dt,
                     "states": rows, "first_ns": str(span[0]) if span else None,
                     "last_ns": str(span[1]) if span else None,
@@ -146,7 +148,7 @@ def _count(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
-def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None,
+def _index_html(rows: list[dict[str, Any]], lake: Lake, token: str | None,
                 live: Mapping[str, LiveFeed] | None = None) -> str:
     cells = "".join(
         f"<tr><td>{html.escape(d['product_type'])}</td><td>{html.escape(d['symbol'])}</td>"
@@ -163,17 +165,17 @@ def _index_html(rows: list[dict[str, Any]], lake: Path, token: str | None,
         "<title>vpbatch serve</title>"
         "<link rel=stylesheet href=/static/viewer.css></head><body class=index>"
         f"<h1>vpbatch serve</h1>{_live_html(live or {}, token)}"
-        f"<p>Lake <code>{html.escape(str(lake))}</code>: built days "
+        f"<p>Lake <code>{html.escape(lake.url)}</code>: built days "
         f"(click one to watch it).</p>{body}</body></html>")
 
 
-def create_app(lake: Path, *, token: str | None = None,
+def create_app(lake: Path | str, *, token: str | None = None,
                live: Mapping[str, LiveFeed] | None = None) -> Starlette:
     """The ``vpbatch serve`` app over ``lake``; with ``token`` every page and stream needs it.
 
     Parameters
     ----------
-    lake : Path
+    lake : Path or str
         Lake root (``lake/gold/...`` for built days, ``lake/raw/...`` for the raw source).
     token : str, optional
         Shared secret the page (``?token=``) and the websocket (``token=``) must present.

@@ -231,7 +231,7 @@ class LiveFeed:
         The session day (``dt`` of the stream and of the gold partitions).
     config : EngineConfig
         The engine's parameters (grid K, sampling, forces: the ``vp_grid`` view's).
-    lake : Path, optional
+    lake : Path or str, optional
         The lake the session is recorded to (kept for the caller; not read here).
     max_fps : float, optional
         Most states converted per second of wall time (default 100; None: no cap), on
@@ -241,7 +241,8 @@ class LiveFeed:
     """
 
     def __init__(self, product: Product, day: dt.date, config: EngineConfig, *,
-                 lake: Path | None = None, max_fps: float | None = DEFAULT_MAX_FPS) -> None:
+                 lake: Path | str | None = None,
+                 max_fps: float | None = DEFAULT_MAX_FPS) -> None:
         self.product = product
         self.day = day
         self.config = config

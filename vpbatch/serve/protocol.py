@@ -37,6 +37,9 @@ SNAPSHOT_FIELDS: Final = (
     "crossed", "n_records", "buy_volume", "sell_volume", "regime", "regime_score",
     "regime_intensity",
 )
+#: A fitted model's call (+1 up, -1 down, 0 no call) and probability of up, when the build
+#: was made with ``--model`` (``vp_snapshot`` has them then; the viewer draws a second band).
+MODEL_FIELDS: Final = ("model_call", "model_probability")
 _FIXED: Final = round(1 / PRICE_SCALE)
 
 
@@ -96,6 +99,9 @@ def grid_update_head(state: State) -> str:
         "best_ask_price_int": price_int(snap["best_ask_price"]),
     }
     frame.update({name: snap[name] for name in SNAPSHOT_FIELDS})
+    for name in MODEL_FIELDS:  # a build with --model (SPEC §15): the second band
+        if name in snap:
+            frame[name] = snap[name]
     return dumps(frame)[:-1]
 
 

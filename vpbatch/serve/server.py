@@ -39,21 +39,28 @@ def viewer_url(host: str, port: int, token: str | None = None) -> str:
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
-def check_options(lake: Path, port: int) -> None:
-    """Refuse a missing lake folder or a port out of range (before anything is printed).
+def check_options(lake: Path | str, port: int) -> None:
+    """Refuse a missing lake folder, an unusable object store or a port out of range (before
+    anything is printed).
 
     Raises
     ------
     ConfigError
         Naming the option.
+    StoreError
+        An object-store lake that cannot be listed (missing bucket, credentials, endpoint).
     """
-    if not Path(lake).is_dir():
+    from vpbatch.store.fs import is_url, open_lake
+
+    if is_url(lake):
+        open_lake(lake).check()
+    elif not Path(lake).is_dir():
         raise ConfigError(f"--lake: {lake} is not a folder (build a day first: vpbatch build)")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: {port} is not a TCP port (0-65535)")
 
 
-def run_server(lake: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+def run_server(lake: Path | str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                token: str | None = None, log_level: str = "warning") -> None:
     """Serve ``lake`` until interrupted.
 
@@ -70,7 +77,7 @@ def run_server(lake: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     message = exposure_warning(host, token)
     if message:
         warnings.warn(message, VpbatchWarning, stacklevel=2)
-    config = uvicorn.Config(create_app(Path(lake), token=token), host=host, port=port,
+    config = uvicorn.Config(create_app(lake, token=token), host=host, port=port,
                             log_level=log_level, ws="websockets-sansio", lifespan="off",
                             ws_per_message_deflate=False)
     uvicorn.Server(config).run()

@@ -41,8 +41,9 @@ from vpbatch.serve import protocol
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest
 from vpbatch.serve.view_numpy import NumpyGridView
+from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.lake import CORE_TABLES, find_raw_file
-from vpbatch.store.partitions import Partition, is_complete, list_partitions, read_manifest
+from vpbatch.store.partitions import Partition, is_complete, list_partitions, partition_manifest
 from vpbatch.store.schema import (
     GRID_LAYOUT,
     grid_to_arrow,
@@ -233,16 +234,20 @@ def _row_group_start(meta: pq.FileMetaData, row: int) -> tuple[int, int]:
 class LakeSource:
     """A complete ``vp_snapshot``/``vp_grid`` build, replayed in event order."""
 
-    def __init__(self, snapshot: Partition, grid: Partition, manifest: dict[str, Any]) -> None:
-        self._snapshot_file = snapshot.part_file
-        self._grid_file = grid.part_file
-        self.view = NumpyGridView(read_manifest(grid.path))
+    def __init__(self, snapshot: Partition, grid: Partition, manifest: dict[str, Any],
+                 lake: Lake | None = None) -> None:
+        self._lake = lake
+        self._snapshot_file: Any = snapshot.part_url if lake is not None and not lake.local \
+            else snapshot.part_file
+        self._grid_file: Any = grid.part_url if lake is not None and not lake.local \
+            else grid.part_file
+        self.view = NumpyGridView(partition_manifest(grid))
         config = _config(manifest.get("config", {}))
         product = Product(**manifest["product"])
         self.rows = 2 * config.K + 1
-        meta = pq.ParquetFile(self._snapshot_file).metadata
+        meta = self._parquet(self._snapshot_file).metadata
         if meta.num_rows == 0:
-            raise InputError(f"{snapshot.path}: the build has no states")
+            raise InputError(f"{snapshot.url}: the build has no states")
         self._ts = self._timestamps(0)
         first = int(self._ts[0])
         last = int(self._timestamps(meta.num_row_groups - 1)[-1])
@@ -252,14 +257,20 @@ class LakeSource:
                                              "build_start_time": params.get("start_time"),
                                              "build_end_time": params.get("end_time")})
 
+    def _parquet(self, where: Any) -> pq.ParquetFile:
+        """A Parquet file of the build: a path, or on an object store ranged reads."""
+        if self._lake is None or self._lake.local:
+            return pq.ParquetFile(where)
+        return pq.ParquetFile(self._lake.open_input(where))
+
     def _timestamps(self, row_group: int) -> pa.Array:
-        table = pq.ParquetFile(self._snapshot_file).read_row_group(row_group,
-                                                                   columns=["ts_event"])
+        table = self._parquet(self._snapshot_file).read_row_group(row_group,
+                                                                  columns=["ts_event"])
         return table.column(0).cast(pa.int64()).to_numpy()
 
     def first_row_at(self, ns: int) -> int:
         """Index of the first state with ``ts_event >= ns`` (number of states if none)."""
-        meta = pq.ParquetFile(self._snapshot_file).metadata
+        meta = self._parquet(self._snapshot_file).metadata
         offset = 0
         for i in range(meta.num_row_groups):
             ts = self._timestamps(i)
@@ -270,7 +281,8 @@ class LakeSource:
 
     def states(self, from_ns: int | None) -> Iterator[list[State]]:
         row = 0 if from_ns is None else self.first_row_at(from_ns)
-        snap_file, grid_file = pq.ParquetFile(self._snapshot_file), pq.ParquetFile(self._grid_file)
+        snap_file = self._parquet(self._snapshot_file)
+        grid_file = self._parquet(self._grid_file)
         snap_rg, snap_skip = _row_group_start(snap_file.metadata, row)
         grid_rg, grid_skip = _row_group_start(grid_file.metadata, row * self.rows)
         snaps = _RowTaker(snap_file.iter_batches(
@@ -349,7 +361,7 @@ class RawSource:
 # Resolution against the lake
 
 
-def _partition(lake: Path, table: str, product_type: str, symbol: str,
+def _partition(lake: Lake, table: str, product_type: str, symbol: str,
                day: dt.date) -> Partition | None:
     for part in list_partitions(lake, table):
         if (part.product_type, part.symbol, part.dt) == (product_type, symbol, day.isoformat()):
@@ -357,14 +369,14 @@ def _partition(lake: Path, table: str, product_type: str, symbol: str,
     return None
 
 
-def built_days(lake: Path) -> list[Partition]:
+def built_days(lake: Path | str | Lake) -> list[Partition]:
     """``vp_snapshot`` partitions whose build is complete (``vp_grid`` of the same build)."""
     grids = {(p.product_type, p.symbol, p.dt) for p in list_partitions(lake, "vp_grid")}
     return [part for part in list_partitions(lake, "vp_snapshot")
             if (part.product_type, part.symbol, part.dt) in grids]
 
 
-def _missing(lake: Path, req: StreamRequest) -> str:
+def _missing(lake: Lake, req: StreamRequest) -> str:
     days = sorted({p.dt for p in built_days(lake) if p.symbol == req.symbol})
     hint = (f"built days of {req.symbol}: {', '.join(days[-10:])}" if days else
             f"no builds of {req.symbol} in the lake")
@@ -372,16 +384,18 @@ def _missing(lake: Path, req: StreamRequest) -> str:
             f"file for it")
 
 
-def open_source(lake: Path, req: StreamRequest) -> Source:
+def open_source(lake: Path | str | Lake, req: StreamRequest) -> Source:
     """The source of a validated request, checked against the lake's partitions and files.
 
-    ``source=None`` means the lake when the day is built, else the raw file.
+    ``source=None`` means the lake when the day is built, else the raw file (a lake folder
+    only: on an object store a day streams once it is built).
 
     Raises
     ------
     ConfigError, InputError, SymbolError
         Unknown symbol/day, a product type that does not match, times outside the data.
     """
+    lake = lake if isinstance(lake, Lake) else open_lake(lake)
     product = resolve_product(req.symbol)
     if req.product_type is not None and req.product_type != product.product_type:
         raise ConfigError(f"product_type: {req.symbol} is {product.product_type}, "
@@ -391,17 +405,21 @@ def open_source(lake: Path, req: StreamRequest) -> Source:
         if built else None
     grid = _partition(lake, "vp_grid", product.product_type, product.symbol, req.day) \
         if built else None
-    manifest = read_manifest(snap.path) if snap is not None else None
+    manifest = partition_manifest(snap) if snap is not None else None
     source = req.source or ("lake" if snap is not None else "raw")
     if source == "lake":
         if snap is None or grid is None or manifest is None:
             raise InputError(_missing(lake, req).replace(" and no raw file for it", "")
                              + "; build it, or use source=raw")
-        lake_source = LakeSource(snap, grid, manifest)
+        lake_source = LakeSource(snap, grid, manifest, lake)
         _check_times(lake_source.info, req)
         return lake_source
+    if not lake.local:
+        raise InputError(_missing(lake, req).replace(" and no raw file for it", "")
+                         + f"; source=raw reads a lake folder, not {lake.url}: build the day "
+                         "into the store")
     try:
-        find_raw_file(lake, product, req.day)
+        find_raw_file(lake.folder, product, req.day)
     except InputError:
         if manifest is not None:
             raise InputError(f"no raw file of {req.symbol} for {req.day.isoformat()} in the "
@@ -419,7 +437,7 @@ def open_source(lake: Path, req: StreamRequest) -> Source:
         if end is None and params.get("end_time"):
             end = dt.time.fromisoformat(params["end_time"])
     warmup = int(params.get("warmup_ns") or DEFAULT_WARMUP_NS)
-    raw = RawSource(lake, product, req.day, config, start, end, warmup,
+    raw = RawSource(lake.folder, product, req.day, config, start, end, warmup,
                     {"built": manifest is not None})
     return raw
 

@@ -1,5 +1,10 @@
 """Versioned book-state cache: ``lake/cache/book/<digest>.npz`` (SPEC §1, §12.7).
 
+Where it lives (:func:`cache_location`): ``lake/cache/book`` for a folder lake; for a lake on
+an object store a folder on this host's disk (``$XDG_CACHE_HOME/vpbatch/book``, else
+``~/.cache/vpbatch/book``), so workers never share one; or wherever ``--cache`` says: a
+folder, or an object-store URL (the cache in the store, shared by every host).
+
 The engine exports its book as ``dict[str, numpy.ndarray]`` plus a small JSON-able ``meta``
 dict; this module stores and finds it again, and refuses anything it cannot trust.
 
@@ -38,6 +43,10 @@ does not rest on the ``flock`` (which network filesystems may keep per host or r
 ``docs/cluster.md``): the rename is atomic and every read checks the payload checksum, so
 where the lock is refused (``ENOLCK``, ``EOPNOTSUPP``) the cache works without it.
 
+In an object store an entry is one object, written whole by one ``PUT`` (it appears complete or
+not at all), read with range requests; no lock is needed, and ``inputs.json`` is rewritten
+whole (two hosts updating it at once may drop a hint: a re-hash, never a wrong book).
+
 An entry that is corrupt (unreadable, truncated, checksum mismatch) or stale (other
 ``cache_format``/``book_format``, or key fields that differ) is reported with
 ``warnings.warn(..., VpbatchWarning)`` naming the reason, deleted, and :func:`load` returns None
@@ -51,6 +60,7 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -61,12 +71,13 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
 
-from vpbatch.errors import CacheError, OutputError, VpbatchWarning
+from vpbatch.errors import CacheError, OutputError, VpbatchError, VpbatchWarning
 from vpbatch.store.files import atomic_path
+from vpbatch.store.fs import Lake, open_lake
 
 #: Version of the ``.npz`` layout written by this module.
 CACHE_FORMAT: Final = 1
@@ -86,6 +97,35 @@ _IDENTITY: Final = ("file_sha256", "instrument_id", "publisher_id", "boundary_ts
 def cache_dir(lake: Path) -> Path:
     """``lake/cache/book``."""
     return Path(lake) / "cache" / "book"
+
+
+def host_cache_dir() -> Path:
+    """This host's cache folder for lakes on an object store (``$XDG_CACHE_HOME/vpbatch/book``,
+    else ``~/.cache/vpbatch/book``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vpbatch" / "book"
+
+
+def cache_location(lake: Path | str | Lake | None,
+                   cache: str | os.PathLike[str] | None = None) -> str:
+    """Where the book cache of ``lake`` is: ``cache`` when given (a folder, or an
+    object-store URL), else ``lake/cache/book`` for a folder lake, else :func:`host_cache_dir`.
+    """
+    if cache is not None:
+        return os.fspath(cache)
+    if lake is not None:
+        store = open_lake(lake)
+        if store.local:
+            return str(cache_dir(Path(store.url)))
+    return str(host_cache_dir())
+
+
+def _where(lake: Path | str | Lake | None,
+           cache: str | os.PathLike[str] | None) -> tuple[Lake | None, str]:
+    """(None, folder) for a cache on this host's disk, (the store, URL) for one in a store."""
+    location = cache_location(lake, cache)
+    store = open_lake(location)
+    return (None, location) if store.local else (store, store.url)
 
 
 def _engine_version() -> str:
@@ -146,7 +186,7 @@ class CacheEntry:
     """One cache file as listed by :func:`list_entries` (header only, payload not checked)."""
 
     digest: str
-    path: Path
+    path: Path | str
     size: int
     created: str
     key: dict[str, Any]
@@ -168,10 +208,6 @@ def _locked(folder: Path, mode: int) -> Iterator[None]:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def _entry_path(lake: Path, key: CacheKey) -> Path:
-    return cache_dir(lake) / f"{key.digest}.npz"
 
 
 def _json_default(value: Any) -> Any:
@@ -212,25 +248,28 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def save(lake: Path, key: CacheKey, arrays: Mapping[str, np.ndarray],
-         meta: Mapping[str, Any] | None = None) -> Path:
+def save(lake: Path | str | Lake | None, key: CacheKey, arrays: Mapping[str, np.ndarray],
+         meta: Mapping[str, Any] | None = None, *,
+         cache: str | os.PathLike[str] | None = None) -> Path | str:
     """Store a book state under ``key``, replacing any previous entry atomically.
 
     Parameters
     ----------
-    lake : Path
-        Lake root.
+    lake : Path, str or Lake
+        Lake root (its cache is :func:`cache_location`).
     key : CacheKey
         What the state depends on.
     arrays : mapping of str to numpy.ndarray
         The book state; names match ``[A-Za-z][A-Za-z0-9_.-]*``; no object dtypes.
     meta : mapping, default None
         Small JSON-serialisable scalars (numpy scalars allowed).
+    cache : path or URL, default None
+        The cache folder, instead of the lake's default.
 
     Returns
     -------
-    Path
-        The entry file.
+    Path or str
+        The entry file (an ``s3://`` URL for a cache in an object store).
 
     Raises
     ------
@@ -250,9 +289,19 @@ def save(lake: Path, key: CacheKey, arrays: Mapping[str, np.ndarray],
     }
     header_bytes = json.dumps(header, sort_keys=True, default=_json_default,
                               allow_nan=False).encode()
-    folder = cache_dir(lake)
-    path = _entry_path(lake, key)
+    store, where = _where(lake, cache)
     members = {HEADER_MEMBER: np.frombuffer(header_bytes, dtype=np.uint8)}
+    if store is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **members, **arrays)
+        location = f"{where}/{key.digest}.npz"
+        try:
+            store.put(location, buffer.getvalue())  # one PUT: the entry appears whole
+        except (OSError, VpbatchError) as exc:
+            raise OutputError(f"{location}: cannot write book cache: {exc}") from None
+        return location
+    folder = Path(where)
+    path = folder / f"{key.digest}.npz"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with _locked(folder, fcntl.LOCK_EX):
@@ -303,7 +352,8 @@ def _stale_reason(header: Mapping[str, Any], key: CacheKey) -> str | None:
     return "key differs: " + ", ".join(diffs) if diffs else None
 
 
-def _read_entry(path: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _read_entry(path: Path | IO[bytes],
+                key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and validate one entry; raises CacheError with the reason."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -326,7 +376,9 @@ def _read_entry(path: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[
     return arrays, meta if isinstance(meta, dict) else {}
 
 
-def load(lake: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def load(lake: Path | str | Lake | None, key: CacheKey, *,
+         cache: str | os.PathLike[str] | None = None,
+         ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """The cached book state for ``key``, or None (missing, corrupt or stale).
 
     A corrupt or stale entry is reported with a :class:`~vpbatch.errors.VpbatchWarning` that
@@ -334,17 +386,22 @@ def load(lake: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, An
 
     Parameters
     ----------
-    lake : Path
-        Lake root.
+    lake : Path, str or Lake
+        Lake root (its cache is :func:`cache_location`).
     key : CacheKey
         What the state must depend on (including ``book_format``).
+    cache : path or URL, default None
+        The cache folder, instead of the lake's default.
 
     Returns
     -------
     tuple of (dict of str to numpy.ndarray, dict) or None
         ``(arrays, meta)`` when a valid entry exists.
     """
-    path = _entry_path(lake, key)
+    store, where = _where(lake, cache)
+    if store is not None:
+        return _load_object(store, f"{where}/{key.digest}.npz", key)
+    path = Path(where) / f"{key.digest}.npz"
     folder = path.parent
     if not path.is_file():
         return None
@@ -373,9 +430,56 @@ def load(lake: Path, key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, An
     return None
 
 
-def list_entries(lake: Path) -> list[CacheEntry]:
+def _load_object(store: Lake, location: str,
+                 key: CacheKey) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """:func:`load` of an entry in an object store (one GET; a bad entry is deleted only if
+    it is still the object that was judged)."""
+    try:
+        got = store.get(location)
+    except (OSError, VpbatchError) as exc:
+        warnings.warn(f"{location}: cannot read book cache ({exc}); rebuilding",
+                      VpbatchWarning, stacklevel=3)
+        return None
+    if got is None:
+        return None
+    data, info = got
+    try:
+        return _read_entry(io.BytesIO(data), key)
+    except CacheError as exc:
+        warnings.warn(f"{location}: book cache entry is {exc}; removed, rebuilding",
+                      VpbatchWarning, stacklevel=3)
+    with contextlib.suppress(OSError, VpbatchError):
+        store.delete_if(location, info.etag)
+    return None
+
+
+def _entry_of(path: Path | str, size: int, source: Path | IO[bytes]) -> CacheEntry:
+    digest = (path.stem if isinstance(path, Path)
+              else path.rsplit("/", 1)[-1].removesuffix(".npz"))
+    try:
+        with np.load(source, allow_pickle=False) as npz:
+            header = _read_header(npz)
+        key = header.get("key")
+        meta = header.get("meta")
+        return CacheEntry(digest, path, size, str(header.get("created", "")),
+                          key if isinstance(key, dict) else {},
+                          meta if isinstance(meta, dict) else {})
+    except _READ_ERRORS as exc:
+        return CacheEntry(digest, path, size, "", {}, {}, error=f"{type(exc).__name__}: {exc}")
+
+
+def list_entries(lake: Path | str | Lake | None, *,
+                 cache: str | os.PathLike[str] | None = None) -> list[CacheEntry]:
     """Every cache entry (header only; an unreadable header is listed with ``error``)."""
-    folder = cache_dir(lake)
+    store, where = _where(lake, cache)
+    if store is not None:
+        found = []
+        for obj in store.find(where):
+            if obj.location.endswith(".npz") and "/" not in obj.location[len(where) + 1:]:
+                with store.open_input(obj.location) as fh:  # the header member only
+                    found.append(_entry_of(obj.location, obj.size, fh))
+        return found
+    folder = Path(where)
     if not folder.is_dir():
         return []
     entries = []
@@ -385,24 +489,21 @@ def list_entries(lake: Path) -> list[CacheEntry]:
                 size = path.stat().st_size
             except OSError:
                 continue
-            try:
-                with np.load(path, allow_pickle=False) as npz:
-                    header = _read_header(npz)
-                key = header.get("key")
-                meta = header.get("meta")
-                key = key if isinstance(key, dict) else {}
-                meta = meta if isinstance(meta, dict) else {}
-                entries.append(CacheEntry(path.stem, path, size, str(header.get("created", "")),
-                                          key, meta))
-            except _READ_ERRORS as exc:
-                entries.append(CacheEntry(path.stem, path, size, "", {}, {},
-                                          error=f"{type(exc).__name__}: {exc}"))
+            entries.append(_entry_of(path, size, path))
     return entries
 
 
-def clear(lake: Path) -> int:
+def clear(lake: Path | str | Lake | None, *,
+          cache: str | os.PathLike[str] | None = None) -> int:
     """Delete every cache entry (and leftover temp files); returns the number of entries."""
-    folder = cache_dir(lake)
+    store, where = _where(lake, cache)
+    if store is not None:
+        entries = [o.location for o in store.find(where) if o.location.endswith(".npz")]
+        for location in entries:
+            store.remove(location)
+        store.remove(f"{where}/{INDEX_NAME}")
+        return len(entries)
+    folder = Path(where)
     if not folder.is_dir():
         return 0
     removed = 0
@@ -419,7 +520,12 @@ def clear(lake: Path) -> int:
     return removed
 
 
-def _index_entry(path: Path) -> tuple[str, int, int]:
+def _index_entry(path: str | os.PathLike[str],
+                 stat: tuple[int, int] | None) -> tuple[str, int, int]:
+    """(name, size, mtime_ns) of an input: a local file, or ``stat`` for one elsewhere (an
+    object's size and time, named by its URL)."""
+    if stat is not None:
+        return os.fspath(path), int(stat[0]), int(stat[1])
     resolved = Path(path).resolve()
     st = resolved.stat()
     return str(resolved), st.st_size, st.st_mtime_ns
@@ -433,19 +539,34 @@ def _read_index(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def known_sha256(lake: Path, path: str | os.PathLike[str]) -> str | None:
+def _read_object_index(store: Lake, location: str) -> dict[str, Any]:
+    try:
+        data = json.loads(store.read_bytes(location))
+    except (OSError, ValueError, VpbatchError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def known_sha256(lake: Path | str | Lake | None, path: str | os.PathLike[str], *,
+                 cache: str | os.PathLike[str] | None = None,
+                 stat: tuple[int, int] | None = None) -> str | None:
     """The sha256 a previous build computed for ``path``, if its size and mtime still match.
 
     A hint for finding the cache entry before the file is read; the caller verifies it
-    against the sha256 of the bytes it then reads.
+    against the sha256 of the bytes it then reads. ``stat`` is ``(size, mtime_ns)`` of an
+    input that is not a local file (an object, ``path`` its URL).
     """
-    folder = cache_dir(lake)
-    if not (folder / INDEX_NAME).is_file():
-        return None
+    store, where = _where(lake, cache)
     try:
-        name, size, mtime_ns = _index_entry(Path(path))
-        with _locked(folder, fcntl.LOCK_SH):
-            hint = _read_index(folder).get(name)
+        name, size, mtime_ns = _index_entry(path, stat)
+        if store is not None:
+            hint = _read_object_index(store, f"{where}/{INDEX_NAME}").get(name)
+        else:
+            folder = Path(where)
+            if not (folder / INDEX_NAME).is_file():
+                return None
+            with _locked(folder, fcntl.LOCK_SH):
+                hint = _read_index(folder).get(name)
     except OSError:
         return None
     if not isinstance(hint, dict) or hint.get("size") != size \
@@ -455,7 +576,9 @@ def known_sha256(lake: Path, path: str | os.PathLike[str]) -> str | None:
     return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None
 
 
-def remember_sha256(lake: Path, path: str | os.PathLike[str], sha256: str) -> None:
+def remember_sha256(lake: Path | str | Lake | None, path: str | os.PathLike[str], sha256: str,
+                    *, cache: str | os.PathLike[str] | None = None,
+                    stat: tuple[int, int] | None = None) -> None:
     """Record ``path``'s sha256 for its current size and mtime (atomic replace).
 
     Raises
@@ -463,9 +586,20 @@ def remember_sha256(lake: Path, path: str | os.PathLike[str], sha256: str) -> No
     OutputError
         When the cache folder cannot be written.
     """
-    folder = cache_dir(lake)
+    store, where = _where(lake, cache)
+    if store is not None:
+        name, size, mtime_ns = _index_entry(path, stat)
+        location = f"{where}/{INDEX_NAME}"
+        index = _read_object_index(store, location)
+        index[name] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha256}
+        try:
+            store.put(location, json.dumps(index, sort_keys=True, indent=1).encode())
+        except (OSError, VpbatchError) as exc:
+            raise OutputError(f"{location}: cannot write: {exc}") from None
+        return
+    folder = Path(where)
     try:
-        name, size, mtime_ns = _index_entry(Path(path))
+        name, size, mtime_ns = _index_entry(path, stat)
         folder.mkdir(parents=True, exist_ok=True)
         with _locked(folder, fcntl.LOCK_EX):
             index = _read_index(folder)

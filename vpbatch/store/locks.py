@@ -144,23 +144,36 @@ def _read_owner(path: Path) -> tuple[Path, Owner | None] | None:
         return file, None
 
 
-def stale_reason(file: Path, owner: Owner | None, *, now: float | None = None) -> str | None:
-    """Why the lock owned through ``file`` is dead, or None when it may be alive."""
-    me = Owner.me("")
-    if owner is not None and owner.same_machine(me):
-        if not _pid_alive(owner.pid):
-            return f"process {owner.pid} on {owner.host} is gone"
-        if owner.process_start and _process_start(owner.pid) not in ("", owner.process_start):
-            return f"process {owner.pid} on {owner.host} is gone (pid reused)"
+def local_owner_state(owner: Owner | None) -> str | None:
+    """For an owner on this machine (same host name and boot id): why it is dead, or '' while
+    its process runs; None for an owner elsewhere (judged by its heartbeat)."""
+    if owner is None or not owner.same_machine(Owner.me("")):
         return None
-    try:
-        age = (time.time() if now is None else now) - file.stat().st_mtime
-    except FileNotFoundError:
-        return "released"
+    if not _pid_alive(owner.pid):
+        return f"process {owner.pid} on {owner.host} is gone"
+    if owner.process_start and _process_start(owner.pid) not in ("", owner.process_start):
+        return f"process {owner.pid} on {owner.host} is gone (pid reused)"
+    return ""
+
+
+def heartbeat_reason(age: float) -> str | None:
+    """Why an owner elsewhere whose heartbeat is ``age`` seconds old is dead, or None."""
     limit = stale_seconds()
     if age > limit:
         return f"no heartbeat for {age:.0f} s (stale after {limit:g} s)"
     return None
+
+
+def stale_reason(file: Path, owner: Owner | None, *, now: float | None = None) -> str | None:
+    """Why the lock owned through ``file`` is dead, or None when it may be alive."""
+    here = local_owner_state(owner)
+    if here is not None:
+        return here or None
+    try:
+        age = (time.time() if now is None else now) - file.stat().st_mtime
+    except FileNotFoundError:
+        return "released"
+    return heartbeat_reason(age)
 
 
 class DirLock:

@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import time
@@ -70,7 +69,7 @@ import pyarrow.parquet as pq
 from vpbatch.book.dtypes import GRID_DTYPE, SNAPSHOT_DTYPE
 from vpbatch.book.mbp_layout import MAX_LEVELS, levels_of, mbp_dtype
 from vpbatch.config import EngineConfig
-from vpbatch.errors import ConfigError, OutputError
+from vpbatch.errors import ConfigError, OutputError, PartitionExists
 from vpbatch.products import Product
 from vpbatch.store.files import (
     canonical_json,
@@ -79,6 +78,7 @@ from vpbatch.store.files import (
     rmtree,
     write_file_atomic,
 )
+from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.lake import (
     CORE_TABLES,
     GOLD_TABLES,
@@ -89,6 +89,8 @@ from vpbatch.store.lake import (
     gold_partition,
 )
 from vpbatch.store.locks import DirLock
+from vpbatch.store.objects import ObjectCommit
+from vpbatch.store.outputs import HashedFile, HashedUpload
 from vpbatch.store.partitions import InputFile, build_digest, is_complete, partition_key
 from vpbatch.store.schema import (
     GRID_LAYOUT,
@@ -147,12 +149,12 @@ class _StateTimes:
 class _TableSink:
     """One table's temp Parquet file with a bounded row buffer."""
 
-    def __init__(self, table: str, folder: Path, schema: pa.Schema,
+    def __init__(self, table: str, output: HashedFile | HashedUpload, schema: pa.Schema,
                  convert: Callable[[np.ndarray], pa.Table], row_group_rows: int,
                  sorting: Sequence[str], dictionary: bool = True,
                  float_statistics: bool = True) -> None:
         self.table = table
-        self.folder = folder
+        self.where = str(output.path if isinstance(output, HashedFile) else output.location)
         self.schema = schema
         self.convert = convert
         self.row_group_rows = row_group_rows
@@ -161,7 +163,7 @@ class _TableSink:
         self._buffer: np.ndarray | None = None
         self._buffered = 0
         names = schema.names
-        self._output = _HashedOutput(folder / PART_FILE)
+        self._output = output
         self._writer = pq.ParquetWriter(
             self._output.file, schema, compression=COMPRESSION,
             compression_level=COMPRESSION_LEVEL, store_schema=True,
@@ -216,69 +218,19 @@ class _TableSink:
         self.row_groups += 1
         self._output.catch_up()
 
-    def close(self) -> str:
-        """Finish the file (durable on disk); returns its sha256."""
+    def close(self) -> tuple[str, int]:
+        """Finish the file (durable on disk, or uploaded); returns its sha256 and size."""
         self._flush()
         self._buffer = None
         self._writer.close()
-        return self._output.close()
+        digest = self._output.close()
+        return digest, self._output.size
 
     def abort(self) -> None:
         self._buffer, self._buffered = None, 0
         with contextlib.suppress(Exception):
             self._writer.close()
         self._output.abort()
-
-
-class _HashedOutput:
-    """A Parquet file being written, hashed and synced to disk behind the writer.
-
-    The manifest needs the file's sha256 and the commit needs it on disk. Done at the end,
-    both were a second pass: reading 800 MB back and waiting for all of it to reach the
-    disk (~2 s of a 30 s build). Here each row group's bytes are hashed from the page cache
-    right after they are written, and flushed to disk every ``SYNC_BYTES``, on the writer
-    thread, while the engine computes. Parquet only appends, so hashed bytes never change.
-    """
-
-    SYNC_BYTES: Final = 64 << 20
-    READ_BYTES: Final = 8 << 20
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file = pa.OSFile(str(path), mode="wb")
-        self._read_fd = os.open(path, os.O_RDONLY)
-        self._digest = hashlib.sha256()
-        self._hashed = 0
-        self._synced = 0
-
-    def catch_up(self, sync: bool = False) -> None:
-        """Hash what was written since the last call; sync when enough is pending."""
-        end = self.file.tell()
-        while self._hashed < end:
-            data = os.pread(self._read_fd, min(self.READ_BYTES, end - self._hashed),
-                            self._hashed)
-            if not data:
-                raise OSError(f"{self.path}: file shorter than written ({self._hashed} bytes)")
-            self._digest.update(data)
-            self._hashed += len(data)
-        if sync or end - self._synced >= self.SYNC_BYTES:
-            os.fdatasync(self.file.fileno())
-            self._synced = end
-
-    def close(self) -> str:
-        try:
-            self.catch_up(sync=True)
-            os.fsync(self.file.fileno())
-        finally:
-            self.file.close()
-            os.close(self._read_fd)
-        return self._digest.hexdigest()
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.file.close()
-        with contextlib.suppress(OSError):
-            os.close(self._read_fd)
 
 
 class PartitionWriter:
@@ -289,8 +241,9 @@ class PartitionWriter:
 
     Parameters
     ----------
-    lake : Path
-        Lake root (``lake/gold/...`` is created).
+    lake : Path, str or Lake
+        Lake root: a folder (``lake/gold/...`` is created) or an object-store URL
+        (``s3://bucket/prefix``: the commit without rename of :mod:`vpbatch.store.objects`).
     product : Product
         Resolved symbol (partition ``product_type`` and ``symbol``).
     day : datetime.date
@@ -313,8 +266,10 @@ class PartitionWriter:
     ConfigError
         ``mbp_levels`` outside 1-99.
     OutputError
-        The lake cannot be written, the partition exists and ``force`` is false, another build
-        of the same partition is running, or a write fails (e.g. disk full).
+        The lake cannot be written, the partition exists and ``force`` is false
+        (:class:`~vpbatch.errors.PartitionExists`), another build of the same partition is
+        running (on an object store the writer waits for it instead), or a write fails (e.g.
+        disk full).
 
     Examples
     --------
@@ -325,11 +280,13 @@ class PartitionWriter:
     ...     out.commit(anomalies=engine.anomalies)
     """
 
-    def __init__(self, lake: Path, product: Product, day: dt.date, *,
+    def __init__(self, lake: Path | str | Lake, product: Product, day: dt.date, *,
                  config: EngineConfig, inputs: Sequence[str | os.PathLike[str] | InputFile] = (),
                  params: Mapping[str, Any] | None = None, mbp_levels: int | None = None,
                  force: bool = False, row_group_rows: Mapping[str, int] | None = None) -> None:
-        self.lake = Path(lake)
+        self.store = open_lake(lake)
+        #: The lake folder (Path), or the object store's URL.
+        self.lake: Path | str = self.store.folder if self.store.local else self.store.url
         self.product = product
         self.day = day
         self.config = config
@@ -348,12 +305,20 @@ class PartitionWriter:
         self.anomalies: dict[str, Any] = {}
         #: Phase timings in seconds for the manifest (update before commit).
         self.timings: dict[str, Any] = {}
+        folder = self.store.folder if self.store.local else Path()
         self._finals: dict[str, Path] = {
-            t: gold_partition(self.lake, t, product, day) for t in GOLD_TABLES}
-        #: Final partition folder of each table of this build.
-        self.partitions: dict[str, Path] = {t: self._finals[t] for t in self.tables}
-        self._gold = self.lake / "gold"
+            t: gold_partition(folder, t, product, day) for t in GOLD_TABLES}
+        #: Final partition folder of each table of this build (a folder lake only).
+        self.partitions: dict[str, Path] = ({t: self._finals[t] for t in self.tables}
+                                            if self.store.local else {})
+        #: Where each table's files are, on any lake: the folder as a string, or on an object
+        #: store the committed attempt's prefix (known once committed).
+        self.locations: dict[str, str] = {t: str(p) for t, p in self.partitions.items()}
+        self._gold = folder / "gold"
         self._key = partition_key(product, day)
+        self._objects = None if self.store.local else ObjectCommit(
+            self.store, product.product_type, product.symbol, day.isoformat(), self.tables,
+            force=force)
         self._tmp_root: Path | None = None
         self._lock_dir: DirLock | None = None
         self._sinks: dict[str, _TableSink] = {}
@@ -378,7 +343,11 @@ class PartitionWriter:
     def open(self) -> None:
         """Lock the partition, clean leftovers of dead builds, start the temp files."""
         if self._state != "new":
-            raise OutputError(f"{self._gold}: writer for {self._key} already {self._state}")
+            where = self._gold if self.store.local else self.lake
+            raise OutputError(f"{where}: writer for {self._key} already {self._state}")
+        if self._objects is not None:
+            self._open_attempt(self._objects)
+            return
         try:
             self._gold.mkdir(parents=True, exist_ok=True)
             (self._gold / ".locks").mkdir(exist_ok=True)
@@ -388,15 +357,15 @@ class PartitionWriter:
         self._lock()
         try:
             self._clean_leftovers()
-            if not self.force and is_complete(self.lake, self.product, self.day):
-                raise OutputError(f"{self._finals['vp_snapshot']}: partition already built; "
-                                  "use --force to replace it")
+            if not self.force and is_complete(self._gold.parent, self.product, self.day):
+                raise PartitionExists(f"{self._finals['vp_snapshot']}: partition already "
+                                      "built; use --force to replace it")
             self._tmp_root = self._gold / f".tmp.{self._key}.{uuid.uuid4().hex}"
             self._tmp_root.mkdir()
             for table in self.tables:
                 folder = self._tmp_root / table
                 folder.mkdir()
-                self._sinks[table] = self._make_sink(table, folder)
+                self._sinks[table] = self._make_sink(table, HashedFile(folder / PART_FILE))
         except OSError as exc:
             self._state = "failed"
             self._cleanup()
@@ -408,16 +377,29 @@ class PartitionWriter:
             raise
         self._state = "open"
 
-    def _make_sink(self, table: str, folder: Path) -> _TableSink:
+    def _open_attempt(self, objects: ObjectCommit) -> None:
+        """An object store: the lease (waiting for a live holder), then the attempt's files."""
+        objects.open()
+        try:
+            for table in self.tables:
+                output = HashedUpload(self.store, objects.part_location(table))
+                self._sinks[table] = self._make_sink(table, output)
+        except BaseException:
+            self._state = "failed"
+            self._cleanup()
+            raise
+        self._state = "open"
+
+    def _make_sink(self, table: str, output: HashedFile | HashedUpload) -> _TableSink:
         rows = int(self.row_group_rows[table])
         if table == "vp_snapshot":
-            return _TableSink(table, folder, snapshot_schema(), snapshots_to_arrow, rows,
+            return _TableSink(table, output, snapshot_schema(), snapshots_to_arrow, rows,
                               ["event_id"])
         if table == "vp_grid":
-            return _TableSink(table, folder, grid_schema(), self._grid_to_arrow, rows,
+            return _TableSink(table, output, grid_schema(), self._grid_to_arrow, rows,
                               ["event_id", "k"], dictionary=False, float_statistics=False)
         assert self.mbp_levels
-        return _TableSink(table, folder, mbp_schema(self.mbp_levels), mbp_to_arrow, rows,
+        return _TableSink(table, output, mbp_schema(self.mbp_levels), mbp_to_arrow, rows,
                           ["event_id"])
 
     def _lock(self) -> None:
@@ -442,6 +424,8 @@ class PartitionWriter:
         for sink in self._sinks.values():
             sink.abort()
         self._sinks = {}
+        if self._objects is not None:
+            self._objects.abort()
         if self._tmp_root is not None:
             rmtree(self._tmp_root)
         self._unlock()
@@ -480,8 +464,8 @@ class PartitionWriter:
         try:
             yield
         except OSError as exc:
-            where = (self._sinks[what].folder / PART_FILE if what in self._sinks
-                     else self._tmp_root)
+            where = (self._sinks[what].where if what in self._sinks
+                     else self._tmp_root or self.lake)
             self.abort()
             raise OutputError(f"{where}: writing {what} failed: {os_reason(exc)}") from None
         except BaseException:
@@ -558,7 +542,7 @@ class PartitionWriter:
     def commit(self, *, inputs: Sequence[str | os.PathLike[str] | InputFile] | None = None,
                params: Mapping[str, Any] | None = None,
                anomalies: Mapping[str, Any] | None = None,
-               timings: Mapping[str, Any] | None = None) -> dict[str, Path]:
+               timings: Mapping[str, Any] | None = None) -> dict[str, Path | str]:
         """Close the files, write manifests, move the partitions into place, then ``_SUCCESS``.
 
         What is only known once the data is written comes in here: the inputs as read (with
@@ -577,13 +561,16 @@ class PartitionWriter:
 
         Returns
         -------
-        dict of str to Path
-            Final partition directory per table written.
+        dict of str to Path or str
+            Final partition directory per table written (on an object store: the URL of the
+            committed attempt's prefix).
 
         Raises
         ------
         OutputError
             When anything fails; the temp files are removed and a replaced partition is restored.
+        PartitionExists
+            On an object store, when another build committed the partition first.
         """
         if self._state != "open":
             raise OutputError(f"{self._key}: cannot commit: writer is {self._state}")
@@ -592,15 +579,13 @@ class PartitionWriter:
         self.params.update(params or {})
         self.anomalies.update(anomalies or {})
         self.timings.update(timings or {})
-        assert self._tmp_root is not None
         started = time.perf_counter()
         facts: dict[str, dict[str, Any]] = {}
         for table, sink in self._sinks.items():
             with self._failing(table):
-                digest = sink.close()  # synced to disk, hashed while it was written
+                digest, size = sink.close()  # on disk (or uploaded), hashed while written
                 facts[table] = {"file": PART_FILE, "rows": sink.rows,
-                                "row_groups": sink.row_groups,
-                                "bytes": (sink.folder / PART_FILE).stat().st_size,
+                                "row_groups": sink.row_groups, "bytes": size,
                                 "sha256": digest, "row_group_rows": sink.row_group_rows,
                                 "columns": sink.schema.names}
         with self._failing(MANIFEST_FILE):
@@ -610,6 +595,10 @@ class PartitionWriter:
             build = build_digest(manifest)
             text = json.dumps(manifest, sort_keys=True, indent=2, default=str,
                               allow_nan=False) + "\n"
+            if self._objects is not None:
+                self._commit_attempt(self._objects, facts, build, manifest, text)
+                return dict(self.locations)
+            assert self._tmp_root is not None
             for table in self.tables:
                 write_file_atomic(self._tmp_root / table / MANIFEST_FILE, text.encode())
         self._rows_final = {t: int(f["rows"]) for t, f in facts.items()}
@@ -622,7 +611,15 @@ class PartitionWriter:
             raise
         self._swap_in(build)
         self._state = "committed"
-        return dict(self.partitions)
+        return {**self.partitions}
+
+    def _commit_attempt(self, objects: ObjectCommit, facts: Mapping[str, Mapping[str, Any]],
+                        build: str, manifest: Mapping[str, Any], text: str) -> None:
+        """An object store: manifests beside the files, then the conditional commit marker."""
+        self._rows_final = {t: int(f["rows"]) for t, f in facts.items()}
+        self._sinks = {}
+        self.locations = dict(objects.commit(build, manifest, text))
+        self._state = "committed"
 
     def _swap_in(self, build: str) -> None:
         assert self._tmp_root is not None

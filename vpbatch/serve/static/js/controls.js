@@ -45,6 +45,7 @@ export function renderStatus(el, s) {
     ['time', s.ts ? `${etTime(s.ts, true)} ET` : '–'],
     ['spot', s.spot != null ? s.spot.toFixed(s.digits) : '–'],
     ['regime', s.regime || '–'],
+    ...(s.model ? [['model', s.model]] : []),
     ['frames/s', s.fps.toFixed(1)],
     ['received/s', s.rps.toFixed(1)],
     ['dropped', String(s.dropped)],
@@ -87,6 +88,7 @@ export function bindTooltip(canvas, tip, heatmap, digits) {
       `net ${fmt(cell.net)}`,
       `rest_depth ${cell.rest_depth}`,
       `regime ${cell.regime}`,
+      ...(cell.model_call != null ? [`model call ${cell.model_call}`] : []),
     ].join('\n');
     tip.style.left = `${ev.clientX + 14}px`;
     tip.style.top = `${ev.clientY + 14}px`;

@@ -78,6 +78,8 @@ export class Heatmap {
     this.buy = new Float64Array(HISTORY);
     this.sell = new Float64Array(HISTORY);
     this.regime = new Array(HISTORY).fill(null);
+    this.model = new Array(HISTORY).fill(null); // a fitted model's call (+1/-1/0), if any
+    this.hasModel = false;
     this.clear();
   }
 
@@ -113,6 +115,8 @@ export class Heatmap {
     this.buy[slot] = update.buy_volume;
     this.sell[slot] = update.sell_volume;
     this.regime[slot] = update.regime;
+    this.model[slot] = update.model_call ?? null;
+    if (update.model_call !== undefined) this.hasModel = true;
     this.head = (slot + 1) % HISTORY;
     this.count = Math.min(this.count + 1, HISTORY);
     this.spotBucket = Math.round(update.spot_price / this.bucket);
@@ -160,7 +164,8 @@ export class Heatmap {
       this.dirty = true;
     }
     this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    return { w, h, plotW: w - AXIS_RIGHT, plotH: h - AXIS_BOTTOM - BAND - GAP };
+    const bands = this.hasModel ? 2 : 1;
+    return { w, h, plotW: w - AXIS_RIGHT, plotH: h - AXIS_BOTTOM - bands * (BAND + GAP) };
   }
 
   /** Visible buckets: centred on spot, re-centred when spot nears an edge. */
@@ -260,6 +265,16 @@ export class Heatmap {
       ctx.fillStyle = cssColor(spec.regime_colors[name] || spec.regime_colors.CHOP);
       ctx.fillRect((first + c) * colW, bandY, Math.max(colW, 1), BAND);
     }
+    // 4b. the fitted model's calls (build --model, SPEC §15) in a second band under it
+    if (this.hasModel) {
+      for (let c = 0; c < this.count; c++) {
+        const call = this.model[this.slotOf(c)];
+        const name = call > 0 ? 'UP' : call < 0 ? 'DOWN' : 'CHOP';
+        ctx.fillStyle = cssColor(spec.regime_colors[name] || spec.regime_colors.CHOP);
+        ctx.fillRect((first + c) * colW, bandY + BAND + GAP, Math.max(colW, 1), BAND);
+      }
+    }
+    const axisY = bandY + (this.hasModel ? 2 * BAND + GAP : BAND);
     // 5. axes: price on the right, ET time at the bottom
     ctx.fillStyle = '#c8c8c8';
     ctx.font = '11px system-ui, sans-serif';
@@ -274,16 +289,16 @@ export class Heatmap {
       const ts = this.ts[this.slotOf(c)];
       const x = xOf(c);
       if (x < 30) break;
-      ctx.fillText(etTime(ts), x - 26, bandY + BAND + 5);
+      ctx.fillText(etTime(ts), x - 26, axisY + 5);
     }
-    this.drawGaps(first, colW, bandY);
+    this.drawGaps(first, colW, axisY);
     this.drawn += this.pendingDrawn || 0;
     this.pendingDrawn = 0;
     return true;
   }
 
   /** A dashed amber line where each gap ends (data resumed), labelled on the time axis. */
-  drawGaps(first, colW, bandY) {
+  drawGaps(first, colW, axisY) {
     this.gapMarks = [];
     if (!this.gaps.length || this.count < 2) return;
     const { ctx } = this;
@@ -298,7 +313,7 @@ export class Heatmap {
           const x = (first + c) * colW;
           ctx.beginPath();
           ctx.moveTo(x, 0);
-          ctx.lineTo(x, bandY + BAND);
+          ctx.lineTo(x, axisY);
           ctx.stroke();
           ctx.fillText('gap', x + 2, 2);
           this.gapMarks.push(c);
@@ -323,7 +338,7 @@ export class Heatmap {
     return {
       ts_ns: this.ts[slot], k: i - this.K, price: bucket * this.bucket,
       pressure_now: this.pnow[at], vacuum_now: this.vnow[at], net: this.net[at],
-      rest_depth: this.depth[at], regime: this.regime[slot],
+      rest_depth: this.depth[at], regime: this.regime[slot], model_call: this.model[slot],
     };
   }
 }

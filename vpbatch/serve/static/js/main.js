@@ -51,6 +51,11 @@ async function main() {
       stats.ts = update.ts_ns;
       stats.spot = update.spot_price;
       stats.regime = update.regime;
+      if (update.model_call !== undefined) {
+        const p = update.model_probability;
+        const call = update.model_call > 0 ? 'UP' : update.model_call < 0 ? 'DOWN' : 'no call';
+        stats.model = p == null ? call : `${call} (p_up ${p.toFixed(2)})`;
+      }
     },
     onStatus(msg) {
       stats.paused = msg.paused;
