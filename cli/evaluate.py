@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.fit import check_choice, split_names
 from cli.options import (
     json_option,
     lake_option,
@@ -32,10 +33,17 @@ from cli.options import (
               show_default=True, help="Level of the bootstrap intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the bootstrap.")
+@click.option("--models", callback=split_names, metavar="NAMES",
+              help="Also fit these models walk-forward and evaluate them as fit_<name>: any of "
+                   "l1, vp, vp+l1 (with l1 and vp+l1: their MCC and IC difference, paired).")
+@click.option("--model", "model_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also score the models of a `vpbatch fit` JSON (as model_<name>) out of "
+                   "sample: its training days must not be tested here.")
 @quiet_option
 def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
             end: dt.date | None, lake: Path, as_json: bool, out: Path | None, resamples: int,
-            confidence: float, seed: int, quiet: bool) -> None:
+            confidence: float, seed: int, models: tuple[str, ...] | None,
+            model_file: Path | None, quiet: bool) -> None:
     """Measure whether the regime and standard order-book signals predict the next move.
 
     Targets: direction of the mid after the next 1, 2 and 5 mid changes (event time) and
@@ -46,11 +54,18 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
     balanced accuracy, Matthews correlation, Spearman IC) come with moving-block bootstrap
     intervals. States with an invalid or crossed book are excluded and counted.
 
+    With --models, regularised logistic models over the vacuum/pressure field and the
+    level-1 signals are fitted on the training part of each split (never on its test part)
+    and reported as predictors, with fit_vp+l1 minus fit_l1 per target (does the field add
+    to the level-1 book?). With --model, a saved `vpbatch fit` model is scored.
+
     \b
     Example:
       vpbatch evaluate --symbol ESH4 --dt 2023-12-24
       vpbatch evaluate --symbol MNQH6 --start 2026-02-02 --end 2026-02-06 -o eval.html
       vpbatch evaluate --symbol MNQH6 --dt 2026-02-06 --json > eval.json
+      vpbatch evaluate --symbol MNQH6 --dt 2026-02-06 --models l1,vp,vp+l1
+      vpbatch evaluate --symbol MNQH6 --dt 2026-02-09 --model model.json
     """
     from vpbatch.evaluate.evaluation import evaluate
     from vpbatch.evaluate.report import format_table, to_json, write_html
@@ -70,15 +85,26 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
         from vpbatch.pictures.plot import require_matplotlib
 
         require_matplotlib()
-    with Progress(total=7, enabled=not quiet, phase="evaluate", unit="targets") as bar:
+    settings = Bootstrap(resamples=resamples, confidence=confidence, seed=seed)
+    if models:
+        from vpbatch.fit import MODELS
 
-        def done(target: str) -> None:
-            bar.phase(f"evaluate (done {target})")
+        check_choice("--models", models, MODELS)
+    steps = 7 * (1 + len(models or ()))
+    with Progress(total=steps, enabled=not quiet, phase="evaluate", unit="steps") as bar:
+
+        def done(what: str) -> None:
+            bar.phase(f"evaluate (done {what})")
             bar.update(1)
 
-        ev = evaluate(lake, symbol, day, end,
-                      settings=Bootstrap(resamples=resamples, confidence=confidence, seed=seed),
-                      progress=done)
+        if models or model_file is not None:
+            from vpbatch.fit import evaluate_with_models
+
+            ev = evaluate_with_models(lake, symbol, day, end, models=models or (),
+                                      model_file=model_file, settings=settings, progress=done,
+                                      fit_progress=done)
+        else:
+            ev = evaluate(lake, symbol, day, end, settings=settings, progress=done)
     if out is not None:
         write_html(ev, out)
         click.echo(f"wrote {out}", err=True)

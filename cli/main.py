@@ -12,6 +12,7 @@ from cli import (
     cache,
     download,
     evaluate,
+    fit,
     info,
     live,
     plot,
@@ -79,7 +80,7 @@ def cli(debug: bool) -> None:
 
 
 for _module in (synth, info, products, build, verify, sql, cache, plot, report, evaluate,
-                serve, live):
+                fit, serve, live):
     cli.add_command(_module.command)
 cli.add_command(download.command)
 

@@ -28,6 +28,11 @@ ALLOWED = {
     # The live source: build's job over a queue, recorded to the lake, shown by serve's app.
     "vpbatch.live": {"vpbatch.live", "vpbatch.book", "vpbatch.ingest", "vpbatch.store",
                      "vpbatch.build", "vpbatch.serve"},
+    # Analysis of built days, through sql: evaluate measures predictors (its HTML page draws
+    # with pictures' helpers); fit learns models and hands them to evaluate as predictors.
+    "vpbatch.evaluate": {"vpbatch.evaluate", "vpbatch.sql", "vpbatch.store",
+                         "vpbatch.pictures"},
+    "vpbatch.fit": {"vpbatch.fit", "vpbatch.evaluate", "vpbatch.sql", "vpbatch.store"},
 }
 #: The one module allowed past MAX_LINES: the compiled kernel reads best in one place.
 MAX_LINES = 700

@@ -13,7 +13,7 @@
   grid cell with its state's snapshot columns.
 * ``vp_features`` — one row per state with a valid, uncrossed book: the features of SPEC §15
   (:data:`FEATURES_SQL`; definitions in docs/fit.md). ``vpbatch.fit.features`` computes the same
-  table several times faster (a compiled pass over the grid instead of a SQL aggregation).
+  table about 14 times faster (a compiled pass over the grid instead of a SQL aggregation).
 
 The file list is taken when the connection is opened; reconnect to see later builds. SQL text
 lives in module constants; file lists are bound as parameters (``SET VARIABLE``), never pasted

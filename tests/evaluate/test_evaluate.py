@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from vpbatch.clock import NS_PER_SECOND
 from vpbatch.errors import ConfigError
 from vpbatch.evaluate.evaluation import (
+    Predictor,
     States,
     compute_predictors,
     compute_targets,
@@ -380,3 +382,72 @@ def test_state_columns_given_precomputed_orders_match_sorting_afresh() -> None:
     change = rng.normal(size=n)
     np.testing.assert_allclose(state_columns(calls, scores, y, change, orders=orders),
                                state_columns(calls, scores, y, change), atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# Per-target (fitted) predictors and paired differences
+
+
+def _fitted(name: str, s: States, per_target: dict[str, np.ndarray]) -> Predictor:
+    """A per-target predictor calling the sign of its score."""
+    return Predictor(name, "fitted", None, np.full(len(s), np.nan),
+                     {t: (np.sign(v).astype(np.int8), v) for t, v in per_target.items()})
+
+
+def test_evaluate_states_given_fitted_predictor_uses_its_own_score_per_target() -> None:
+    s = random_walk_states(5_000, seed=7)
+    targets = by_name(compute_targets(s))
+    noise = np.random.default_rng(1).normal(0, 1, len(s))
+    good = np.nan_to_num(targets["event_1"].change) * 10 + noise * 0.1
+    fitted = _fitted("fit_x", s, {"event_1": good, "clock_1s": noise})
+    ev = evaluate_states(s, predictors=[*compute_predictors(s), fitted],
+                         settings=Bootstrap(resamples=50))
+    r = {(x["predictor"], x["target"], x["metric"]): x for x in ev.results}
+    assert r[("fit_x", "event_1", "ic")]["estimate"] > 0.8
+    assert abs(r[("fit_x", "clock_1s", "ic")]["estimate"]) < 0.1
+    # A target the predictor was not fitted for has no rows.
+    assert not any(k[0] == "fit_x" and k[1] == "event_2" for k in r)
+
+
+def test_paired_differences_given_identical_predictors_are_exactly_zero() -> None:
+    s = random_walk_states(4_000, seed=8)
+    score = {t.name: s.regime_score for t in compute_targets(s)}
+    ev = evaluate_states(s, predictors=[_fitted("a", s, score), _fitted("b", s, score)],
+                         differences=[("a", "b")], settings=Bootstrap(resamples=50))
+    assert {(d["target"], d["metric"]) for d in ev.differences} == {
+        (t, m) for t in score for m in ("mcc", "ic")}
+    for d in ev.differences:
+        assert (d["a"], d["b"]) == ("a", "b")
+        assert d["estimate"] == 0.0
+        assert (d["ci_low"], d["ci_high"]) in ((0.0, 0.0), (None, None))  # None: < 10 blocks
+    assert sum(d["ci_low"] == 0.0 for d in ev.differences) >= 6
+
+
+def test_paired_differences_given_correlated_predictors_are_narrower_than_either_interval(
+        ) -> None:
+    """Both predictors are resampled with the same blocks: the block-to-block swings they
+    share cancel in the difference, so its interval is far narrower than resampling them apart
+    would give, and the estimate is exactly a's metric minus b's."""
+    s = random_walk_states(8_000, seed=9)
+    tg = by_name(compute_targets(s))["event_1"]
+    rng = np.random.default_rng(2)
+    base = np.nan_to_num(tg.change) * 4 + rng.normal(0, 1, len(s))
+    a = _fitted("a", s, {"event_1": base + rng.normal(0, 0.2, len(s))})
+    b = _fitted("b", s, {"event_1": base})
+    ev = evaluate_states(s, predictors=[a, b], differences=[("a", "b")],
+                         settings=Bootstrap(resamples=300))
+    r = {(x["predictor"], x["metric"]): x for x in ev.results if x["target"] == "event_1"}
+    d = {x["metric"]: x for x in ev.differences if x["target"] == "event_1"}
+    for metric in ("mcc", "ic"):
+        assert d[metric]["estimate"] == pytest.approx(
+            r[("a", metric)]["estimate"] - r[("b", metric)]["estimate"])
+        wa, wb = (r[(p, metric)]["ci_high"] - r[(p, metric)]["ci_low"] for p in ("a", "b"))
+        # Resampled apart, the difference's interval would be about sqrt(wa^2 + wb^2) wide.
+        assert d[metric]["ci_high"] - d[metric]["ci_low"] < 0.5 * math.hypot(wa, wb), metric
+        assert d[metric]["ci_low"] <= d[metric]["estimate"] <= d[metric]["ci_high"]
+
+
+def test_evaluate_states_given_difference_of_unknown_predictor_raises() -> None:
+    s = random_walk_states(200, seed=0)
+    with pytest.raises(ConfigError, match="differences: no predictor 'fit_vp'"):
+        evaluate_states(s, differences=[("fit_vp", "regime")], settings=Bootstrap(resamples=10))

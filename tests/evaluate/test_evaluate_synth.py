@@ -10,73 +10,23 @@ import json
 from pathlib import Path
 from statistics import NormalDist
 
-import numpy as np
 import pytest
 import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
+from tests.evaluate.conftest import DAY, SYMBOL, shuffled
 from vpbatch.build.pipeline import build
 from vpbatch.build.request import BuildRequest
 from vpbatch.errors import ConfigError
 from vpbatch.evaluate.evaluation import (
     Evaluation,
-    Target,
     compute_targets,
-    evaluate,
     evaluate_states,
     load_states,
 )
 from vpbatch.evaluate.stats import Bootstrap
 from vpbatch.synth import synth_session, synth_to_lake
-
-SYMBOL = "MNQH6"
-DAY = dt.date(2026, 2, 6)
-RECORDS = 200_000
-#: Share of event groups with an informed action in the planted day.
-INFORMED = 0.3
-RESAMPLES = 200
-
-
-def _build(root: Path, informed: float, informed_jump: str = "aligned") -> Path:
-    synth_to_lake(root, SYMBOL, DAY, records=RECORDS, seed=11, informed=informed,
-                  informed_jump=informed_jump)
-    build(BuildRequest(symbol=SYMBOL, day=DAY, lake=root, use_cache=False))
-    return root
-
-
-@pytest.fixture(scope="session")
-def plain_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("plain"), 0.0)
-
-
-@pytest.fixture(scope="session")
-def planted_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("planted"), INFORMED)
-
-
-@pytest.fixture(scope="session")
-def placebo_eval(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
-    """The planted day's episodes and activity, each jump's direction an independent coin."""
-    lake = _build(tmp_path_factory.mktemp("placebo"), INFORMED, "random")
-    return evaluate(lake, SYMBOL, DAY, settings=Bootstrap(resamples=RESAMPLES))
-
-
-@pytest.fixture(scope="session")
-def activity_only_eval(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
-    """The planted day's episodes and activity, and no jump after them."""
-    lake = _build(tmp_path_factory.mktemp("activity"), INFORMED, "none")
-    return evaluate(lake, SYMBOL, DAY, settings=Bootstrap(resamples=RESAMPLES))
-
-
-@pytest.fixture(scope="session")
-def plain_eval(plain_lake: Path) -> Evaluation:
-    return evaluate(plain_lake, SYMBOL, DAY, settings=Bootstrap(resamples=RESAMPLES))
-
-
-@pytest.fixture(scope="session")
-def planted_eval(planted_lake: Path) -> Evaluation:
-    return evaluate(planted_lake, SYMBOL, DAY, settings=Bootstrap(resamples=RESAMPLES))
 
 
 def _result(ev: Evaluation, predictor: str, target: str, metric: str) -> dict:
@@ -202,16 +152,6 @@ def test_evaluate_given_informed_activity_without_a_move_finds_nothing_extra(
             assert activity["ci_low"] <= plain["ci_high"], (target, metric, activity, plain)
 
 
-def _shuffled(targets: list[Target], seed: int) -> list[Target]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for t in targets:
-        perm = rng.permutation(t.y.size)
-        out.append(Target(t.name, t.three_class, t.horizon_ns, t.y[perm], t.change[perm],
-                          t.end_ts))
-    return out
-
-
 def test_evaluate_given_shuffled_future_every_predictor_is_at_chance(planted_lake: Path) -> None:
     """The planted day carries information; with its future returns shuffled none is left.
 
@@ -220,7 +160,7 @@ def test_evaluate_given_shuffled_future_every_predictor_is_at_chance(planted_lak
     bootstrap interval. A predictor that peeks at the future sits far outside.
     """
     states = load_states(planted_lake, SYMBOL, DAY, DAY)
-    targets = _shuffled(compute_targets(states), seed=3)
+    targets = shuffled(compute_targets(states), seed=3)
     ev = evaluate_states(states, targets=targets, settings=Bootstrap(resamples=400))
     chance = {t["target"]: t["chance_balanced_accuracy"] for t in ev.targets}
     rows = [r for r in ev.results if r["metric"] in ("balanced_accuracy", "mcc", "ic")]

@@ -20,7 +20,7 @@ never reaches into the previous one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -66,7 +66,8 @@ STATES_SQL: Final = """
 SELECT dt, event_id, epoch_ns(ts_event) AS ts,
        best_bid_price AS bid, best_ask_price AS ask,
        best_bid_size AS bid_size, best_ask_size AS ask_size,
-       book_valid, crossed, CAST(regime AS VARCHAR) AS regime, regime_score
+       book_valid, crossed, CAST(regime AS VARCHAR) AS regime, regime_score,
+       regime_intensity
 FROM vp_snapshot
 WHERE symbol = $symbol AND dt BETWEEN $start AND $end
 ORDER BY dt, event_id
@@ -93,6 +94,9 @@ class States:
     total: int = 0
     excluded_invalid: int = 0
     excluded_crossed: int = 0
+    #: ``vp_snapshot.event_id`` and ``regime_intensity`` (empty when not read from the lake).
+    event_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    regime_intensity: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def mid(self) -> np.ndarray:
@@ -130,6 +134,9 @@ def states_from_frame(frame: pl.DataFrame) -> States:
         total=total,
         excluded_invalid=int((~valid).sum()),
         excluded_crossed=int(crossed.sum()),
+        event_id=kept["event_id"].to_numpy().astype(np.int64),
+        regime_intensity=(kept["regime_intensity"].fill_null(np.nan).to_numpy().astype(float)
+                          if "regime_intensity" in kept.columns else np.full(kept.height, np.nan)),
     )
 
 
@@ -255,12 +262,27 @@ def compute_targets(s: States) -> list[Target]:
 
 @dataclass(frozen=True)
 class Predictor:
-    """A predictor: a fixed call, or a continuous score turned into a call by thresholds."""
+    """A predictor: a fixed call, or a continuous score turned into a call by thresholds.
+
+    Kind "fitted" (a model fitted per target, walk-forward, by :mod:`vpbatch.fit`) brings its
+    own calls and score for each target in ``per_target``; a target it lacks gets no rows.
+    """
 
     name: str
-    kind: str  # "call" (fixed calls), "score" (thresholds fitted), "majority"
+    kind: str  # "call" (fixed calls), "score" (thresholds fitted), "majority", "fitted"
     call: np.ndarray | None  # int8 calls for kind "call"
     score: np.ndarray  # float64 score for the IC (NaN: none)
+    per_target: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None  # (call, score)
+
+    def score_for(self, target: str) -> np.ndarray:
+        """The continuous score used for ``target``'s IC."""
+        if self.per_target is not None:
+            return self.per_target[target][1] if target in self.per_target else self.score
+        return self.score
+
+    def covers(self, target: str) -> bool:
+        """Whether the predictor makes calls for ``target`` (a fitted one may not)."""
+        return self.per_target is None or target in self.per_target
 
 
 def _trailing_sum(s: States, values: np.ndarray, seconds: int) -> np.ndarray:
@@ -286,20 +308,30 @@ def order_flow_imbalance(s: States) -> np.ndarray:
     return e
 
 
-def compute_predictors(s: States) -> list[Predictor]:
-    """SPEC §13 predictors in table order. Each value at state n uses states <= n only."""
+def level1_signals(s: States) -> dict[str, np.ndarray]:
+    """Queue imbalance, micro-price minus mid and OFI over 1/5/10 s (SPEC §13), by name.
+
+    Each value at state n uses states <= n only (the fitted models' level-1 features too).
+    """
     qb, qa, b, a, mid = s.bid_size, s.ask_size, s.bid, s.ask, s.mid
     depth = qb + qa
-    qi = (qb - qa) / depth
-    micro = (a * qb + b * qa) / depth - mid
+    out = {"queue_imbalance": (qb - qa) / depth, "microprice": (a * qb + b * qa) / depth - mid}
+    e = order_flow_imbalance(s)
+    out.update({f"ofi_{w}s": _trailing_sum(s, e, w) for w in TRAILING_WINDOWS})
+    return out
+
+
+def compute_predictors(s: States) -> list[Predictor]:
+    """SPEC §13 predictors in table order. Each value at state n uses states <= n only."""
+    mid = s.mid
+    signals = level1_signals(s)
     out = [
         Predictor("regime", "call", s.regime.astype(np.int8), np.full(len(s), np.nan)),
         Predictor("regime_score", "score", None, s.regime_score),
-        Predictor("queue_imbalance", "score", None, qi),
-        Predictor("microprice", "score", None, micro),
+        Predictor("queue_imbalance", "score", None, signals["queue_imbalance"]),
+        Predictor("microprice", "score", None, signals["microprice"]),
     ]
-    e = order_flow_imbalance(s)
-    out += [Predictor(f"ofi_{w}s", "score", None, _trailing_sum(s, e, w))
+    out += [Predictor(f"ofi_{w}s", "score", None, signals[f"ofi_{w}s"])
             for w in TRAILING_WINDOWS]
     day_start, _ = _day_bounds(s.day)
     for w in TRAILING_WINDOWS:
@@ -357,6 +389,10 @@ class Evaluation:
     thresholds: list[dict[str, Any]]
     bootstrap: dict[str, Any]
     calibration: list[dict[str, Any]] = field(default_factory=list)
+    #: Paired differences (``a`` minus ``b``) per target and metric, with paired intervals.
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    #: The fitted models behind the ``fit_*`` / ``model_*`` predictors (one row per fit).
+    fits: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _block_ns(target: Target, s: States, test: np.ndarray) -> int:
@@ -373,11 +409,14 @@ def _block_ns(target: Target, s: States, test: np.ndarray) -> int:
 def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None = None,
                     targets: Sequence[Target] | None = None,
                     predictors: Sequence[Predictor] | None = None,
+                    differences: Sequence[tuple[str, str]] = (),
                     progress: Callable[[str], None] | None = None) -> Evaluation:
     """Fit on the training part, score the test part, bootstrap every metric.
 
     ``targets`` and ``predictors`` default to :func:`compute_targets` and
     :func:`compute_predictors` (tests pass modified ones, e.g. shuffled futures);
+    ``differences``: pairs ``(a, b)`` of predictor names whose MCC and IC difference ``a - b``
+    is reported per target with a paired interval (both resampled with the same blocks);
     ``progress`` is called with each target's name when it is done.
     """
     settings = settings or Bootstrap()
@@ -392,13 +431,20 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
     results: list[dict[str, Any]] = []
     thresholds: list[dict[str, Any]] = []
     target_info: list[dict[str, Any]] = []
+    diff_rows: list[dict[str, Any]] = []
     test_all = np.zeros(len(s), bool)
     for sp in splits:
         test_all |= sp.test
     n_pred = len(predictors)
     tested = np.flatnonzero(test_all)
     # One sort per predictor over the test part; each target takes its subset's order.
-    full_orders = [np.argsort(pr.score[tested], kind="stable") for pr in predictors]
+    full_orders = [np.argsort(pr.score[tested], kind="stable") if pr.per_target is None
+                   else None for pr in predictors]
+    names = [pr.name for pr in predictors]
+    for a, b in differences:
+        for name in (a, b):
+            if name not in names:
+                raise ConfigError(f"differences: no predictor {name!r} (have: {', '.join(names)})")
     for tg in targets:
         avail = tg.available
         calls = np.zeros((n_pred, len(s)), np.int8)
@@ -408,6 +454,9 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
                 if pr.kind == "call":
                     assert pr.call is not None
                     calls[p, sp.test] = pr.call[sp.test]
+                elif pr.kind == "fitted":
+                    if pr.per_target is not None and tg.name in pr.per_target:
+                        calls[p, sp.test] = pr.per_target[tg.name][0][sp.test]
                 elif pr.kind == "majority":
                     classes, counts = np.unique(tg.y[train], return_counts=True)
                     major = int(classes[np.argmax(counts)]) if classes.size else 0
@@ -423,10 +472,10 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
                                        "train_states": int(train.sum())})
         use = test_all & avail
         idx = np.flatnonzero(use)
-        scores = np.stack([pr.score[idx] for pr in predictors])
+        scores = np.stack([pr.score_for(tg.name)[idx] for pr in predictors])
         block = _block_ns(tg, s, test_all)
         keep = avail[tested]
-        orders = [subset_order(o, keep) for o in full_orders]
+        orders = [None if o is None else subset_order(o, keep) for o in full_orders]
         sums = state_columns(calls[:, idx], scores, tg.y[idx], tg.change[idx],
                              cells=cell_index(s.ts[idx], block), orders=orders)
         point = metrics_from_sums(sums.sum(0), n_pred, tg.three_class)
@@ -449,6 +498,8 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
             "chance_balanced_accuracy": 1 / 3 if tg.three_class else 0.5,
         })
         for p, pr in enumerate(predictors):
+            if not pr.covers(tg.name):
+                continue
             for m, metric in enumerate(METRICS):
                 value = float(point[p, m])
                 if not np.isfinite(value):
@@ -456,6 +507,11 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
                 results.append({"predictor": pr.name, "target": tg.name, "metric": metric,
                                 "estimate": value, "ci_low": _f(ci_lo[p, m]),
                                 "ci_high": _f(ci_hi[p, m]), "n": int(idx.size)})
+        diff_rows += paired_differences(
+            tg.name, [(names.index(a), names.index(b), a, b) for a, b in differences
+                      if predictors[names.index(a)].covers(tg.name)
+                      and predictors[names.index(b)].covers(tg.name)],
+            point, samples, settings.confidence, with_interval=n_blocks >= MIN_BLOCKS)
         if progress is not None:
             progress(tg.name)
     cal = calibration(s, targets, test_all)
@@ -470,7 +526,32 @@ def evaluate_states(s: States, *, symbol: str = "", settings: Bootstrap | None =
         bootstrap={"resamples": settings.resamples, "confidence": settings.confidence,
                    "seed": settings.seed, "method": "moving block (circular), blocks start on "
                    "a quarter-block clock grid; block = horizon, at least 1 s"},
-        calibration=cal)
+        calibration=cal, differences=diff_rows)
+
+
+#: Metrics whose paired differences are reported (SPEC §15).
+DIFFERENCE_METRICS: Final = ("mcc", "ic")
+
+
+def paired_differences(target: str, pairs: Sequence[tuple[int, int, str, str]],
+                       point: np.ndarray, samples: np.ndarray, confidence: float, *,
+                       with_interval: bool = True) -> list[dict[str, Any]]:
+    """``a - b`` in MCC and IC: the estimate from the point metrics ``(P, 5)``, the interval from
+    the same resamples ``(R, P, 5)`` of both (the blocks drawn are shared, so the interval is
+    that of the paired difference, narrower than two separate intervals would suggest)."""
+    rows: list[dict[str, Any]] = []
+    for pa, pb, a, b in pairs:
+        for metric in DIFFERENCE_METRICS:
+            m = METRICS.index(metric)
+            estimate = float(point[pa, m] - point[pb, m])
+            if not np.isfinite(estimate):
+                continue
+            lo, hi = interval(samples[:, pa, m] - samples[:, pb, m], confidence)
+            rows.append({"a": a, "b": b, "target": target, "metric": metric,
+                         "estimate": estimate,
+                         "ci_low": _f(lo) if with_interval else None,
+                         "ci_high": _f(hi) if with_interval else None})
+    return rows
 
 
 def _f(x: Any) -> float | None:

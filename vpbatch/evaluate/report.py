@@ -80,7 +80,36 @@ def format_table(ev: Evaluation) -> str:
         for p in ev.predictors:
             cells = " ".join(f"{_cell(idx.get((p, t['target'], m))):<{width}}" for m in METRICS)
             lines.append(f"{p:<16} {t['target']:<10} {cells}".rstrip())
+    lines += format_differences(ev)
     return "\n".join(lines)
+
+
+def _signed(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    lo, hi = row["ci_low"], row["ci_high"]
+    ci = f"[{lo:+.3f},{hi:+.3f}]" if lo is not None and hi is not None else "[-]"
+    return f"{row['estimate']:+.3f} {ci}"
+
+
+def _difference_pairs(ev: Evaluation) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["a"], r["b"]) for r in ev.differences))
+
+
+def format_differences(ev: Evaluation) -> list[str]:
+    """The paired differences as text lines (none when there are none)."""
+    if not ev.differences:
+        return []
+    pct = round(ev.bootstrap["confidence"] * 100)
+    idx = {(r["a"], r["b"], r["target"], r["metric"]): r for r in ev.differences}
+    lines = ["", f"differences a - b ({pct}% paired moving-block intervals: both resampled with "
+             "the same blocks)"]
+    for a, b in _difference_pairs(ev):
+        lines += [f"{a} - {b}", f"{'target':<10} {'MCC':<24} {'IC':<24}"]
+        for t in ev.targets:
+            cells = [_signed(idx.get((a, b, t["target"], m))) for m in ("mcc", "ic")]
+            lines.append(f"{t['target']:<10} {cells[0]:<24} {cells[1]:<24}".rstrip())
+    return lines
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,6 +244,50 @@ def _targets_table(ev: Evaluation) -> str:
     return "".join(rows)
 
 
+def _differences_html(ev: Evaluation) -> str:
+    if not ev.differences:
+        return ""
+    pct = round(ev.bootstrap["confidence"] * 100)
+    idx = {(r["a"], r["b"], r["target"], r["metric"]): r for r in ev.differences}
+    out = [f"""<section id="differences"><h2>Differences</h2>
+<p class=note>Does the vacuum/pressure field add to the level-1 book? Each row: a minus b per
+target, with a {pct}% paired moving-block interval (both predictors resampled with the same
+blocks). Green: the interval lies above 0 (a is better); red: below 0.</p>"""]
+    for a, b in _difference_pairs(ev):
+        out.append(f"<table><tr><th class=l>{html.escape(a)} - {html.escape(b)}</th>"
+                   "<th>MCC</th><th>IC</th></tr>")
+        for t in ev.targets:
+            cells = []
+            for m in ("mcc", "ic"):
+                r = idx.get((a, b, t["target"], m))
+                cls = ""
+                if r is not None and r["ci_low"] is not None and r["ci_high"] is not None:
+                    cls = " class=sig" if r["ci_low"] > 0 else (
+                        " class=neg" if r["ci_high"] < 0 else "")
+                cells.append(f"<td{cls}>{html.escape(_signed(r))}</td>")
+            out.append(f"<tr><td class=l>{html.escape(t['target'])}</td>{''.join(cells)}</tr>")
+        out.append("</table>")
+    if ev.fits:
+        keys = ("predictor", "target", "test_day", "train_states", "fit_states", "C", "lo", "hi")
+        out.append("<p class=note>The fitted models (regularisation C chosen by time-ordered "
+                   "cross-validation inside each training part; lo/hi: the call band).</p>"
+                   "<table><tr>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>")
+        for row in ev.fits:
+            fit_cells = "".join(f"<td>{html.escape(_short(row.get(k)))}</td>" for k in keys)
+            out.append(f"<tr>{fit_cells}</tr>")
+        out.append("</table>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def build_html(ev: Evaluation) -> str:
     """The whole page as a string."""
     from vpbatch.pictures.plot import data_uri, figure_bytes, require_matplotlib
@@ -257,6 +330,7 @@ src="{imgs['ic']}"></section>
 <p class=note>Share of up moves among test states in each regime_score bin, for the event-time
 targets. A score that carries information rises from left to right.</p>
 <img alt="calibration of regime_score" src="{imgs['cal']}"></section>
+{_differences_html(ev)}
 <section id="results"><h2>All results</h2>
 <p class=note>Green: the interval lies above chance; red: below chance.</p>
 {_results_table(ev)}</section>

@@ -1,0 +1,315 @@
+"""A fitted model and its JSON document (``vpbatch fit -o model.json``, SPEC §15).
+
+A model is one regularised logistic regression for one target over one feature set, plus the
+call band fitted on its training part. The document is small and versioned: everything needed
+to score a state again (features, transforms, standardisation, coefficients, band) and what it
+was fitted on (symbol, days, states, regularisation, in-sample metrics, vpbatch version).
+Reading it checks every field and names the first bad one (file and field) in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+from scipy.special import expit
+
+from vpbatch.errors import ConfigError, InputError
+from vpbatch.evaluate.stats import apply_thresholds
+from vpbatch.fit.features import FEATURES
+
+#: ``format`` of the document.
+FORMAT: Final = "vpbatch-model"
+#: Version of the document's layout (a reader refuses a newer one).
+FORMAT_VERSION: Final = 1
+#: Feature transforms a model may apply before standardising.
+TRANSFORMS: Final = ("none", "asinh")
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """One fitted model: ``P(class | features)`` by a (multinomial) logistic regression.
+
+    ``classes`` is ``(-1, 1)`` (down/up: the event targets, or a clock target that never stayed
+    flat in training) or ``(-1, 0, 1)`` (down/flat/up). ``coef`` has one row per class for three
+    classes, one row (the up class's log-odds) for two. ``lo``/``hi`` is the call band on
+    :meth:`score` (SPEC §13).
+    """
+
+    name: str
+    target: str
+    classes: tuple[int, ...]
+    features: tuple[str, ...]
+    transforms: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    lo: float
+    hi: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def three_class(self) -> bool:
+        return len(self.classes) == 3
+
+    def design(self, x: np.ndarray) -> np.ndarray:
+        """Transformed and standardised features ``(n, p)`` from raw ones in model order."""
+        z = np.array(x, dtype=np.float64, copy=True)
+        cols = [j for j, transform in enumerate(self.transforms) if transform == "asinh"]
+        z[:, cols] = np.arcsinh(z[:, cols])
+        return (z - self.mean) / self.scale
+
+    def _from_logits(self, logits: np.ndarray) -> np.ndarray:
+        if self.coef.shape[0] == 1:
+            up = expit(logits[:, 0])
+            return np.column_stack([1.0 - up, up])
+        logits = logits - np.max(logits, axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _score_from(self, p: np.ndarray) -> np.ndarray:
+        up = p[:, self.classes.index(1)]
+        return up - p[:, self.classes.index(-1)] if self.three_class else up
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """``(n, classes)`` probabilities; NaN rows where a feature is missing."""
+        return self._from_logits(self.design(x) @ self.coef.T + self.intercept)
+
+    def score_design(self, z_all: np.ndarray) -> np.ndarray:
+        """:meth:`score` from the transformed features of every column of ``FEATURES``
+        (``z_all``, missing values 0): the standardisation folded into the coefficients, so
+        no per-model copy of the matrix is made."""
+        w = np.zeros((len(FEATURES), self.coef.shape[0]))
+        w[[FEATURES.index(f) for f in self.features]] = (self.coef / self.scale).T
+        b = self.intercept - (self.mean / self.scale) @ self.coef.T
+        return self._score_from(self._from_logits(z_all @ w + b))
+
+    def up_probability(self, x: np.ndarray) -> np.ndarray:
+        """``P(up)`` per state (NaN where a feature is missing)."""
+        return self.probabilities(x)[:, self.classes.index(1)]
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """The continuous score the band and the IC use: ``P(up)`` for two classes,
+        ``P(up) - P(down)`` (the expected direction) for three."""
+        return self._score_from(self.probabilities(x))
+
+    def calls(self, x: np.ndarray) -> np.ndarray:
+        """Calls in {-1, 0, +1} (0: inside the band, or a missing feature)."""
+        return apply_thresholds(self.score(x), self.lo, self.hi)
+
+    def columns(self, features: pl.DataFrame) -> np.ndarray:
+        """This model's raw features ``(n, p)`` from a feature table (``vpbatch.fit.features``)."""
+        missing = [f for f in self.features if f not in features.columns]
+        if missing:
+            raise ConfigError(f"features: missing column {missing[0]!r} that model "
+                              f"{self.name}/{self.target} needs")
+        return features.select(self.features).cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    def predict(self, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(call, probability)`` per row of a feature table, vectorised.
+
+        ``call`` is int8 in {-1, 0, +1} (0 = no call: inside the band, or a missing feature);
+        ``probability`` is the model's ``P(up)`` (NaN where a feature is missing).
+        """
+        x = self.columns(features)
+        return self.calls(x).astype(np.int8), self.up_probability(x)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What ``vpbatch fit`` writes: the fitted models of one symbol and their provenance."""
+
+    symbol: str
+    training_days: tuple[str, ...]
+    vpbatch_version: str
+    models: tuple[FittedModel, ...]
+    default: tuple[str, str]  # (model name, target) of the model used when none is named
+
+    def get(self, name: str | None = None, target: str | None = None,
+            source: str = "model file") -> FittedModel:
+        """The model ``name`` for ``target`` (the file's default for an omitted one)."""
+        name = self.default[0] if name is None else name
+        target = self.default[1] if target is None else target
+        for m in self.models:
+            if (m.name, m.target) == (name, target):
+                return m
+        have = ", ".join(f"{m.name}/{m.target}" for m in self.models)
+        raise ConfigError(f"{source}: no model {name!r} for target {target!r} (have: {have})")
+
+
+# ------------------------------------------------------------------------------------------
+# JSON
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def model_to_dict(m: FittedModel) -> dict[str, Any]:
+    return {
+        "name": m.name, "target": m.target, "classes": list(m.classes),
+        "features": list(m.features), "transforms": list(m.transforms),
+        "mean": [float(v) for v in m.mean], "scale": [float(v) for v in m.scale],
+        "coef": [[float(v) for v in row] for row in m.coef],
+        "intercept": [float(v) for v in m.intercept],
+        "band": {"lo": _num(m.lo), "hi": _num(m.hi)},
+        **m.info,
+    }
+
+
+def file_to_dict(f: ModelFile) -> dict[str, Any]:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "vpbatch_version": f.vpbatch_version, "symbol": f.symbol,
+            "training_days": list(f.training_days),
+            "default": {"model": f.default[0], "target": f.default[1]},
+            "models": [model_to_dict(m) for m in f.models]}
+
+
+def write_model_file(f: ModelFile, path: Path) -> Path:
+    """Write the document atomically (parents created); the same fit writes the same bytes."""
+    from vpbatch.store.files import save_output
+
+    text = json.dumps(file_to_dict(f), indent=1, allow_nan=False) + "\n"
+    save_output(Path(path), text.encode("utf-8"))
+    return Path(path)
+
+
+class _Reader:
+    """Field checks that name the file and the field of the first problem."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, what: str) -> InputError:
+        return InputError(f"{self.path}: {where}: {what}")
+
+    def get(self, obj: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]
+            ) -> Any:
+        here = f"{where}.{key}" if where else key
+        if key not in obj:
+            raise self.fail(here, "missing")
+        value = obj[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            kinds = (kind,) if isinstance(kind, type) else kind
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(here, f"expected {names}, got {type(value).__name__}")
+        return value
+
+    def numbers(self, obj: Mapping[str, Any], key: str, where: str, n: int) -> np.ndarray:
+        values = self.get(obj, key, where, list)
+        if len(values) != n or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                       and math.isfinite(v) for v in values):
+            raise self.fail(f"{where}.{key}", f"expected {n} finite number{'s' * (n != 1)}")
+        return np.array(values, np.float64)
+
+    def bound(self, obj: Mapping[str, Any], key: str, where: str, default: float) -> float:
+        value = self.get(obj, key, where, (int, float, type(None)))
+        return default if value is None else float(value)
+
+
+def _read_model(r: _Reader, obj: Any, where: str) -> FittedModel:
+    if not isinstance(obj, dict):
+        raise r.fail(where, "expected an object")
+    name = r.get(obj, "name", where, str)
+    target = r.get(obj, "target", where, str)
+    classes = tuple(r.get(obj, "classes", where, list))
+    if classes not in ((-1, 1), (-1, 0, 1)):
+        raise r.fail(f"{where}.classes", f"expected [-1, 1] or [-1, 0, 1], got {list(classes)}")
+    features = r.get(obj, "features", where, list)
+    unknown = [f for f in features if f not in FEATURES]
+    if not features or unknown:
+        raise r.fail(f"{where}.features", f"unknown feature {unknown[0]!r}" if unknown
+                     else "empty")
+    p = len(features)
+    transforms = r.get(obj, "transforms", where, list)
+    if len(transforms) != p or any(t not in TRANSFORMS for t in transforms):
+        raise r.fail(f"{where}.transforms", f"expected {p} of {', '.join(TRANSFORMS)}")
+    mean = r.numbers(obj, "mean", where, p)
+    scale = r.numbers(obj, "scale", where, p)
+    if np.any(scale <= 0):
+        raise r.fail(f"{where}.scale", "must be positive")
+    rows = 1 if len(classes) == 2 else 3
+    coef_rows = r.get(obj, "coef", where, list)
+    if len(coef_rows) != rows:
+        raise r.fail(f"{where}.coef", f"expected {rows} row(s) of {p} numbers")
+    coef = np.stack([r.numbers({"row": row}, "row", f"{where}.coef[{i}]", p)
+                     for i, row in enumerate(coef_rows)])
+    intercept = r.numbers(obj, "intercept", where, rows)
+    band = r.get(obj, "band", where, dict)
+    lo = r.bound(band, "lo", f"{where}.band", -math.inf)
+    hi = r.bound(band, "hi", f"{where}.band", math.inf)
+    if lo > hi:
+        raise r.fail(f"{where}.band", f"lo {lo} is above hi {hi}")
+    known = {"name", "target", "classes", "features", "transforms", "mean", "scale", "coef",
+             "intercept", "band"}
+    info = {k: v for k, v in obj.items() if k not in known}
+    return FittedModel(name, target, classes, tuple(features), tuple(transforms), mean, scale,
+                       coef, intercept, lo, hi, info)
+
+
+def read_model_file(path: Path) -> ModelFile:
+    """Read and check a model document.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not JSON, another format or a newer version, or a bad
+        field (the message names the file and the field).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a JSON document: {exc}") from None
+    r = _Reader(path)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise r.fail("format", f"expected {FORMAT!r} (a file written by `vpbatch fit`)")
+    version = r.get(doc, "format_version", "", int)
+    if version > FORMAT_VERSION:
+        raise r.fail("format_version", f"{version} is newer than this vpbatch reads "
+                     f"({FORMAT_VERSION}); upgrade vpbatch")
+    models = r.get(doc, "models", "", list)
+    if not models:
+        raise r.fail("models", "empty")
+    parsed = tuple(_read_model(r, m, f"models[{i}]") for i, m in enumerate(models))
+    default = r.get(doc, "default", "", dict)
+    file = ModelFile(symbol=r.get(doc, "symbol", "", str),
+                     training_days=tuple(r.get(doc, "training_days", "", list)),
+                     vpbatch_version=r.get(doc, "vpbatch_version", "", str), models=parsed,
+                     default=(r.get(default, "model", "default", str),
+                              r.get(default, "target", "default", str)))
+    try:
+        file.get(source=str(path))
+    except ConfigError:
+        raise r.fail("default", f"no model {file.default[0]!r} for target "
+                     f"{file.default[1]!r} in models") from None
+    return file
+
+
+def load_model(path: Path, name: str | None = None, target: str | None = None) -> FittedModel:
+    """One model of a ``vpbatch fit`` document (its default model and target when not named).
+
+    Raises
+    ------
+    InputError
+        A missing or malformed file (:func:`read_model_file`).
+    ConfigError
+        No model ``name`` for ``target`` in the file.
+    """
+    return read_model_file(path).get(name, target, source=str(path))
+
+
+def model_names(models: Sequence[FittedModel]) -> list[str]:
+    """Distinct model names in file order."""
+    return list(dict.fromkeys(m.name for m in models))

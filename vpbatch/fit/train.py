@@ -1,0 +1,360 @@
+"""Fitting one model: regularised logistic regression with time-ordered cross-validation.
+
+SPEC §15: per target, an L2-regularised logistic regression (multinomial for the three-class
+clock targets) on the standardised features of one set (``l1``, ``vp``, ``vp+l1``), the
+regularisation chosen by time-ordered cross-validation inside the training part, the
+standardisation fitted on training data only, and the call band fitted on the training part
+as §13 fits a threshold.
+
+Decisions (docs/fit.md):
+
+* **Fit sample.** States 25 ms apart carry nearly the same features, so a fit on every state
+  costs much and adds little: the model is fitted on every k-th training state (time order
+  kept), k the smallest stride that leaves at most :data:`MAX_FIT_STATES`; the
+  cross-validation strides over that sample again, to at most :data:`MAX_CV_STATES`. The band
+  and the in-sample metrics use every training state.
+* **Cross-validation.** The fit sample is cut into :data:`CV_FOLDS` + 1 consecutive chunks;
+  fold f trains on chunks 0..f-1 and is scored (mean log-loss) on chunk f, with training states
+  whose outcome is known only after the scored chunk starts left out (purging), and the scaler
+  fitted on the fold's training rows. The ``C`` with the lowest mean log-loss over the folds
+  wins (ties: the stronger regularisation). Each fold walks the grid from strong to weak
+  regularisation, warm-starting from the previous solution.
+* **Solver.** ``newton-cholesky`` (a few hundred rows per feature, under 70 features: Newton's
+  method converges in a few steps where lbfgs needs hundreds on these collinear sums).
+* **Determinism.** Newton from a zero start, one BLAS thread: the same data give the same
+  model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from vpbatch.errors import ConfigError, InputError
+from vpbatch.evaluate.evaluation import (
+    CLOCK_HORIZONS,
+    EVENT_HORIZONS,
+    Target,
+    compute_targets,
+    load_states,
+)
+from vpbatch.evaluate.stats import (
+    METRICS,
+    apply_thresholds,
+    fit_thresholds,
+    metrics_from_sums,
+    state_columns,
+)
+from vpbatch.fit.features import (
+    ASINH_FEATURES,
+    FEATURES,
+    MODEL_FEATURES,
+    MODELS,
+    feature_matrix,
+)
+from vpbatch.fit.model import FittedModel, ModelFile
+from vpbatch.products import resolve_product
+from vpbatch.version import engine_version
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Target names in table order (SPEC §13).
+TARGETS: Final = (*(f"event_{h}" for h in EVENT_HORIZONS),
+                  *(f"clock_{s}s" for s in CLOCK_HORIZONS))
+#: Inverse regularisation strengths tried by the cross-validation (standardised features).
+C_GRID: Final = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Time-ordered validation folds inside the training part.
+CV_FOLDS: Final = 3
+#: At most this many training states enter a fit (a stride over the training part) ...
+MAX_FIT_STATES: Final = 20_000
+#: ... and at most this many its cross-validation (a stride over the fit sample).
+MAX_CV_STATES: Final = 10_000
+#: Newton iterations per fit, and the solver's tolerance (on the gradient).
+MAX_ITER: Final = 100
+TOL: Final = 1e-3
+#: Fits run side by side on this many threads (the heavy parts are BLAS calls and release
+#: the GIL); each fit itself is single-threaded, so results never depend on it.
+FIT_THREADS: Final = min(2, os.cpu_count() or 1)
+#: Probabilities are clipped to [EPS, 1 - EPS] in the validation log-loss.
+EPS: Final = 1e-12
+
+
+@dataclass(frozen=True)
+class Design:
+    """Every state's features as the models read them, computed once for all fits.
+
+    ``z`` is ``(states, len(FEATURES))``: the raw features with :data:`ASINH_FEATURES`
+    transformed and missing values set to 0; ``missing`` marks those (a state missing one of a
+    model's features gets no score and no call from it).
+    """
+
+    z: np.ndarray
+    missing: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, *, inplace: bool = False) -> Design:
+        """From the raw feature matrix (:func:`~vpbatch.fit.features.feature_matrix`);
+        ``inplace`` transforms ``x`` itself (a C-contiguous float64 array) to save memory."""
+        linear = [FEATURES.index(f) for f in FEATURES if f not in ASINH_FEATURES]
+        keep = x[:, linear].copy()
+        z = x if inplace else np.empty(x.shape)
+        np.arcsinh(x, out=z)  # one pass; the few linear columns put back
+        z[:, linear] = keep
+        missing = ~np.isfinite(z)
+        if missing.any():
+            z[missing] = 0.0
+        return cls(z, missing)
+
+    def complete(self, features: Sequence[str]) -> np.ndarray:
+        """States with every one of ``features``."""
+        if not self.missing.any():
+            return np.ones(self.z.shape[0], bool)
+        cols = [FEATURES.index(f) for f in features]
+        return np.asarray(~self.missing[:, cols].any(axis=1))
+
+    def scores(self, model: FittedModel) -> np.ndarray:
+        """``model``'s score for every state (NaN where a feature is missing)."""
+        out = model.score_design(self.z)
+        out[~self.complete(model.features)] = np.nan
+        return out
+
+
+@contextlib.contextmanager
+def fitting() -> Iterator[None]:
+    """Around a batch of fits: one BLAS thread per fit (fits run side by side in threads, and
+    the results do not depend on the machine's threading), no convergence warnings (the
+    iterations are recorded with each model)."""
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(i) for i in items]`` on :data:`FIT_THREADS` threads (results in order)."""
+    if FIT_THREADS <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
+        return list(pool.map(fn, items))
+
+
+def _standardise(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = z.mean(axis=0)
+    scale = z.std(axis=0)
+    return mean, np.where(scale > 0, scale, 1.0)
+
+
+def _logistic(c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, solver="newton-cholesky", max_iter=MAX_ITER, tol=TOL,
+                              warm_start=True)
+
+
+def _log_loss(model: LogisticRegression, z: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(model.predict_proba(z), EPS, 1 - EPS)
+    col = np.searchsorted(model.classes_, y)
+    return float(-np.mean(np.log(p[np.arange(y.size), col])))
+
+
+def choose_c(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray
+             ) -> tuple[float, list[float | None], int]:
+    """``(C, mean validation log-loss per C, folds used)`` by time-ordered cross-validation.
+
+    A fold whose training rows lack a class of the whole sample, or whose scored chunk holds a
+    class its training rows lack, is skipped; with no usable fold ``C = 1``.
+    """
+    n = y.size
+    edges = np.linspace(0, n, CV_FOLDS + 2).astype(np.int64)
+    classes = np.unique(y)
+    losses = np.zeros(len(C_GRID))
+    used = 0
+    for f in range(1, CV_FOLDS + 1):
+        start, stop = edges[f], edges[f + 1]
+        if stop <= start:
+            continue
+        train = np.flatnonzero(end_ts[:start] <= ts[start])
+        if train.size == 0 or not np.array_equal(np.unique(y[train]), classes):
+            continue
+        mean, scale = _standardise(z[train])
+        zt, zv = (z[train] - mean) / scale, (z[start:stop] - mean) / scale
+        model = _logistic(C_GRID[0])
+        for i, c in enumerate(C_GRID):
+            model.set_params(C=c)
+            model.fit(zt, y[train])
+            losses[i] += _log_loss(model, zv, y[start:stop])
+        used += 1
+    if used == 0:
+        return 1.0, [None] * len(C_GRID), 0
+    mean_loss = losses / used
+    best = int(np.argmin(mean_loss))  # argmin takes the first (strongest) of equal losses
+    return float(C_GRID[best]), [float(v) for v in mean_loss], used
+
+
+def in_sample_metrics(calls: np.ndarray, score: np.ndarray, y: np.ndarray,
+                      change: np.ndarray, three_class: bool) -> dict[str, float | None]:
+    """§13's metrics of the calls and score on the states they were fitted on."""
+    sums = state_columns(calls[None], score[None], y, change).sum(0)
+    values = metrics_from_sums(sums, 1, three_class)[0]
+    return {m: (float(v) if np.isfinite(v) else None) for m, v in zip(METRICS, values,
+                                                                          strict=True)}
+
+
+def fit_model(name: str, target: str, three_class: bool, design: Design, rows: np.ndarray,
+              y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray,
+              change: np.ndarray | None = None) -> FittedModel | None:
+    """Fit model ``name`` for one target on the training states ``rows`` (see
+    :func:`fit_scored`, which also returns the model's score of every state)."""
+    fitted = fit_scored(name, target, three_class, design, rows, y, ts, end_ts, change)
+    return None if fitted is None else fitted[0]
+
+
+def fit_scored(name: str, target: str, three_class: bool, design: Design, rows: np.ndarray,
+               y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray,
+               change: np.ndarray | None = None) -> tuple[FittedModel, np.ndarray] | None:
+    """Fit model ``name`` for one target on the training states ``rows``.
+
+    Parameters
+    ----------
+    design : Design
+        Every state's transformed features.
+    rows : int array
+        The training states (indices into ``design``, in time order).
+    y : int8 (states,)
+        The target's classes (-1/+1, or -1/0/+1 for three-class targets).
+    ts, end_ts : int64 (states,)
+        Each state's time and the time its outcome is known (for purging the folds).
+    change : float64 (states,), optional
+        Forward mid change: with it the model records its in-sample metrics.
+
+    Returns
+    -------
+    (FittedModel, scores of every state of ``design``), or None when the training states
+    lack an up or a down outcome.
+    """
+    features = MODEL_FEATURES[name]
+    cols = [FEATURES.index(f) for f in features]
+    ok = rows[design.complete(features)[rows]]
+    present = np.unique(y[ok])
+    if -1 not in present or 1 not in present:
+        return None
+    stride = max(1, -(-ok.size // MAX_FIT_STATES))
+    sample = ok[::stride]
+    z = design.z[sample][:, cols]
+    ys = y[sample]
+    cv = slice(None, None, max(1, -(-sample.size // MAX_CV_STATES)))
+    c, cv_loss, folds = choose_c(z[cv], ys[cv], ts[sample][cv], end_ts[sample][cv])
+    mean, scale = _standardise(z)
+    model = _logistic(c).fit((z - mean) / scale, ys)
+    # A clock target whose training part never stays flat gives a two-class model: its
+    # score is then P(up), and the band still leaves room for "flat" (no call).
+    classes = tuple(int(k) for k in model.classes_)
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    transforms = tuple("asinh" if f in ASINH_FEATURES else "none" for f in features)
+    info: dict[str, Any] = {
+        "regularisation": {"penalty": "l2", "C": c, "grid": list(C_GRID), "cv_folds": folds,
+                           "cv_log_loss": cv_loss, "iterations": int(np.max(model.n_iter_))},
+        "training": {"states": int(rows.size), "usable_states": int(ok.size),
+                     "fit_states": int(sample.size), "stride": int(stride)},
+    }
+    fitted = FittedModel(name, target, classes, features, transforms, mean, scale, coef,
+                         intercept, -np.inf, np.inf, info)
+    scores = design.scores(fitted)
+    lo, hi = fit_thresholds(scores[ok], y[ok], three_class)
+    fitted = dataclasses.replace(fitted, lo=lo, hi=hi)
+    if change is not None:
+        calls = apply_thresholds(scores[ok], lo, hi)
+        info["in_sample"] = in_sample_metrics(calls, scores[ok], y[ok], change[ok],
+                                              three_class)
+    return fitted, scores
+
+
+# ------------------------------------------------------------------------------------------
+# `vpbatch fit`: every model for every target on the given days
+
+
+def check_names(kind: str, given: Sequence[str], valid: Sequence[str]) -> tuple[str, ...]:
+    """``given`` in ``valid`` (order kept, duplicates dropped), else a one-line ConfigError."""
+    for name in given:
+        if name not in valid:
+            raise ConfigError(f"{kind}: unknown {kind.rstrip('s')} {name!r} "
+                              f"(valid: {', '.join(valid)})")
+    if not given:
+        raise ConfigError(f"{kind}: none given (valid: {', '.join(valid)})")
+    return tuple(dict.fromkeys(given))
+
+
+def fit_models(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None, *,
+               models: Sequence[str] = MODELS, targets: Sequence[str] = TARGETS,
+               progress: Callable[[str], None] | None = None) -> ModelFile:
+    """Fit each model for each target on every usable state of the built days ``start..end``.
+
+    Parameters
+    ----------
+    lake : Path
+        Lake root with complete builds.
+    symbol : str
+        Contract or ticker as built.
+    start, end : datetime.date
+        Inclusive range of training days (``end`` defaults to ``start``); days without a build
+        are skipped (the file lists the days used).
+    models : sequence of str
+        Any of ``l1``, ``vp``, ``vp+l1`` (default: all three).
+    targets : sequence of str
+        Any of ``event_1/2/5``, ``clock_1s/5s/30s/60s`` (default: all seven).
+    progress : callable, optional
+        Called with ``"model/target"`` after each fit.
+
+    Returns
+    -------
+    ModelFile
+        Write it with :func:`vpbatch.fit.model.write_model_file`.
+
+    Raises
+    ------
+    InputError
+        No complete build in the range, no usable state, or a target without up and down
+        outcomes in the training days.
+    ConfigError
+        An unknown model or target name.
+    """
+    models = check_names("models", models, MODELS)
+    targets = check_names("targets", targets, TARGETS)
+    end = start if end is None else end
+    symbol = resolve_product(symbol).symbol
+    states = load_states(Path(lake), symbol, start, end)
+    design = Design.of(feature_matrix(Path(lake), symbol, states), inplace=True)
+    chosen = [t for t in compute_targets(states) if t.name in targets]
+    days = tuple(d.isoformat() for d in states.days)
+    def one(task: tuple[str, Target]) -> FittedModel | None:
+        name, tg = task
+        model = fit_model(name, tg.name, tg.three_class, design, np.flatnonzero(tg.available),
+                          tg.y, states.ts, tg.end_ts, tg.change)
+        if progress is not None:
+            progress(f"{name}/{tg.name}")
+        return model
+
+    tasks = [(name, tg) for name in models for tg in chosen]
+    with fitting():
+        results = parallel_map(one, tasks)
+    fitted = []
+    for (_, tg), model in zip(tasks, results, strict=True):
+        if model is None:
+            raise InputError(f"{symbol} {', '.join(days)}: target {tg.name} has no up or no "
+                             "down outcome on usable states; cannot fit it (choose other "
+                             "--targets or more days)")
+        fitted.append(model)
+    default = ("vp+l1" if "vp+l1" in models else models[0], chosen[0].name)
+    return ModelFile(symbol=symbol, training_days=days, vpbatch_version=engine_version(),
+                     models=tuple(fitted), default=default)
