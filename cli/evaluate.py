@@ -41,7 +41,7 @@ from cli.options import (
                    "sample: its training days must not be tested here.")
 @quiet_option
 def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
-            end: dt.date | None, lake: Path, as_json: bool, out: Path | None, resamples: int,
+            end: dt.date | None, lake: Path | str, as_json: bool, out: Path | None, resamples: int,
             confidence: float, seed: int, models: tuple[str, ...] | None,
             model_file: Path | None, quiet: bool) -> None:
     """Measure whether the regime and standard order-book signals predict the next move.

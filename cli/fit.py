@@ -66,7 +66,7 @@ def day_range(day: dt.date | None, start: dt.date | None, end: dt.date | None
 @quiet_option
 def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
             end: dt.date | None, models: tuple[str, ...], targets: tuple[str, ...] | None,
-            out: Path, lake: Path, as_json: bool, quiet: bool) -> None:
+            out: Path, lake: Path | str, as_json: bool, quiet: bool) -> None:
     """Fit regularised logistic models of the next move on built days; write model JSON.
 
     One model per feature set and target: L2-regularised logistic regression (multinomial for

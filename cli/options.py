@@ -47,7 +47,7 @@ def parse_time_option(ctx: click.Context, param: click.Parameter,
 #: Commands that take an object-store ``--lake`` (``s3://bucket/prefix``); the others read a
 #: lake folder until they are wired to :mod:`vpbatch.store`.
 URL_LAKE_COMMANDS: set[str] = {"build", "verify", "sql", "cache", "synth", "download", "serve",
-                               "plot", "report", "live"}
+                               "plot", "report", "live", "evaluate", "fit"}
 
 
 def _command_names(ctx: click.Context) -> list[str]:

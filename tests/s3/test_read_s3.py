@@ -25,7 +25,7 @@ from tests.conftest import data_file
 from tests.live.conftest import ESM4_FILE, REPO
 from tests.live.gateway import TEST_KEY, StandInGateway
 from tests.s3.conftest import keys, make_bucket, subprocess_env
-from tests.s3.test_build_s3 import build, upload_raw
+from tests.s3.test_build_s3 import build, invoke, upload_raw
 from tests.serve.conftest import ServerThread, stream_all
 from vpbatch.build.pipeline import build as run_build
 from vpbatch.build.request import BuildRequest
@@ -134,3 +134,27 @@ def build_tables(lake: Path, path: Path) -> dict[str, pa.Table]:
                                     config=EngineConfig.from_sample("event"), use_cache=False))
     return {t: pq.read_table(next(Path(result.partitions[t]).glob("*.parquet")))
             for t in ("vp_snapshot", "vp_grid")}
+
+
+def test_evaluate_and_fit_of_a_bucket_lake_equal_the_folder_ones(lakes: tuple[Path, str],
+                                                                 tmp_path: Path) -> None:
+    """``evaluate --models`` (features, fits, metrics) and ``fit`` read the bucket's builds
+    with the folder's results."""
+    folder, url = lakes
+    reports, models = [], []
+    for i, lake in enumerate((folder, url)):
+        done = invoke("evaluate", "--symbol", SYMBOL, "--dt", DAY.isoformat(), "--lake", lake,
+                      "--json", "--resamples", "50", "--models", "l1,vp+l1", "-q", ok=True)
+        reports.append(json.loads(done.stdout))
+        out = tmp_path / f"model-{i}.json"
+        invoke("fit", "--symbol", SYMBOL, "--start", DAY.isoformat(), "--end", DAY.isoformat(),
+               "--lake", lake, "--targets", "event_1", "--models", "l1", "-o", out, "-q",
+               ok=True)
+        models.append(json.loads(out.read_text()))
+    for report in reports:
+        report.pop("lake", None)
+    assert reports[0] == reports[1] and reports[0]["differences"]
+    for model in models:
+        model.pop("created", None)
+        model.pop("lake", None)
+    assert models[0] == models[1]

@@ -140,7 +140,7 @@ def states_from_frame(frame: pl.DataFrame) -> States:
     )
 
 
-def load_states(lake: Path, symbol: str, start: dt.date, end: dt.date) -> States:
+def load_states(lake: Path | str, symbol: str, start: dt.date, end: dt.date) -> States:
     """The states of ``symbol`` from the complete builds of ``start..end`` (inclusive).
 
     Raises
@@ -151,7 +151,7 @@ def load_states(lake: Path, symbol: str, start: dt.date, end: dt.date) -> States
     product = resolve_product(symbol)
     if end < start:
         raise ConfigError(f"--end: {end.isoformat()} is before --start {start.isoformat()}")
-    built = sorted({p.dt for p in list_partitions(Path(lake), "vp_snapshot")
+    built = sorted({p.dt for p in list_partitions(lake, "vp_snapshot")
                     if p.symbol == product.symbol})
     wanted = [d for d in built if start.isoformat() <= d <= end.isoformat()]
     if not wanted:
@@ -160,7 +160,7 @@ def load_states(lake: Path, symbol: str, start: dt.date, end: dt.date) -> States
                 else f"no builds of {product.symbol}")
         raise InputError(f"{lake}: no complete build of {product.symbol} for {span} ({hint}); "
                          f"run `vpbatch build --symbol {product.symbol} --dt ...` first")
-    con = connect(Path(lake))
+    con = connect(lake)
     try:
         frame = execute(con, STATES_SQL, {"symbol": product.symbol, "start": start, "end": end})
     finally:
@@ -589,7 +589,7 @@ def calibration(s: States, targets: Sequence[Target], test: np.ndarray) -> list[
     return rows
 
 
-def evaluate(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None, *,
+def evaluate(lake: Path | str, symbol: str, start: dt.date, end: dt.date | None = None, *,
              settings: Bootstrap | None = None,
              progress: Callable[[str], None] | None = None) -> Evaluation:
     """Evaluate the built days ``start..end`` of ``symbol`` (SPEC §13).

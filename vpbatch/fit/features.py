@@ -224,7 +224,7 @@ def band_sums(con: duckdb.DuckDBPyConnection, symbol: str, day: dt.date,
 # Feature tables
 
 
-def feature_matrix(lake: Path, symbol: str, states: States) -> np.ndarray:
+def feature_matrix(lake: Path | str, symbol: str, states: States) -> np.ndarray:
     """Every feature of every state, ``(states, len(FEATURES))`` float64 in :data:`FEATURES`
     order (NaN where a value is missing, e.g. a null ``regime_score``).
 
@@ -238,7 +238,7 @@ def feature_matrix(lake: Path, symbol: str, states: States) -> np.ndarray:
     out[:, FEATURES.index("regime_score")] = states.regime_score
     out[:, FEATURES.index("regime_intensity")] = states.regime_intensity
     first = FEATURES.index(BAND_FEATURES[0])
-    con = connect(Path(lake))
+    con = connect(lake)
     con.execute(NO_PROGRESS_BAR_SQL)  # progress is the caller's (``-q`` means quiet)
     try:
         for d, day in enumerate(states.days):
@@ -254,7 +254,8 @@ def feature_matrix(lake: Path, symbol: str, states: States) -> np.ndarray:
     return out
 
 
-def features(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None) -> pl.DataFrame:
+def features(lake: Path | str, symbol: str, start: dt.date,
+             end: dt.date | None = None) -> pl.DataFrame:
     """The ``vp_features`` table of ``symbol`` over ``start..end`` as a polars DataFrame.
 
     One row per state with a valid, uncrossed book (``dt``, ``event_id``, ``ts_event`` and the
@@ -268,7 +269,7 @@ def features(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None
     """
     end = start if end is None else end
     symbol = resolve_product(symbol).symbol
-    states = load_states(Path(lake), symbol, start, end)
+    states = load_states(lake, symbol, start, end)
     matrix = feature_matrix(lake, symbol, states)
     days = np.array(states.days, dtype="datetime64[D]")
     frame = pl.DataFrame({
@@ -280,6 +281,6 @@ def features(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None
     return pl.concat([frame, data.fill_nan(None)], how="horizontal")
 
 
-def day_features(lake: Path, symbol: str, day: dt.date) -> pl.DataFrame:
+def day_features(lake: Path | str, symbol: str, day: dt.date) -> pl.DataFrame:
     """The feature table of one built partition (one symbol, one day); see :func:`features`."""
     return features(lake, symbol, day, day)

@@ -295,7 +295,7 @@ def check_names(kind: str, given: Sequence[str], valid: Sequence[str]) -> tuple[
     return tuple(dict.fromkeys(given))
 
 
-def fit_models(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None, *,
+def fit_models(lake: Path | str, symbol: str, start: dt.date, end: dt.date | None = None, *,
                models: Sequence[str] = MODELS, targets: Sequence[str] = TARGETS,
                progress: Callable[[str], None] | None = None) -> ModelFile:
     """Fit each model for each target on every usable state of the built days ``start..end``.
@@ -333,8 +333,8 @@ def fit_models(lake: Path, symbol: str, start: dt.date, end: dt.date | None = No
     targets = check_names("targets", targets, TARGETS)
     end = start if end is None else end
     symbol = resolve_product(symbol).symbol
-    states = load_states(Path(lake), symbol, start, end)
-    design = Design.of(feature_matrix(Path(lake), symbol, states), inplace=True)
+    states = load_states(lake, symbol, start, end)
+    design = Design.of(feature_matrix(lake, symbol, states), inplace=True)
     chosen = [t for t in compute_targets(states) if t.name in targets]
     days = tuple(d.isoformat() for d in states.days)
     def one(task: tuple[str, Target]) -> FittedModel | None:

@@ -136,7 +136,7 @@ def saved_predictors(s: States, x: np.ndarray, file: ModelFile, source: str,
     return predictors, rows
 
 
-def evaluate_with_models(lake: Path, symbol: str, start: dt.date, end: dt.date | None = None,
+def evaluate_with_models(lake: Path | str, symbol: str, start: dt.date, end: dt.date | None = None,
                          *, models: Sequence[str] = (), model_file: Path | None = None,
                          targets: Sequence[str] | None = None,
                          settings: Bootstrap | None = None,
@@ -169,8 +169,8 @@ def evaluate_with_models(lake: Path, symbol: str, start: dt.date, end: dt.date |
     file = read_model_file(Path(model_file)) if model_file is not None else None
     end = start if end is None else end
     symbol = resolve_product(symbol).symbol
-    states = load_states(Path(lake), symbol, start, end)
-    x = feature_matrix(Path(lake), symbol, states)
+    states = load_states(lake, symbol, start, end)
+    x = feature_matrix(lake, symbol, states)
     chosen = [t for t in compute_targets(states) if t.name in wanted]
     predictors = compute_predictors(states)
     _, splits = walk_forward_splits(states)
