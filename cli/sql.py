@@ -69,7 +69,8 @@ def _statements(stream: TextIO, prompt: bool) -> list[str] | None:
 @click.option("--max-rows", type=click.IntRange(min=1), default=40, show_default=True,
               help="Rows shown by --format table (csv/json print everything).")
 def command(query: str | None, lake: Path, fmt: str, max_rows: int) -> None:
-    """Run DuckDB SQL over the lake: views vp_snapshot, vp_grid, mbp and vp (their join).
+    """Run DuckDB SQL over the lake: views vp_snapshot, vp_grid, mbp, vp (their join) and
+    vp_features (the SPEC §15 features per state).
 
     Hive partitions are columns: product_type, symbol, dt. Only complete builds are
     visible. Without QUERY, read ';'-terminated statements from stdin (an interactive shell
