@@ -332,8 +332,9 @@ def test_lake_url_of_an_unsupported_scheme_is_a_usage_error() -> None:
     assert "scheme 'gs' is not supported; use a folder or s3://bucket/prefix" in result.stderr
 
 
-def test_lake_url_for_a_command_not_wired_yet_is_a_usage_error() -> None:
-    result = CliRunner().invoke(cli, ["plot", "--symbol", SYMBOL, "--dt", "2026-02-06",
-                                      "--lake", "s3://bucket/lake", "-o", "x.png"])
+def test_lake_url_for_a_command_that_reads_folders_only_is_a_usage_error() -> None:
+    """``info`` reads a local file (give it a PATH); every other command takes a store."""
+    result = CliRunner().invoke(cli, ["info", "--symbol", SYMBOL, "--dt", "2026-02-06",
+                                      "--lake", "s3://bucket/lake"])
     assert result.exit_code == 2
-    assert "vpbatch plot reads a lake folder only" in result.stderr
+    assert "vpbatch info reads a lake folder only" in result.stderr
