@@ -24,8 +24,10 @@ install: $(STAMP)
 .venv-tools/bin/uv:
 	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install --quiet --disable-pip-version-check uv || $(PYTHON) -m pip install --quiet --disable-pip-version-check --target .venv-tools uv
 
+# Installing also fills numba's cache (issue 22): vpbatch.book.precompile compiles the engine's
+# kernels while, in parallel, a 1,000-record `vpbatch synth` compiles the generator's.
 $(STAMP): requirements.lock pyproject.toml | $(UV)
-	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && touch $@
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && { $(BIN)/vpbatch synth --records 1000 --out $(VENV)/.precompile.mbo.dbn --quiet >/dev/null & $(BIN)/python -m vpbatch.book.precompile --jobs 1 && wait $$!; } && rm -f $(VENV)/.precompile.mbo.dbn && touch $@
 
 test: install chromium
 	$(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/python -m pytest -q

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from tests.reference.engine import ReferenceEngine
 from vpbatch.book import kernels
@@ -26,9 +27,25 @@ MESH5 = "glbx-mdp3-mesh5-20250121-1330-1331utc.mbo.dbn.zst"
 _SUMS = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
 
 
+# The regime helpers are compiled only into the engine's kernels; these compile them for the test.
+@njit(cache=True)
+def _next_regime(prm, regime, score, intensity):
+    return kernels.next_regime(prm, regime, score, intensity)
+
+
+@njit(cache=True)
+def _filtered_regime(prm, regime, bull, bear, bound):
+    return kernels.filtered_regime(prm, regime, bull, bear, bound)
+
+
+@njit(cache=True)
+def _regime_score(st, prm, t):
+    return kernels.regime_score(st, prm, t)
+
+
 def _exact_next(prm, regime: int, bull: float, bear: float) -> int:
     intensity = bull + bear
-    return kernels.next_regime(prm, regime, (bull - bear) / (intensity + prm.eps), intensity)
+    return _next_regime(prm, regime, (bull - bear) / (intensity + prm.eps), intensity)
 
 
 @settings(max_examples=2000, deadline=None)
@@ -46,7 +63,7 @@ def test_a_filtered_decision_holds_for_every_score_within_its_bound(
         total = bull + bear
         bull, bear = total * (1 + theta_on) / 2, total * (1 - theta_on) / 2
     bound = rel_bound * (bull + bear)
-    decided = kernels.filtered_regime(prm, regime, bull, bear, bound)
+    decided = _filtered_regime(prm, regime, bull, bear, bound)
     if decided == kernels.UNDECIDED:
         return
     slack = bound + kernels.FILTER_KAPPA * (bull + bear)
@@ -60,9 +77,9 @@ def test_a_filtered_decision_holds_for_every_score_within_its_bound(
 def test_the_filter_defers_right_at_a_threshold():
     prm = make_params(EngineConfig(theta_on=0.3, theta_off=0.15), FUT, FUT)
     bull, bear = 0.65, 0.35  # score (0.65 - 0.35) / (1 + eps): 0.3 within rounding
-    assert kernels.filtered_regime(prm, REGIME_CHOP, bull, bear, 0.0) == kernels.UNDECIDED
-    assert kernels.filtered_regime(prm, REGIME_CHOP, 0.9, 0.1, 1e-6) == REGIME_UP
-    assert kernels.filtered_regime(prm, REGIME_UP, 0.1, 0.9, 1e-6) == REGIME_DOWN
+    assert _filtered_regime(prm, REGIME_CHOP, bull, bear, 0.0) == kernels.UNDECIDED
+    assert _filtered_regime(prm, REGIME_CHOP, 0.9, 0.1, 1e-6) == REGIME_UP
+    assert _filtered_regime(prm, REGIME_UP, 0.1, 0.9, 1e-6) == REGIME_DOWN
 
 
 def _boundary_scores(records: np.ndarray, config: EngineConfig) -> list[float]:
@@ -78,7 +95,7 @@ def _boundary_scores(records: np.ndarray, config: EngineConfig) -> list[float]:
         boundary = epoch + ((max(int(sc["t"]), ts) - epoch) // step) * step
         if sc["started"] and not kernel_records["flags"][i] & F_SNAPSHOT \
                 and boundary > sc["t"]:
-            scores.append(kernels.regime_score(engine.kernel_state, prm, boundary)[0])
+            scores.append(_regime_score(engine.kernel_state, prm, boundary)[0])
         engine.process(records[i:i + 1])
     return scores
 

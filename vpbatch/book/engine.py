@@ -122,7 +122,7 @@ class Engine:
         return prm.epoch + (last + 1) * prm.sample_ns
 
     def _run(self, records: np.ndarray) -> Iterator[Emitted]:
-        records = kernel_array(records)
+        records = kernel_records(records)
         start = 0
         while True:
             start, status = kernels.process_chunk(self._st, self.params, records, start,
@@ -183,8 +183,8 @@ class Engine:
     @property
     def kernel_state(self) -> EngineState:
         """The compiled kernels' state container, for diagnostics and for calling a kernel
-        (``kernels.regime_score``) on this engine's state. Reading it is safe; writing it
-        bypasses every invariant the engine keeps."""
+        helper (``kernels.regime_score``, from a jitted function) on this engine's state.
+        Reading it is safe; writing it bypasses every invariant the engine keeps."""
         return self._st
 
     @property
@@ -228,7 +228,7 @@ class Engine:
             raise ValueError("no state yet: the book has never been two-sided")
         out = self._allocate_output(1)
         saved = self._st.sc.copy()
-        kernels.write_state(self._st, self.params, out, False)
+        kernels.current_state(self._st, self.params, out)
         self._st.sc[:] = saved
         return Emitted(out.snap[:1].copy(), out.grid[: 2 * self.params.K + 1].copy(),
                        out.mbp[:0].copy())
@@ -327,6 +327,20 @@ class Engine:
                 rehash(old, new)
                 tables[name] = new
         self._st = st._replace(**tables)
+
+
+def kernel_records(records: np.ndarray) -> np.ndarray:
+    """MBO records as ``process_chunk`` takes them: C-contiguous and read-only.
+
+    numba compiles a kernel once per argument type, and a read-only array is another type: a
+    build's decoded chunks are writable, a live feed's bytes are not. One type means one
+    compilation (and one cache entry) whatever the records come from.
+    """
+    records = np.ascontiguousarray(records)
+    if records.flags.writeable:
+        records = records.view()
+        records.flags.writeable = False
+    return kernel_array(records)
 
 
 def _concat(parts: list[Emitted], mbp_levels: int) -> Emitted:

@@ -2,6 +2,10 @@
 
 Linear probing with backward-shift deletion (no tombstones, so probe chains never rot).
 Capacity is a power of two; the caller keeps the load factor under ``MAX_LOAD``.
+
+``find``, ``find_or_insert`` and ``delete_slot`` are compiled into the engine's kernels (LLVM
+inlines the first two) and are not cached on their own: the kernels are, with them inside
+(vpbatch/book/kernels.py). ``rehash`` is called from Python.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ def home_slot(key: int, mask: int) -> int:
     return int(h >> np.uint64(32)) & mask
 
 
-@njit(cache=True)
+@njit(forceinline=False)
 def find(table: np.ndarray, key: int) -> int:
     """Slot holding ``key``, or -1."""
     mask = table.shape[0] - 1
@@ -35,7 +39,7 @@ def find(table: np.ndarray, key: int) -> int:
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(forceinline=False)
 def find_or_insert(table: np.ndarray, key: int) -> tuple[int, bool]:
     """Slot of ``key`` (claimed when absent) and whether it was inserted."""
     mask = table.shape[0] - 1
@@ -50,7 +54,7 @@ def find_or_insert(table: np.ndarray, key: int) -> tuple[int, bool]:
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(forceinline=False)
 def delete_slot(table: np.ndarray, i: int) -> None:
     """Free slot ``i`` and shift later members of its probe chain back."""
     mask = table.shape[0] - 1
@@ -68,7 +72,7 @@ def delete_slot(table: np.ndarray, i: int) -> None:
     table[i].key = EMPTY_KEY
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, forceinline=False)
 def rehash(old: np.ndarray, new: np.ndarray) -> None:
     """Copy every live entry of ``old`` into the (empty, larger) ``new``."""
     for i in range(old.shape[0]):

@@ -5,15 +5,38 @@ Names follow SPEC.md: ``apply_add``/``apply_cancel``/``apply_modify``/``apply_fi
 cell, ``advance_chain`` is the v/a/j recursion, ``forces`` the pressure/vacuum weights,
 ``step_regime`` the hysteresis machine. The per-record order of operations is the one in
 docs/SEMANTICS.md. Prices are fixed-point int64 (1e-9), times int64 ns, dt in seconds.
+
+How it compiles (issue 22: a cold first run used to spend a minute here). Numba compiles
+every jitted function it reaches on its own, with a Python wrapper, once per argument types
+*and literal values*, and re-optimizes and re-generates machine code for all of a function's
+callees inside every caller. So:
+
+* ``@kernel``: the entry points the facade calls (``process_chunk``, ``flush_pending``,
+  ``current_state``, ``rebuild_book``, ``level_size``). Cached (``cache=True``), one argument
+  type each (``Engine`` hands ``process_chunk`` read-only records whatever their source).
+* ``@inlined``: hot helpers, compiled into the kernels that call them without a Python
+  wrapper and never per literal value; LLVM inlines them (``forceinline``).
+* ``@called``: cold helpers (regime steps, emission, rare book walks), compiled the same way
+  but called, not inlined.
+* ``@njit(inline="always")``: small glue and one-liners, inlined by numba itself (cheap only
+  for small functions: numba copies the callee's whole IR per call site).
+
+Only kernels are cached, and numba checks a cached kernel only against this file. ``guard``
+(vpbatch/book/jit.py) therefore keys the cache on the source of every module the kernels
+compile in: an edit to hashtable.py or dtypes.py recompiles them instead of loading stale code.
+Call a helper from Python only through a jitted function (as tests/book does).
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import sys
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from vpbatch.book.borrow import borrow
 from vpbatch.book.dtypes import (
@@ -37,7 +60,8 @@ from vpbatch.book.dtypes import (
     SIDE_BID,
     UNDEF_PRICE,
 )
-from vpbatch.book.hashtable import delete_slot, find, find_or_insert
+from vpbatch.book.hashtable import delete_slot, find, find_or_insert, rehash
+from vpbatch.book.jit import guard
 from vpbatch.book.mbp_layout import RAW_FIXED
 from vpbatch.book.state import (
     AN_CANCEL_UNKNOWN,
@@ -87,6 +111,20 @@ TOUCH_DTYPE = np.dtype(
 )
 
 
+#: Entry point called from Python: compiled once (one argument type) and cached.
+kernel = njit(cache=True, nogil=True, forceinline=False)
+
+
+def inlined(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Hot helper: compiled into the kernels that call it and inlined there by LLVM."""
+    return register_jitable(forceinline=True, no_cfunc_wrapper=True)(fn)
+
+
+def called(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Cold helper: compiled into the kernels that call it and called from there."""
+    return register_jitable(forceinline=False, no_cfunc_wrapper=True)(fn)
+
+
 class Output(NamedTuple):
     """Caller-allocated emission buffers; ``counts`` = [states, mbp rows]."""
 
@@ -123,7 +161,7 @@ def book_side(side_code: int) -> int:
 # --------------------------------------------------------------------------- book: levels
 
 
-@njit(cache=True)
+@called
 def scan_best(st, side: int, below: int, above: int) -> int:
     """Best ``side`` price strictly inside (below, above) by scanning the level table.
 
@@ -141,7 +179,8 @@ def scan_best(st, side: int, below: int, above: int) -> int:
     return best
 
 
-@njit(cache=True)
+# Called by inlined and by called helpers: one dispatcher, compiled once (not per caller).
+@njit(nogil=True, forceinline=False)
 def next_level(st, side: int, price: int, tick: int) -> int:
     """The next non-empty price behind ``price`` on ``side`` (UNDEF_PRICE when none).
 
@@ -170,7 +209,7 @@ def next_level(st, side: int, price: int, tick: int) -> int:
     return scan_best(st, ASK, price, UNDEF_PRICE)
 
 
-@njit(cache=True, inline="always")
+@inlined
 def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int) -> None:
     """Add ``d_size`` lots and ``d_count`` orders to a price level, keeping best bid/ask."""
     sc = st.sc[0]
@@ -201,18 +240,18 @@ def change_level(st, side: int, price: int, d_size: int, d_count: int, tick: int
         if side == BID:
             sc.bid_levels -= 1
             if sc.bid_levels > 0 and price == sc.best_bid:
-                sc.best_bid = next_level(st, BID, price, tick)
+                sc.best_bid = next_level(st, side, price, tick)
         else:
             sc.ask_levels -= 1
             if sc.ask_levels > 0 and price == sc.best_ask:
-                sc.best_ask = next_level(st, ASK, price, tick)
+                sc.best_ask = next_level(st, side, price, tick)
         if price % tick != 0:
             # Counted down only after the walk from this (off-grid) price: stepping by
             # ticks from it would miss the on-grid levels behind it.
             sc.off_tick_levels -= 1
 
 
-@njit(cache=True, inline="always")
+@inlined
 def change_bucket_depth(st, side: int, bucket: int, d_size: int) -> None:
     """Resting size per absolute bucket and side (exact; what the grid's depths show)."""
     sc = st.sc[0]
@@ -239,7 +278,7 @@ def bucket_depth(st, bucket: int) -> tuple[int, int]:
     return st.buckets[i].bid, st.buckets[i].ask
 
 
-@njit(cache=True)
+@kernel
 def level_size(st, side: int, price: int) -> int:
     """Resting size at one price level (0 when empty)."""
     i = find(st.levels, level_key(side, price))
@@ -255,7 +294,7 @@ def bucket_total(st, bucket: int) -> int:
 # --------------------------------------------------------------------------- book: orders
 
 
-@njit(cache=True, inline="always")
+@inlined
 def insert_order(st, prm, oid: int, side: int, price: int, size: int, pending: int) -> None:
     sc = st.sc[0]
     i, _ = find_or_insert(st.orders, oid)
@@ -270,7 +309,7 @@ def insert_order(st, prm, oid: int, side: int, price: int, size: int, pending: i
         change_bucket_depth(st, side, bucket_of(price, prm.bucket), size)
 
 
-@njit(cache=True, inline="always")
+@inlined
 def reduce_order(st, prm, slot: int, qty: int) -> None:
     """Take ``qty`` (<= size) lots off a resting order; remove it at zero."""
     sc = st.sc[0]
@@ -297,7 +336,7 @@ def consume_pending(st, slot: int, removed: int) -> int:
     return removed - consumed
 
 
-@njit(cache=True, inline="always")
+@inlined
 def record_touch(st, prm, tch, n: int, price: int, d_add: float, d_pull: float,
                  d_fill: float) -> int:
     """Note touch ``n`` at ``price`` with the bucket's depth *now* (call before the change).
@@ -330,7 +369,7 @@ def valid_add(st, price: int, side: int, size: int) -> bool:
     return True
 
 
-@njit(cache=True, inline="always")
+@inlined
 def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if not valid_add(st, price, side, size):
         return 0
@@ -345,7 +384,7 @@ def apply_add(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     return n
 
 
-@njit(cache=True, inline="always")
+@inlined
 def apply_cancel(st, prm, oid: int, size: int, tch) -> int:
     slot = find(st.orders, oid)
     if slot < 0:
@@ -360,7 +399,7 @@ def apply_cancel(st, prm, oid: int, size: int, tch) -> int:
     return n
 
 
-@njit(cache=True, inline="always")
+@inlined
 def apply_fill(st, prm, oid: int, price: int, size: int, tch) -> int:
     """Fills are counted now; the book changes with the C/M that follows (pending fill)."""
     slot = find(st.orders, oid)
@@ -374,7 +413,7 @@ def apply_fill(st, prm, oid: int, price: int, size: int, tch) -> int:
     return record_touch(st, prm, tch, 0, price, 0.0, 0.0, float(size))
 
 
-@njit(cache=True, inline="always")
+@inlined
 def apply_modify(st, prm, oid: int, side: int, price: int, size: int, tch) -> int:
     if price == UNDEF_PRICE:
         st.anomalies[AN_UNDEF_PRICE] += 1
@@ -419,7 +458,7 @@ def apply_modify(st, prm, oid: int, side: int, price: int, size: int, tch) -> in
     return n
 
 
-@njit(cache=True)
+@called
 def apply_clear(st) -> None:
     """R: every order, level and bucket depth goes."""
     st.orders.key[:] = EMPTY_KEY
@@ -437,7 +476,7 @@ def apply_clear(st) -> None:
 # --------------------------------------------------------------------------- spot and window
 
 
-@njit(cache=True)
+@called
 def reset_cells_between(st, prm, lo: int, hi: int) -> None:
     """Band rule: forget the state of absolute buckets lo..hi (inclusive)."""
     if hi - lo + 1 >= prm.W:
@@ -470,7 +509,7 @@ def update_spot(st, prm) -> None:
     sc.spot_defined = True
 
 
-@njit(cache=True)
+@called
 def rebuild_bucket_depths(st, prm) -> None:
     """Per-bucket depth from the resting orders (the book-only path does not keep it)."""
     sc = st.sc[0]
@@ -482,7 +521,7 @@ def rebuild_bucket_depths(st, prm) -> None:
             change_bucket_depth(st, o.side, bucket_of(o.price, prm.bucket), o.size)
 
 
-@njit(cache=True)
+@called
 def catch_up(st, prm) -> None:
     """Entering the full engine after the book-only path (or an imported book)."""
     rebuild_bucket_depths(st, prm)
@@ -490,7 +529,7 @@ def catch_up(st, prm) -> None:
     st.sc[0].resync_due = False
 
 
-@njit(cache=True)
+@called
 def resync_rest_memory(st) -> None:
     """After a snapshot or a fast-forwarded/cached book: no phantom depth velocity."""
     for i in range(st.cells.shape[0]):
@@ -516,7 +555,7 @@ def chain_alphas(dt: float, prm) -> tuple[float, float, float]:
     return alpha(dt, prm.tau_v), alpha(dt, prm.tau_a), alpha(dt, prm.tau_j)
 
 
-@njit(cache=True, inline="always")
+@inlined
 def advance_chain(v0: float, a0: float, j0: float, rate: float, dt: float, av: float,
                   aa: float, aj: float) -> tuple[float, float, float]:
     """One EMA step of velocity, acceleration, jerk; a non-finite result keeps the base."""
@@ -534,7 +573,7 @@ def pos(x: float) -> float:
     return x if x > 0.0 else 0.0
 
 
-@njit(cache=True, inline="always")
+@inlined
 def forces(prm, v_add: float, a_add: float, v_pull: float, a_pull: float, v_fill: float,
            v_rest: float) -> tuple[float, float]:
     """SPEC §8 (pressure, vacuum), both non-negative."""
@@ -544,7 +583,7 @@ def forces(prm, v_add: float, a_add: float, v_pull: float, a_pull: float, v_fill
     return pressure, vacuum
 
 
-@njit(cache=True)
+@called
 def start_cell(c, bucket: int, t0: int, pre_depth: int) -> None:
     """A cell with no state: zero masses and chains, clock at the engine's first time."""
     c.bucket = bucket
@@ -566,7 +605,7 @@ def start_cell(c, bucket: int, t0: int, pre_depth: int) -> None:
     c.pressure = c.vacuum = 0.0
 
 
-@njit(cache=True)
+@called
 def start_group(c, t: int) -> None:
     """A new time group: today's values become the base the group is recomputed from."""
     c.base_add_mass = c.add_mass
@@ -581,7 +620,7 @@ def start_group(c, t: int) -> None:
     c.d_add = c.d_pull = c.d_fill = 0.0
 
 
-@njit(cache=True, inline="always")
+@inlined
 def recompute_cell(c, prm, depth_now: int) -> None:
     """Masses, the four chains and the forces from the group's base, dt and deltas."""
     dt = c.dt
@@ -603,7 +642,7 @@ def recompute_cell(c, prm, depth_now: int) -> None:
     c.pressure, c.vacuum = forces(prm, c.v_add, c.a_add, c.v_pull, c.a_pull, c.v_fill, c.v_rest)
 
 
-@njit(cache=True)
+@called
 def touch_bucket(st, prm, bucket: int, pre: int, d_add: float, d_pull: float,
                  d_fill: float) -> None:
     """SPEC §7: coalesce into the cell's time group and recompute the whole cell."""
@@ -642,7 +681,7 @@ def idle_va(v0: float, a0: float, dt: float, av: float, aa: float) -> tuple[floa
     return v, aa * (v - v0) / dt + (1.0 - aa) * a0
 
 
-@njit(cache=True, inline="always")
+@inlined
 def idle_chain(v0: float, a0: float, j0: float, dt: float, av: float, aa: float,
                prm) -> tuple[float, float]:
     """(v, a) of ``advance_chain`` with rate 0, without computing jerk when it cannot matter.
@@ -672,7 +711,7 @@ def next_slot(slot: int, prm) -> int:
     return slot + 1 if slot + 1 < prm.W else 0
 
 
-@njit(cache=True)
+@inlined
 def forces_now(c, prm, bucket: int, t: int, tame: bool) -> tuple[float, float]:
     """SPEC §8 as-of forces of ``bucket`` (ring cell ``c``): the chains advanced without
     activity from t_b to t.
@@ -704,7 +743,7 @@ def forces_now(c, prm, bucket: int, t: int, tame: bool) -> tuple[float, float]:
 # --------------------------------------------------------------------------- regime (SPEC §9)
 
 
-@njit(cache=True, inline="always")
+@inlined
 def add_to_score(prm, sc, bucket: int, w: float, p_now: float, v_now: float,
                  sums: np.ndarray) -> None:
     """sums = [bull, bear]; a cell at the mid counts for neither."""
@@ -717,7 +756,7 @@ def add_to_score(prm, sc, bucket: int, w: float, p_now: float, v_now: float,
         sums[1] += w * v_now
 
 
-@njit(cache=True)
+@called
 def regime_score(st, prm, t: int) -> tuple[float, float]:
     """(score, intensity) of the window around spot with forces as of ``t``."""
     sc = st.sc[0]
@@ -734,7 +773,7 @@ def regime_score(st, prm, t: int) -> tuple[float, float]:
     return (bull - bear) / (bull + bear + prm.eps), bull + bear
 
 
-@njit(cache=True)
+@called
 def next_regime(prm, regime: int, score: float, intensity: float) -> int:
     """Hysteresis: UP holds until score < theta_off, DOWN until score > -theta_off."""
     if intensity < prm.intensity_floor:
@@ -751,7 +790,7 @@ def next_regime(prm, regime: int, score: float, intensity: float) -> int:
     return regime
 
 
-@njit(cache=True, inline="always")
+@inlined
 def carried_decay(c, prm, t: int, since: int, ratio_v: float,
                   ratio_a: float) -> tuple[float, float]:
     """(exp(-dt/tau_v), exp(-dt/tau_a)) at ``t`` for the cell's ``t_b``, 0 once saturated.
@@ -780,7 +819,7 @@ def carried_decay(c, prm, t: int, since: int, ratio_v: float,
     return ev, ea
 
 
-@njit(cache=True, inline="always")
+@inlined
 def filtered_forces(c, prm, t: int, ev: float, ea: float,
                     rate: float) -> tuple[float, float, float]:
     """(pressure_now, vacuum_now) from carried decays, and the magnitude their error scales with.
@@ -803,7 +842,7 @@ def filtered_forces(c, prm, t: int, ev: float, ea: float,
     return pressure, vacuum, magnitude
 
 
-@njit(cache=True)
+@called
 def filtered_score(st, prm, t: int) -> tuple[float, float, float]:
     """(bull, bear, bound) of the window at ``t``: ``regime_score``'s sums, each within ``bound``.
 
@@ -847,7 +886,7 @@ def filtered_score(st, prm, t: int) -> tuple[float, float, float]:
     return bull, bear, FILTER_KAPPA * bound
 
 
-@njit(cache=True)
+@called
 def filtered_regime(prm, regime: int, bull: float, bear: float, bound: float) -> int:
     """``next_regime`` of the exact score if every score within the bound decides the same.
 
@@ -870,7 +909,7 @@ def filtered_regime(prm, regime: int, bull: float, bear: float, bound: float) ->
     return next_regime(prm, regime, score, intensity)
 
 
-@njit(cache=True)
+@called
 def step_regime(st, prm, boundary: int) -> None:
     """One step of the machine at ``boundary``: filtered when it can be, exact otherwise.
 
@@ -893,9 +932,12 @@ def step_regime(st, prm, boundary: int) -> None:
 # --------------------------------------------------------------------------- emission
 
 
-@njit(cache=True)
-def write_state(st, prm, out, reset_counters: bool) -> None:
-    """Append the engine's current state (1 snapshot row + 2K+1 grid rows) to ``out``."""
+@called
+def write_state(st, prm, out) -> None:
+    """Append the engine's current state (1 snapshot row + 2K+1 grid rows) to ``out``.
+
+    Starts the counters of the next state (records, volumes) afresh.
+    """
     sc = st.sc[0]
     i = out.counts[0]
     s = out.snap[i]
@@ -917,10 +959,9 @@ def write_state(st, prm, out, reset_counters: bool) -> None:
     s.buy_volume = sc.since_buy
     s.sell_volume = sc.since_sell
     s.regime = sc.regime
-    if reset_counters:
-        sc.since_records = 0
-        sc.since_buy = 0
-        sc.since_sell = 0
+    sc.since_records = 0
+    sc.since_buy = 0
+    sc.since_sell = 0
     rows = 2 * prm.K + 1
     base = i * rows
     sums = np.zeros(2)
@@ -957,7 +998,7 @@ def write_state(st, prm, out, reset_counters: bool) -> None:
     out.counts[0] = i + 1
 
 
-@njit(cache=True)
+@called
 def walk_side(st, prm, side: int, row: np.ndarray, col: int) -> None:
     """Top ``mbp_levels`` of one side into row[col:], as px/sz/ct blocks (empty: px UNDEF)."""
     sc = st.sc[0]
@@ -979,7 +1020,7 @@ def walk_side(st, prm, side: int, row: np.ndarray, col: int) -> None:
         row[col + 2 * levels + f] = 0
 
 
-@njit(cache=True)
+@called
 def write_mbp(st, prm, rec, out) -> None:
     """One raw MBP row in ``mbp_layout.RAW_HEADER`` order, then the book's level blocks."""
     i = out.counts[1]
@@ -1009,7 +1050,7 @@ def advance_clock(st, prm, ts_event: int, out) -> None:
     if sc.full:
         if prm.sample_mode == SAMPLE_TIME and sc.pending \
                 and (t_new - prm.epoch) // prm.sample_ns != sc.pending_bin:
-            write_state(st, prm, out, True)
+            write_state(st, prm, out)
             sc.pending = False
         if sc.started:
             boundary = prm.epoch + ((t_new - prm.epoch) // prm.regime_step) * prm.regime_step
@@ -1097,7 +1138,7 @@ def process_record(st, prm, rec, tch, out) -> None:
         return
     if prm.sample_mode == SAMPLE_EVENT or (prm.sample_mode == SAMPLE_PACKET
                                            and (flags & F_LAST) != 0):
-        write_state(st, prm, out, True)
+        write_state(st, prm, out)
     elif prm.sample_mode == SAMPLE_TIME:
         sc.pending = True
         sc.pending_bin = (sc.t - prm.epoch) // prm.sample_ns
@@ -1124,7 +1165,7 @@ def borrow_state(st):
                        borrow(st.cells), borrow(st.weights), borrow(st.anomalies))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def process_chunk(st, prm, records, start: int, out) -> tuple[int, int]:
     """Feed ``records[start:]``; stops early to let the caller grow tables or drain ``out``.
 
@@ -1145,17 +1186,32 @@ def process_chunk(st, prm, records, start: int, out) -> tuple[int, int]:
     return i, STATUS_DONE
 
 
-@njit(cache=True)
+@kernel
 def flush_pending(st, prm, out) -> None:
     """End of input: the last time bin's trailing-edge state."""
     sc = st.sc[0]
     if sc.pending and sc.full and sc.emit:
-        write_state(st, prm, out, True)
+        write_state(st, prm, out)
         sc.pending = False
 
 
-@njit(cache=True)
+@kernel
+def current_state(st, prm, out) -> None:
+    """``write_state`` from Python (``Engine.state``, which restores the counters after it)."""
+    write_state(st, prm, out)
+
+
+@kernel
 def rebuild_book(st, prm, oids, sides, prices, sizes, pendings) -> None:
     """Import: re-insert resting orders; levels, bucket depths and best prices follow."""
     for i in range(oids.shape[0]):
         insert_order(st, prm, oids[i], sides[i], prices[i], sizes[i], pendings[i])
+
+
+#: Every module whose code or constants the kernels compile in (tests/book/test_jit.py).
+COMPILED_FROM: Final = tuple(sys.modules[name] for name in (
+    __name__, "vpbatch.book.hashtable", "vpbatch.book.borrow", "vpbatch.book.state",
+    "vpbatch.book.dtypes", "vpbatch.book.mbp_layout", "vpbatch.clock"))
+#: The cached entry points, all compiled by ``python -m vpbatch.book.precompile``.
+KERNELS: Final = (process_chunk, flush_pending, current_state, rebuild_book, level_size, rehash)
+guard("book", COMPILED_FROM)

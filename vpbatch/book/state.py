@@ -157,17 +157,25 @@ class EngineState(NamedTuple):
 
 
 def make_params(config: EngineConfig, bucket: int, tick: int, mbp_levels: int = 0) -> Params:
-    """Freeze a config for the kernels; ``bucket``/``tick`` in fixed-point price units."""
+    """Freeze a config for the kernels; ``bucket``/``tick`` in fixed-point price units.
+
+    Every field is a plain ``int`` or ``float`` whatever the config holds (``tau_v = 2`` in a
+    vp.toml is an int): the kernels are compiled once per argument types, so one ``Params``
+    type means one compilation. The values are the same (int -> float64 is exact here).
+    """
     f = config.forces
     return Params(
-        K=config.K, band=config.band, W=2 * config.band + 1, bucket=int(bucket), tick=int(tick),
-        tau_v=config.tau_v, tau_a=config.tau_a, tau_j=config.tau_j, tau_rest=config.tau_rest,
-        c_p_v_add=f.pressure_v_add, c_p_v_rest=f.pressure_v_rest_pos, c_p_a_add=f.pressure_a_add,
-        c_v_v_pull=f.vacuum_v_pull, c_v_v_fill=f.vacuum_v_fill, c_v_v_rest=f.vacuum_v_rest_neg,
-        c_v_a_pull=f.vacuum_a_pull, theta_on=config.theta_on, theta_off=config.theta_off,
-        intensity_floor=config.intensity_floor, eps=config.eps,
-        regime_step=config.regime_step_ns, sample_mode=config.sample_code,
-        sample_ns=config.sample_ns, epoch=config.epoch_ns, mbp_levels=mbp_levels,
+        K=int(config.K), band=int(config.band), W=2 * int(config.band) + 1, bucket=int(bucket),
+        tick=int(tick), tau_v=float(config.tau_v), tau_a=float(config.tau_a),
+        tau_j=float(config.tau_j), tau_rest=float(config.tau_rest),
+        c_p_v_add=float(f.pressure_v_add), c_p_v_rest=float(f.pressure_v_rest_pos),
+        c_p_a_add=float(f.pressure_a_add), c_v_v_pull=float(f.vacuum_v_pull),
+        c_v_v_fill=float(f.vacuum_v_fill), c_v_v_rest=float(f.vacuum_v_rest_neg),
+        c_v_a_pull=float(f.vacuum_a_pull), theta_on=float(config.theta_on),
+        theta_off=float(config.theta_off), intensity_floor=float(config.intensity_floor),
+        eps=float(config.eps), regime_step=int(config.regime_step_ns),
+        sample_mode=int(config.sample_code), sample_ns=int(config.sample_ns),
+        epoch=int(config.epoch_ns), mbp_levels=int(mbp_levels),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from vpbatch.synth.model import FAST_CUM, FAST_HI, FAST_LO, SLOW_CUM, SLOW_HI, SLOW_LO
 from vpbatch.synth.rng import draw_table, fast_dist, geom, slow_dist
@@ -33,7 +34,7 @@ from vpbatch.synth.state import (
 )
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def rescan(lv: np.ndarray, st: Record, side: int) -> None:
     """Move the best of ``side`` outwards past empty levels."""
     if side == 0:
@@ -48,7 +49,7 @@ def rescan(lv: np.ndarray, st: Record, side: int) -> None:
         st.best_ask = a
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def level_append(lv: np.ndarray, od: np.ndarray, st: Record, slot: int, lvl: int) -> None:
     """Queue order ``slot`` last at level ``lvl`` of its side."""
     side = od[OD_SIDE, slot]
@@ -70,7 +71,7 @@ def level_append(lv: np.ndarray, od: np.ndarray, st: Record, slot: int, lvl: int
         st.best_ask = lvl
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def level_remove(lv: np.ndarray, od: np.ndarray, st: Record, slot: int) -> None:
     """Unlink order ``slot`` from its level's queue."""
     side = od[OD_SIDE, slot]
@@ -94,7 +95,7 @@ def level_remove(lv: np.ndarray, od: np.ndarray, st: Record, slot: int) -> None:
             rescan(lv, st, side)
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def new_order(lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray,
               dense: np.ndarray, nd: np.ndarray, st: Record, oid: int, side: int,
               cls: int, lvl: int, size: int, ts: int, seq: int) -> int:
@@ -116,7 +117,7 @@ def new_order(lv: np.ndarray, od: np.ndarray, ids: np.ndarray, free: np.ndarray,
     return slot
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def del_order(lv: np.ndarray, od: np.ndarray, free: np.ndarray, dense: np.ndarray,
               nd: np.ndarray, st: Record, slot: int) -> None:
     """Remove a resting order and free its slot."""
@@ -132,7 +133,7 @@ def del_order(lv: np.ndarray, od: np.ndarray, free: np.ndarray, dense: np.ndarra
     st.n_free += 1
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def resize(lv: np.ndarray, od: np.ndarray, slot: int, size: int) -> None:
     """Change a resting order's size in place (keeps its queue position)."""
     k = od[OD_SIDE, slot] * NLEV + od[OD_LEVEL, slot]
@@ -140,14 +141,14 @@ def resize(lv: np.ndarray, od: np.ndarray, slot: int, size: int) -> None:
     od[OD_SIZE, slot] = size
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def next_oid(st: Record, rng: np.ndarray) -> int:
     """CME order ids grow with gaps (other instruments share the id space)."""
     st.order_id += 1 + geom(rng, 0.45)
     return st.order_id
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def clamp_passive(lvl: int, side: int, st: Record) -> int:
     """Keep a resting price inside the level array and on its own side of the book."""
     lvl = min(max(lvl, 1), NLEV - 2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
-from numba import njit
+from numba.extending import register_jitable
 
 from vpbatch.synth.rng import randint, u01
 from vpbatch.synth.state import LV_COUNT, LV_TAIL, NLEV, Record
@@ -37,7 +37,7 @@ INFORMED_PULL_SHARE: Final = 0.6
 INFORMED_JUMPS: Final = ("aligned", "random", "none")
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def informed_step(st: Record, rng2: np.ndarray) -> float:
     """Advance the informed episode by one group; the fair-value jump (ticks) it releases."""
     if st.episode_left == 0:
@@ -62,7 +62,7 @@ def informed_step(st: Record, rng2: np.ndarray) -> float:
     return INFORMED_JUMP * st.episode_jump if st.episode_left == 0 else 0.0
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def informed_pull(lv: np.ndarray, side: int, best: int, rng2: np.ndarray) -> int:
     """The order an informed trader pulls: the newest at a level drawn 1..INFORMED_DEPTH ticks
     beyond the touch on ``side`` (the nearest non-empty level towards the touch; the touch only
@@ -74,7 +74,7 @@ def informed_pull(lv: np.ndarray, side: int, best: int, rng2: np.ndarray) -> int
     return lv[LV_TAIL, side * NLEV + lvl]
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def informed_kind(kind: int, up: bool, nfb: int, nsb: int, nfa: int, nsa: int, room: bool,
                   rng2: np.ndarray) -> tuple[int, bool]:
     """The informed action as an event kind (4/5 fast cancel bid/ask, 0/1 fast add bid/ask)

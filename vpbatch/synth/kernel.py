@@ -17,8 +17,12 @@ the planted signal in :mod:`vpbatch.synth.informed`.
 
 from __future__ import annotations
 
+import sys
+from typing import Final
+
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from vpbatch.book.dtypes import (
     ACTION_ADD,
@@ -29,6 +33,7 @@ from vpbatch.book.dtypes import (
     SIDE_ASK,
     SIDE_BID,
 )
+from vpbatch.book.jit import guard
 from vpbatch.synth.book import (
     clamp_passive,
     del_order,
@@ -97,7 +102,8 @@ from vpbatch.synth.state import (
 from vpbatch.synth.timing import advance_clock, in_delta, update_scale
 
 
-@njit(cache=True)
+# Compiled into ``simulate`` once, not once per combination of literal flags and actions.
+@register_jitable(no_cfunc_wrapper=True)
 def _put(out: np.ndarray, i: int, emit: bool, ts: int, oid: int, price: int, size: int,
          flags: int, action: int, side: int, recv: int, delta: int, seq: int) -> None:
     """Write record ``i`` of ``out`` (the per-file fields are preset); nothing when silent."""
@@ -115,12 +121,12 @@ def _put(out: np.ndarray, i: int, emit: bool, ts: int, oid: int, price: int, siz
         r.sequence = seq
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def _side_char(side: int) -> int:
     return SIDE_BID if side == 0 else SIDE_ASK
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def _g(r: float) -> float:
     """Order-count feedback on an event weight, bounded to [0.2, 5]."""
     return min(max(r, 0.2), 5.0)
@@ -482,3 +488,12 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
             st.written += 1
             n += 1
     return n
+
+
+#: Every module whose code or constants the generator's cached functions compile in: their
+#: cache entries are flushed when any of these changes (vpbatch/book/jit.py).
+COMPILED_FROM: Final = tuple(sys.modules[name] for name in (
+    __name__, "vpbatch.synth.book", "vpbatch.synth.rng", "vpbatch.synth.timing",
+    "vpbatch.synth.informed", "vpbatch.synth.model", "vpbatch.synth.state",
+    "vpbatch.synth.dbn", "vpbatch.synth.calendar", "vpbatch.book.dtypes", "vpbatch.clock"))
+guard("synth", COMPILED_FROM)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 
 @njit(cache=True, inline="always")
@@ -17,7 +18,7 @@ def _rotl(x: np.uint64, k: int) -> np.uint64:
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def next_u64(s: np.ndarray) -> np.uint64:
     """The next 64 random bits of generator ``s`` (xoshiro256**)."""
     s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
@@ -33,32 +34,33 @@ def next_u64(s: np.ndarray) -> np.uint64:
     return result
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def u01(s: np.ndarray) -> float:
     """Uniform in (0, 1), never 0 (safe for log)."""
     return (float(next_u64(s) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+# Compiled into its callers, not once per literal ``n`` (issue 22).
+@register_jitable(no_cfunc_wrapper=True)
 def randint(s: np.ndarray, n: int) -> int:
     """Uniform integer in [0, n)."""
     v = int(u01(s) * n)
     return v if v < n else n - 1
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def randn(s: np.ndarray) -> float:
     """Standard normal (Box-Muller, one of the pair)."""
     return np.sqrt(-2.0 * np.log(u01(s))) * np.cos(2.0 * np.pi * u01(s))
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def geom(s: np.ndarray, p: float) -> int:
     """Failures before the first success of a Bernoulli(p)."""
     return int(np.log(u01(s)) / np.log(1.0 - p))
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def draw_table(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, cum: np.ndarray) -> int:
     """An integer from a bucket table: bucket ``i`` (cumulative probability ``cum[i]``), then
     uniform in ``[lo[i], hi[i]]``."""
@@ -69,7 +71,7 @@ def draw_table(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, cum: np.ndarray) -
     return lo[i] + randint(s, hi[i] - lo[i] + 1)
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def fast_dist(s: np.ndarray) -> int:
     """Ticks behind the own best of a liquidity-providing add near the touch."""
     if u01(s) < 0.4:
@@ -77,7 +79,7 @@ def fast_dist(s: np.ndarray) -> int:
     return min(1 + geom(s, 0.4), 60)
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def slow_dist(s: np.ndarray) -> int:
     """Ticks behind the own best of a resting 'book' order: flat to 150, then a long tail."""
     if u01(s) < 0.75:

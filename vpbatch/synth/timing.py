@@ -10,7 +10,7 @@ CME is closed. ``update_scale`` re-aims the parent rate so the record budget fil
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba.extending import register_jitable
 
 from vpbatch.synth.calendar import DAY_SECONDS
 from vpbatch.synth.model import CHILD_FAST_P, CHILD_SLOW_P, P_CHILD, P_CHILD_EXCITED
@@ -18,7 +18,7 @@ from vpbatch.synth.rng import randn, u01
 from vpbatch.synth.state import Record
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def advance_clock(st: Record, rng: np.ndarray, h: np.ndarray) -> int:
     """Next event time (ns): a burst child (wall-clock gap) or a parent in intensity time."""
     t = st.t
@@ -63,7 +63,7 @@ def advance_clock(st: Record, rng: np.ndarray, h: np.ndarray) -> int:
     return ts
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def update_scale(st: Record, h: np.ndarray, hcum: np.ndarray) -> None:
     """Re-aim the parent rate so the remaining records fill the remaining session."""
     groups = st.groups
@@ -81,7 +81,7 @@ def update_scale(st: Record, h: np.ndarray, hcum: np.ndarray) -> None:
     st.rate_scale = max(remaining * (1.0 - pc), 1.0) / hrem
 
 
-@njit(cache=True)
+@register_jitable(no_cfunc_wrapper=True)
 def in_delta(rng: np.ndarray) -> int:
     """CME's sending-to-receipt delta, ~11-16 us (measured on the real files)."""
     return int(min(max(13_400.0 + 1_600.0 * randn(rng), 9_000.0), 30_000.0))
