@@ -52,9 +52,10 @@ def raw_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def long_day(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300,000-record 2026-02-06: built with --sample event, long enough to kill or race."""
+    """A 200,000-record 2026-02-06: built with --sample event (several seconds on a bucket:
+    long enough to kill it mid-write, or to start a second build while it holds the lease)."""
     root = tmp_path_factory.mktemp("s3_long")
-    synth_to_lake(root, SYMBOL, FEB6, records=300_000, seed=23)
+    synth_to_lake(root, SYMBOL, FEB6, records=200_000, seed=23)
     return root
 
 
@@ -319,6 +320,8 @@ def test_wrong_credentials_are_one_line_naming_the_url_exit_3(
 def test_unreachable_endpoint_is_one_line_naming_the_url_exit_3(
         command: str, s3_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    # botocore retries a refused connection with back-off (~8 s) before the same error
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     result = _refused(command, "s3://some-bucket/lake")
     assert result.exit_code == 3, result.output
     assert result.stderr.startswith("Error: s3://some-bucket/lake: cannot reach the object "

@@ -139,7 +139,7 @@ class Cluster:
                 proc.terminate()
         for proc in self.procs:
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=3)  # a --no-nanny worker may sit on SIGTERM
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
