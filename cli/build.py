@@ -15,6 +15,8 @@ from cli.options import (
     engine_config,
     engine_options,
     lake_option,
+    model_options,
+    model_scorer,
     parse_date_option,
     parse_time_option,
     publisher_option,
@@ -62,6 +64,7 @@ def _tables(value: str) -> tuple[str, ...]:
               help="Tables to write: vp (vp_snapshot + vp_grid) or vp,mbp.")
 @click.option("--mbp-levels", type=click.IntRange(1, 99), default=10, show_default=True,
               help="Book levels per side in the mbp table.")
+@model_options
 @click.option("--jobs", type=click.IntRange(1), default=None,
               help="Builds in parallel on this machine, in N worker processes (default 1: one "
                    "after the other in this process).")
@@ -84,7 +87,8 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
             path: Path | None, definition: Path | None, start_time: dt.time | None,
             end_time: dt.time | None, config_file: Path | None, warmup: str, sample: str, K: int,
             band: int, tables: str,
-            mbp_levels: int, jobs: int | None, scheduler: str | None, retries: int,
+            mbp_levels: int, model_file: Path | None, model_name: str | None,
+            model_target: str | None, jobs: int | None, scheduler: str | None, retries: int,
             force: bool, no_cache: bool, cache: str | None, publisher_id: int | None,
             lake: Path | str, quiet: bool, as_json: bool) -> None:
     """Build vacuum/pressure grids for symbols and days into the lake.
@@ -94,7 +98,9 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
     Several symbols or days are one task per (symbol, day): in this process, in local
     processes (--jobs N) or on any Dask cluster (--scheduler); a bad day fails alone, and
     the exit code is 1 when any failed. --lake s3://bucket/prefix builds into an object
-    store (workers then share no disk; docs/cluster.md).
+    store (workers then share no disk; docs/cluster.md). --model FILE adds a fitted model's
+    call and probability per state to vp_snapshot (docs/fit.md); the model must have been
+    fitted on days built with the same parameters.
 
     \b
     Example:
@@ -104,6 +110,7 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
           --scheduler tcp://scheduler:8786 --lake /mnt/lake
       vpbatch build --symbol ESM4 --path glbx-mdp3-esm4.mbo.dbn.zst --sample event
       vpbatch build --symbol MNQH6 --dt 2026-02-06 --lake s3://my-bucket/lake
+      vpbatch build --symbol MNQH6 --dt 2026-02-09 --model model.json --force
     """
     from vpbatch.build.cluster import plan, run_range
     from vpbatch.build.pipeline import build
@@ -112,14 +119,17 @@ def command(symbol: str, day: dt.date | None, range_start: dt.date | None,
 
     names = _tables(tables)
     config, warmup_ns = engine_config(config_file, sample, K, band, warmup)
+    scorer = model_scorer(model_file, model_name, model_target)
     req = BuildRequest(
         symbol=symbol, day=day, lake=lake, path=path, start_time=start_time, end_time=end_time,
         warmup_ns=warmup_ns, config=config,
         mbp_levels=mbp_levels if "mbp" in names else 0, publisher_id=publisher_id,
         force=force, use_cache=not no_cache, progress=not quiet, definition=definition,
-        cache=cache,
+        cache=cache, scorer=scorer,
     )
     symbols = _symbols(symbol)
+    if scorer is not None:  # a model that cannot score these builds: refused before any work
+        scorer.check(config, None)  # (the bucket, maybe a definition's, is checked per day)
     if scheduler is not None and jobs is not None:
         raise ConfigError("--jobs is for this machine; with --scheduler the cluster's workers "
                           "run the builds")

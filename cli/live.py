@@ -13,6 +13,8 @@ from cli.options import (
     engine_config,
     engine_options,
     lake_option,
+    model_options,
+    model_scorer,
     parse_date_option,
     parse_time_option,
     publisher_option,
@@ -63,6 +65,7 @@ def _gateway(value: str | None) -> tuple[str | None, int]:
               help="Another live gateway than Databento's (tests, on-premise).")
 @click.option("--heartbeat", type=click.IntRange(5, 1800), default=30, show_default=True,
               help="Gateway heartbeat interval in seconds; silence past it + 10 s reconnects.")
+@model_options
 @publisher_option
 @lake_option
 @quiet_option
@@ -70,7 +73,9 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
             start_time: dt.time | None, end_time: dt.time | None, warmup: str, sample: str,
             K: int, band: int, config_file: Path | None, grace: str, no_record: bool,
             host: str, port: int, no_serve: bool, token: str | None, gateway: str | None,
-            heartbeat: int, publisher_id: int | None, lake: Path | str, quiet: bool) -> None:
+            heartbeat: int, model_file: Path | None, model_name: str | None,
+            model_target: str | None, publisher_id: int | None, lake: Path | str,
+            quiet: bool) -> None:
     """Run Databento's live MBO feed through the build engine: record, write, watch.
 
     The key comes from DATABENTO_API_KEY. The session replays the day from its start
@@ -78,18 +83,23 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
     (<day file>.live-<SYMBOL>.mbo.dbn.zst), writes the emitted states as partitions like
     build's, and serves the viewer at http://HOST:PORT/ (source=live). It ends, exit 0, when
     the gateway ends the session, at --end-time, or on Ctrl-C / SIGTERM. Authentication,
-    entitlement and symbol errors exit 3. docs/live.md has the guarantees.
+    entitlement and symbol errors exit 3. With --model FILE, a fitted model's call and
+    probability go with every state: in the viewer (a second band) and in the partitions,
+    as `vpbatch build --model` of the recording computes them. docs/live.md has the
+    guarantees.
 
     \b
     Example:
       vpbatch live --symbol MNQH6 --start-time 09:30
       vpbatch live --symbol MNQH6,ESH6 --warm snapshot --no-record --port 8003
+      vpbatch live --symbol MNQH6 --start-time 09:30 --model model.json
     """
     from vpbatch.config import parse_duration_ns
-    from vpbatch.live.session import LiveRequest, run_live
+    from vpbatch.live.session import LiveRequest, check_live_request, run_live
 
     symbols = tuple(s.strip() for s in symbol.split(",") if s.strip())
     config, warmup_ns = engine_config(config_file, sample, K, band, warmup)
+    scorer = model_scorer(model_file, model_name, model_target)
     gw_host, gw_port = _gateway(gateway)
     day = day or dt.datetime.now(dt.UTC).date()
     # An object-store lake: the recording grows in a local stage (its earlier recordings of
@@ -101,7 +111,9 @@ def command(symbol: str, day: dt.date | None, dataset: str | None, warm: str,
                       dataset=dataset, warm=warm, start_time=start_time, end_time=end_time,
                       warmup_ns=warmup_ns, config=config, record=not no_record,
                       gateway=gw_host, port=gw_port, heartbeat_s=heartbeat,
-                      grace_ns=parse_duration_ns(grace, "--grace"), publisher_id=publisher_id)
+                      grace_ns=parse_duration_ns(grace, "--grace"), publisher_id=publisher_id,
+                      scorer=scorer)
+    check_live_request(req)  # before the viewer server starts (a model that does not fit)
 
     def report(fields: dict[str, Any]) -> None:
         if not quiet:

@@ -222,3 +222,40 @@ def engine_options(fn: F) -> F:
     ]):
         fn = option(fn)
     return fn
+
+
+def model_options(fn: F) -> F:
+    """``--model FILE``, ``--model-name``, ``--model-target`` (see :func:`model_scorer`)."""
+    for option in reversed([
+        click.option("--model", "model_file", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE", help="A `vpbatch fit` model JSON: its call and P(up) per "
+                     "state become vp_snapshot's model_call and model_probability (and the "
+                     "viewer's second band); the manifest names the file and its sha256."),
+        click.option("--model-name", metavar="NAME", default=None,
+                     help="Which model of the file (l1, vp, vp+l1) [default: the file's]."),
+        click.option("--model-target", metavar="TARGET", default=None,
+                     help="Which target's model (event_1, clock_5s, ...) [default: the "
+                          "file's]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def model_scorer(model_file: Path | None, name: str | None, target: str | None) -> Any:
+    """The :class:`vpbatch.fit.online.ModelScorer` of ``--model`` (None without it).
+
+    Raises
+    ------
+    click.UsageError
+        ``--model-name`` or ``--model-target`` without ``--model``.
+    InputError, ConfigError
+        A missing or malformed file (exit 3); no such model in it.
+    """
+    if model_file is None:
+        if name is not None or target is not None:
+            raise click.UsageError("--model-name and --model-target choose a model of --model "
+                                   "FILE; give --model too")
+        return None
+    from vpbatch.fit.online import ModelScorer
+
+    return ModelScorer.from_file(model_file, name, target)

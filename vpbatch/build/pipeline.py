@@ -7,6 +7,10 @@ without writing, ``EMIT`` runs it and writes every emitted state, ``PAST_END`` s
 state is an error, never an empty partition. The request types are in
 :mod:`vpbatch.build.request`, the same run as a stream of states in :mod:`vpbatch.build.stream`.
 
+With a fitted model (``build --model``, :mod:`vpbatch.build.scoring`), every engine batch of
+emitted states is scored in the engine thread before it is queued for the writer, so the
+model's columns are written with the rows they belong to, in the same partition attempt.
+
 A lake on an object store: the day's raw file (and its definitions) is fetched into a local
 temporary folder for the read (the reader decodes a local file, with its zstd frame walk and
 read-ahead thread), removed when the build ends; the manifest names the object's URL. The
@@ -50,6 +54,7 @@ from vpbatch.store.fs import Lake, ObjectInfo, open_lake
 from vpbatch.store.grid_columns import StoredGridBuffer
 from vpbatch.store.lake import find_definition_file, find_definition_location, find_raw_location
 from vpbatch.store.partitions import InputFile, is_complete
+from vpbatch.store.schema import scored_snapshots
 from vpbatch.store.writer import PartitionWriter
 
 #: Bytes queued for the writer thread before the engine waits (bounds memory: ~3 row groups).
@@ -130,6 +135,12 @@ class BuildJob:
         self._phase_started = 0.0
         self._progress_ns = source.metadata.start
         self.tob_records = 0  # F_TOB: top-of-book restatements, not orders (DBEQ.BASIC XCIS/IEXG)
+        # A fitted model's scores of each batch with states, in engine order (build --model).
+        self.scorer = req.scorer.day(req.config, product.bucket) \
+            if req.scorer is not None else None
+        self._scores: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        #: The scores of the last engine batch (``vpbatch live`` hands them to viewers).
+        self.last_scores: tuple[np.ndarray, np.ndarray] | None = None
 
     def _phases(self) -> _Phases:
         req = self.req
@@ -217,7 +228,8 @@ class BuildJob:
 
         Grid rows go from the engine's buffer straight into stored columns, a row group at
         a time (``StoredGridBuffer``); the writer thread encodes while the engine computes.
-        ``also`` sees every emitted batch too (``vpbatch live`` hands states to viewers).
+        ``also`` sees every emitted batch too (``vpbatch live`` hands states to viewers), after
+        the model scored it (:attr:`last_scores`).
         """
         sinks: list[GridSink] = []
         grid = None
@@ -226,6 +238,8 @@ class BuildJob:
             grid = StoredGridBuffer(writer.row_group_rows["vp_grid"], lambda columns: self._submit(
                 _nbytes(columns), write_group, columns))
             sinks.append(grid.add)
+        if self.scorer is not None:
+            sinks.append(self._score)
         if also is not None:
             sinks.append(also)
         if len(sinks) == 1:
@@ -244,6 +258,15 @@ class BuildJob:
         self.timings[_PHASE_TIMING[self.phase]] = round(elapsed, 6)
         if self.emitted_states == 0:
             raise InputError(self.nothing_emitted())
+
+    def _score(self, snapshots: np.ndarray, rows: np.ndarray) -> None:
+        """Score a drained batch (before it is yielded and written, see :meth:`_write`)."""
+        if not len(snapshots):
+            return
+        assert self.scorer is not None
+        scores = self.scorer.score(snapshots, rows)
+        self._scores.append(scores)
+        self.last_scores = scores
 
     def _show_progress(self, bar: Progress, chunk: np.ndarray) -> None:
         now = int(chunk["ts_event"][-1]) if len(chunk) else self._progress_ns
@@ -297,9 +320,11 @@ class BuildJob:
     def _write(self, emitted: Emitted, writer: PartitionWriter | None) -> None:
         """Queue a batch for the writer thread (in order); errors surface on the next wait."""
         self.emitted_states += len(emitted.snapshots)
+        scores = self._scores.popleft() if self.scorer is not None and len(emitted.snapshots) \
+            else None
         if writer is None or not (len(emitted.snapshots) or len(emitted.mbp)):
             return
-        self._submit(_nbytes(emitted._asdict()), self._write_now, emitted, writer)
+        self._submit(_nbytes(emitted._asdict()), self._write_now, emitted, writer, scores)
 
     def _submit(self, nbytes: int, write: Callable[..., None], *args: Any) -> None:
         """Queue one write (in order); waits while the queue holds too many bytes."""
@@ -307,9 +332,11 @@ class BuildJob:
         self._pending_bytes += nbytes
         self._wait_writes(MAX_PENDING_BYTES)
 
-    def _write_now(self, emitted: Emitted, writer: PartitionWriter) -> None:
+    def _write_now(self, emitted: Emitted, writer: PartitionWriter,
+                   scores: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if len(emitted.snapshots):
-            writer.write_snapshots(emitted.snapshots)
+            writer.write_snapshots(emitted.snapshots if scores is None
+                                   else scored_snapshots(emitted.snapshots, *scores))
             if len(emitted.grid):
                 writer.write_grid(emitted.grid)
         if self.req.mbp_levels and len(emitted.mbp):
@@ -538,6 +565,8 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
 def _run(req: BuildRequest, store: Lake, day: dt.date, found: Input,
          trust_cache: bool) -> BuildResult:
     path, product, definition = found.path, found.product, found.definition
+    if req.scorer is not None:  # before anything is written (the bucket may be the definition's)
+        req.scorer.check(req.config, product.bucket)
     started = time.perf_counter()
     source = open_mbo(path, definition=definition)
     job = BuildJob(req, product, day, source, trust_cache=trust_cache, origin=found.origin)
@@ -557,7 +586,8 @@ def _run(req: BuildRequest, store: Lake, day: dt.date, found: Input,
                   if job.phases.warm is not None else "emit", unit="s market") as bar, \
             PartitionWriter(store, product, day, config=req.config,
                             params=params, mbp_levels=req.mbp_levels or None,
-                            force=req.force) as writer:
+                            force=req.force, model=None if req.scorer is None
+                            else req.scorer.manifest()) as writer:
         try:
             job.run(writer, bar)
             # The manifest's input checksum is the one computed while reading.

@@ -10,12 +10,15 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from vpbatch.clock import describe_ns, session_day
 from vpbatch.config import DEFAULT_WARMUP, EngineConfig, parse_duration_ns
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.store.fs import open_lake
+
+if TYPE_CHECKING:
+    from vpbatch.build.scoring import StateScorer
 
 DEFAULT_WARMUP_NS: Final = parse_duration_ns(DEFAULT_WARMUP, "warmup")
 _FILE_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
@@ -44,6 +47,9 @@ class BuildRequest:
         folder lake, a folder on each host's disk for one on an object store
         (:func:`vpbatch.store.cache.cache_location`).
     progress : show a progress bar on stderr.
+    scorer : a fitted model that scores every written state (``build --model``;
+        :mod:`vpbatch.build.scoring`): ``vp_snapshot`` gets its call and probability columns
+        and the manifest names it. None (default): the build is what it always was.
 
     ``lake`` is a folder or an object-store URL (``s3://bucket/prefix``).
     """
@@ -64,6 +70,7 @@ class BuildRequest:
     chunk_records: int = 1_000_000
     definition: Path | None = None
     cache: str | None = None
+    scorer: StateScorer | None = None
 
 
 @dataclass

@@ -297,13 +297,28 @@ def _trailing_sum(s: States, values: np.ndarray, seconds: int) -> np.ndarray:
     return cs[np.arange(values.size) + 1] - cs[first]
 
 
+def ofi_terms(b0: np.ndarray, a0: np.ndarray, qb0: np.ndarray, qa0: np.ndarray,
+              b1: np.ndarray, a1: np.ndarray, qb1: np.ndarray, qa1: np.ndarray) -> np.ndarray:
+    """Cont-Kukanov-Stoikov ``e_n`` from the touch before (``*0``) and after (``*1``) each state
+    change, elementwise (shared by :func:`order_flow_imbalance` and the streaming scorer of
+    ``build --model``, so both compute the same bits)."""
+    return (b1 >= b0) * qb1 - (b1 <= b0) * qb0 - (a1 <= a0) * qa1 + (a1 >= a0) * qa0
+
+
+def touch_signals(bid: np.ndarray, ask: np.ndarray, bid_size: np.ndarray,
+                  ask_size: np.ndarray) -> dict[str, np.ndarray]:
+    """Queue imbalance and micro-price minus mid of each state's touch, elementwise."""
+    depth = bid_size + ask_size
+    mid = (bid + ask) / 2.0
+    return {"queue_imbalance": (bid_size - ask_size) / depth,
+            "microprice": (ask * bid_size + bid * ask_size) / depth - mid}
+
+
 def order_flow_imbalance(s: States) -> np.ndarray:
     """Cont-Kukanov-Stoikov ``e_n`` per state change (0 for a day's first state)."""
     b, a, qb, qa = s.bid, s.ask, s.bid_size, s.ask_size
     e = np.zeros(b.size)
-    b0, a0, qb0, qa0 = b[:-1], a[:-1], qb[:-1], qa[:-1]
-    b1, a1, qb1, qa1 = b[1:], a[1:], qb[1:], qa[1:]
-    e[1:] = ((b1 >= b0) * qb1 - (b1 <= b0) * qb0 - (a1 <= a0) * qa1 + (a1 >= a0) * qa0)
+    e[1:] = ofi_terms(b[:-1], a[:-1], qb[:-1], qa[:-1], b[1:], a[1:], qb[1:], qa[1:])
     e[1:][s.day[1:] != s.day[:-1]] = 0.0
     return e
 
@@ -312,10 +327,10 @@ def level1_signals(s: States) -> dict[str, np.ndarray]:
     """Queue imbalance, micro-price minus mid and OFI over 1/5/10 s (SPEC §13), by name.
 
     Each value at state n uses states <= n only (the fitted models' level-1 features too).
+    ``vpbatch.fit.online.Level1Window`` computes the same values a batch of states at a time
+    (tested equal, bit for bit).
     """
-    qb, qa, b, a, mid = s.bid_size, s.ask_size, s.bid, s.ask, s.mid
-    depth = qb + qa
-    out = {"queue_imbalance": (qb - qa) / depth, "microprice": (a * qb + b * qa) / depth - mid}
+    out = touch_signals(s.bid, s.ask, s.bid_size, s.ask_size)
     e = order_flow_imbalance(s)
     out.update({f"ofi_{w}s": _trailing_sum(s, e, w) for w in TRAILING_WINDOWS})
     return out

@@ -190,6 +190,43 @@ def add_band_sums(out: np.ndarray, states: StateRefs, cells: Cells, prm: np.ndar
         _add_rows(out, states, cells, prm, bounds[c], bounds[c + 1])
 
 
+@njit(cache=True, nogil=True)
+def add_band_sums_of_rows(out: np.ndarray, event_id: np.ndarray, ts: np.ndarray,
+                          mid: np.ndarray, rows: np.ndarray, prm: np.ndarray) -> None:
+    """:func:`add_band_sums` over engine grid rows (``GRID_DTYPE``) in the calling thread:
+    the few states of one engine batch (``build --model``, ``live --model``).
+
+    The chains are narrowed to ``float32`` as the writer stores them and widened back as the
+    ``vp_grid`` view reads them, then summed by the same compiled row loop as a built day's
+    pass, so a state's sums are those of its stored rows, bit for bit. ``event_id``, ``ts``
+    and ``mid`` are the states' (:class:`StateRefs`, sorted); rows of other states are skipped.
+    """
+    n = rows.shape[0]
+    cell_id = np.empty(n, np.int64)
+    last_ns = np.empty(n, np.int64)
+    price = np.empty(n)
+    v_add = np.empty(n)
+    a_add = np.empty(n)
+    v_pull = np.empty(n)
+    a_pull = np.empty(n)
+    v_fill = np.empty(n)
+    v_rest = np.empty(n)
+    for i in range(n):
+        r = rows[i]
+        cell_id[i] = r.event_id
+        last_ns[i] = r.last_ts
+        price[i] = r.price
+        v_add[i] = np.float32(r.v_add)
+        a_add[i] = np.float32(r.a_add)
+        v_pull[i] = np.float32(r.v_pull)
+        a_pull[i] = np.float32(r.a_pull)
+        v_fill[i] = np.float32(r.v_fill)
+        v_rest[i] = np.float32(r.v_rest_depth)
+    _add_rows(out, StateRefs(event_id, ts, mid),
+              Cells(cell_id, price, v_add, a_add, v_pull, a_pull, v_fill, v_rest, last_ns),
+              prm, 0, n)
+
+
 def _run_bounds(event_id: np.ndarray, runs: int) -> np.ndarray:
     """Cut points at changes of ``event_id`` splitting the rows into about ``runs`` runs; one
     run when the rows are not sorted (a state's rows could then sit in two runs)."""

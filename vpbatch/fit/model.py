@@ -3,8 +3,15 @@
 A model is one regularised logistic regression for one target over one feature set, plus the
 call band fitted on its training part. The document is small and versioned: everything needed
 to score a state again (features, transforms, standardisation, coefficients, band) and what it
-was fitted on (symbol, days, states, regularisation, in-sample metrics, vpbatch version).
-Reading it checks every field and names the first bad one (file and field) in one line.
+was fitted on (symbol, days, the build parameters of those days, states, regularisation,
+in-sample metrics, vpbatch version). Reading it checks every field and names the first bad one
+(file and field) in one line.
+
+A saved model scores states with one compiled loop per state (:func:`model_probabilities`):
+each state's probabilities are a function of that state's features alone, the same bits
+whether it is scored with a whole day (``evaluate --model``, :meth:`FittedModel.predict`) or in
+a batch of one (``build --model``, ``live --model``). A BLAS matrix product would not promise
+that: its summation order can depend on the number of rows.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any, Final
 
 import numpy as np
 import polars as pl
+from numba import njit
 from scipy.special import expit
 
 from vpbatch.errors import ConfigError, InputError
@@ -30,6 +38,56 @@ FORMAT: Final = "vpbatch-model"
 FORMAT_VERSION: Final = 1
 #: Feature transforms a model may apply before standardising.
 TRANSFORMS: Final = ("none", "asinh")
+
+
+@njit(cache=True, nogil=True)
+def model_probabilities(x: np.ndarray, asinh: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                        coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """``(n, classes)`` probabilities of a logistic model, one state (row of ``x``) at a time.
+
+    ``x``: raw features in model order; ``asinh``: which enter as ``asinh(x)``; then
+    ``(z - mean) / scale``; one logit per row of ``coef`` (one row: the up class's log-odds of
+    two classes; three: multinomial down/flat/up), summed over the features in order. A row
+    with a missing (NaN) feature is all NaN.
+    """
+    n, p = x.shape
+    rows = coef.shape[0]
+    k = 2 if rows == 1 else rows
+    out = np.empty((n, k))
+    z = np.empty(p)
+    logit = np.empty(rows)
+    for i in range(n):
+        missing = False
+        for j in range(p):
+            v = x[i, j]
+            if v != v:
+                missing = True
+            if asinh[j]:
+                v = math.asinh(v)
+            z[j] = (v - mean[j]) / scale[j]
+        if missing:
+            out[i, :] = np.nan
+            continue
+        for c in range(rows):
+            acc = intercept[c]
+            for j in range(p):
+                acc += z[j] * coef[c, j]
+            logit[c] = acc
+        if rows == 1:
+            up = 1.0 / (1.0 + math.exp(-logit[0]))
+            out[i, 0] = 1.0 - up
+            out[i, 1] = up
+            continue
+        top = logit[0]
+        for c in range(1, rows):
+            top = max(top, logit[c])
+        total = 0.0
+        for c in range(rows):
+            out[i, c] = math.exp(logit[c] - top)
+            total += out[i, c]
+        for c in range(rows):
+            out[i, c] /= total
+    return out
 
 
 @dataclass(frozen=True)
@@ -79,8 +137,15 @@ class FittedModel:
         return up - p[:, self.classes.index(-1)] if self.three_class else up
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """``(n, classes)`` probabilities; NaN rows where a feature is missing."""
-        return self._from_logits(self.design(x) @ self.coef.T + self.intercept)
+        """``(n, classes)`` probabilities; NaN rows where a feature is missing.
+
+        Each row from its own features only, in one compiled loop (:func:`model_probabilities`):
+        the same bits for a state scored alone or with its whole day.
+        """
+        asinh = np.array([t == "asinh" for t in self.transforms])
+        return model_probabilities(np.ascontiguousarray(x, dtype=np.float64), asinh,
+                                   self.mean, self.scale, np.ascontiguousarray(self.coef),
+                                   self.intercept)
 
     def score_design(self, z_all: np.ndarray) -> np.ndarray:
         """:meth:`score` from the transformed features of every column of ``FEATURES``
@@ -124,13 +189,20 @@ class FittedModel:
 
 @dataclass(frozen=True)
 class ModelFile:
-    """What ``vpbatch fit`` writes: the fitted models of one symbol and their provenance."""
+    """What ``vpbatch fit`` writes: the fitted models of one symbol and their provenance.
+
+    ``build_parameters`` (``{"bucket": int, "config": EngineConfig.to_dict()}``) are the
+    parameters the training days were built with: the features mean what they meant in
+    training only for states built the same way, which ``build --model`` and ``live --model``
+    check (None in a document written before they were recorded: nothing to check).
+    """
 
     symbol: str
     training_days: tuple[str, ...]
     vpbatch_version: str
     models: tuple[FittedModel, ...]
     default: tuple[str, str]  # (model name, target) of the model used when none is named
+    build_parameters: dict[str, Any] | None = None
 
     def get(self, name: str | None = None, target: str | None = None,
             source: str = "model file") -> FittedModel:
@@ -165,11 +237,14 @@ def model_to_dict(m: FittedModel) -> dict[str, Any]:
 
 
 def file_to_dict(f: ModelFile) -> dict[str, Any]:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "vpbatch_version": f.vpbatch_version, "symbol": f.symbol,
-            "training_days": list(f.training_days),
-            "default": {"model": f.default[0], "target": f.default[1]},
-            "models": [model_to_dict(m) for m in f.models]}
+    doc: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                           "vpbatch_version": f.vpbatch_version, "symbol": f.symbol,
+                           "training_days": list(f.training_days)}
+    if f.build_parameters is not None:
+        doc["build_parameters"] = f.build_parameters
+    doc.update({"default": {"model": f.default[0], "target": f.default[1]},
+                "models": [model_to_dict(m) for m in f.models]})
+    return doc
 
 
 def write_model_file(f: ModelFile, path: Path) -> Path:
@@ -254,8 +329,27 @@ def _read_model(r: _Reader, obj: Any, where: str) -> FittedModel:
                        coef, intercept, lo, hi, info)
 
 
-def read_model_file(path: Path) -> ModelFile:
-    """Read and check a model document.
+def _read_build_parameters(r: _Reader, doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    if "build_parameters" not in doc:
+        return None
+    params = r.get(doc, "build_parameters", "", dict)
+    bucket = r.get(params, "bucket", "build_parameters", int)
+    if bucket <= 0:
+        raise r.fail("build_parameters.bucket", "must be positive")
+    config = r.get(params, "config", "build_parameters", dict)
+    return {"bucket": bucket, "config": config}
+
+
+def read_model_bytes(path: Path) -> bytes:
+    """The bytes of a model document (InputError naming the file when unreadable)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+
+
+def read_model_file(path: Path, data: bytes | None = None) -> ModelFile:
+    """Read and check a model document (``data``: its bytes, already read).
 
     Raises
     ------
@@ -264,12 +358,10 @@ def read_model_file(path: Path) -> ModelFile:
         field (the message names the file and the field).
     """
     path = Path(path)
+    if data is None:
+        data = read_model_bytes(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(text)
+        doc = json.loads(data)
     except ValueError as exc:
         raise InputError(f"{path}: not a JSON document: {exc}") from None
     r = _Reader(path)
@@ -288,7 +380,8 @@ def read_model_file(path: Path) -> ModelFile:
                      training_days=tuple(r.get(doc, "training_days", "", list)),
                      vpbatch_version=r.get(doc, "vpbatch_version", "", str), models=parsed,
                      default=(r.get(default, "model", "default", str),
-                              r.get(default, "target", "default", str)))
+                              r.get(default, "target", "default", str)),
+                     build_parameters=_read_build_parameters(r, doc))
     try:
         file.get(source=str(path))
     except ConfigError:

@@ -67,6 +67,7 @@ from vpbatch.fit.features import (
 )
 from vpbatch.fit.model import FittedModel, ModelFile
 from vpbatch.products import resolve_product
+from vpbatch.store.partitions import find_partition, partition_manifest
 from vpbatch.version import engine_version
 
 T = TypeVar("T")
@@ -334,9 +335,11 @@ def fit_models(lake: Path | str, symbol: str, start: dt.date, end: dt.date | Non
     end = start if end is None else end
     symbol = resolve_product(symbol).symbol
     states = load_states(lake, symbol, start, end)
+    days = tuple(d.isoformat() for d in states.days)
+    build_parameters = training_build_parameters(lake, symbol, days)
     design = Design.of(feature_matrix(lake, symbol, states), inplace=True)
     chosen = [t for t in compute_targets(states) if t.name in targets]
-    days = tuple(d.isoformat() for d in states.days)
+
     def one(task: tuple[str, Target]) -> FittedModel | None:
         name, tg = task
         model = fit_model(name, tg.name, tg.three_class, design, np.flatnonzero(tg.available),
@@ -357,4 +360,36 @@ def fit_models(lake: Path | str, symbol: str, start: dt.date, end: dt.date | Non
         fitted.append(model)
     default = ("vp+l1" if "vp+l1" in models else models[0], chosen[0].name)
     return ModelFile(symbol=symbol, training_days=days, vpbatch_version=engine_version(),
-                     models=tuple(fitted), default=default)
+                     models=tuple(fitted), default=default, build_parameters=build_parameters)
+
+
+def training_build_parameters(lake: Path | str, symbol: str, days: Sequence[str]
+                              ) -> dict[str, Any]:
+    """The parameters the training days were built with (``{"bucket", "config"}`` of their
+    manifests), which ``build --model`` and ``live --model`` hold a build to.
+
+    Raises
+    ------
+    ConfigError
+        When two training days were built with different parameters (their features do not
+        measure the same thing).
+    """
+    product = resolve_product(symbol)
+    found: dict[str, Any] | None = None
+    first = ""
+    for day in days:
+        part = find_partition(lake, "vp_snapshot", product.product_type, product.symbol, day)
+        if part is None:  # pragma: no cover - load_states read it a moment ago
+            raise InputError(f"{lake}: no complete build of {product.symbol} for {day}")
+        manifest = partition_manifest(part)
+        params = {"bucket": int(manifest["product"]["bucket"]), "config": manifest["config"]}
+        if found is None:
+            found, first = params, day
+        elif params != found:
+            field = "bucket" if params["bucket"] != found["bucket"] else "config." + next(
+                k for k in sorted(set(found["config"]) | set(params["config"]))
+                if found["config"].get(k) != params["config"].get(k))
+            raise ConfigError(f"{product.symbol}: training days {first} and {day} were built "
+                              f"with different parameters ({field}); fit on days built alike")
+    assert found is not None
+    return found

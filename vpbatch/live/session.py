@@ -46,6 +46,7 @@ from vpbatch.store.partitions import InputFile
 from vpbatch.store.writer import PartitionWriter
 
 if TYPE_CHECKING:
+    from vpbatch.build.scoring import StateScorer
     from vpbatch.serve.live import LiveFeed
 
 #: ``--warm`` choices (SPEC §14).
@@ -83,6 +84,9 @@ class LiveRequest:
     publisher_id: int | None = None
     #: Where the partitions are committed when not ``lake`` (an object-store lake's URL).
     gold_lake: str | None = None
+    #: A fitted model scoring every state (``--model``): in the viewers' frames and in the
+    #: partitions' ``vp_snapshot``, as ``build --model`` of the recording would.
+    scorer: StateScorer | None = None
 
     def api_key(self) -> str:
         key = self.key or os.environ.get(API_KEY_ENV)
@@ -136,6 +140,9 @@ def check_live_request(req: LiveRequest) -> dict[str, Product]:
     if not 5 <= req.heartbeat_s <= 1800:
         raise ConfigError(f"--heartbeat: must be 5 to 1800 seconds, was {req.heartbeat_s}")
     products = {s: resolve_product(s) for s in req.symbols}
+    if req.scorer is not None:  # before connecting: a model that cannot score these states
+        for product in products.values():
+            req.scorer.check(req.config, product.bucket)
     datasets = {p.dataset for p in products.values()}
     if req.dataset is None and len(datasets) > 1:
         raise ConfigError(f"--symbol: the symbols are in several datasets "
@@ -238,7 +245,8 @@ class SymbolRun:
         build_req = BuildRequest(symbol=self.symbol, day=req.day, lake=req.lake,
                                  path=self.path, start_time=req.start_time,
                                  end_time=req.end_time, warmup_ns=req.warmup_ns,
-                                 config=req.config, force=True, use_cache=False)
+                                 config=req.config, force=True, use_cache=False,
+                                 scorer=req.scorer)
         self.result.publisher_id = selection.publisher_id
         job = self.job = LiveJob(build_req, self.product, req.day, source, self.items,
                                  req.grace_ns, first=first)
@@ -254,14 +262,16 @@ class SymbolRun:
         feed = self.feed
         if feed is not None:
             def also(snaps: np.ndarray, grid: np.ndarray) -> None:
-                feed.publish(snaps, grid, job.received_ns)
+                feed.publish(snaps, grid, job.received_ns,
+                             model=job.last_scores if job.scorer is not None else None)
         elif not req.record:
             def also(snaps: np.ndarray, grid: np.ndarray) -> None:
                 """Nobody takes the states: spare the engine copying its grid rows out."""
         else:
             also = None  # type: ignore[assignment]
         writer = PartitionWriter(req.gold_lake or req.lake, self.product, req.day,
-                                 config=req.config, params=params, force=True) \
+                                 config=req.config, params=params, force=True,
+                                 model=None if req.scorer is None else req.scorer.manifest()) \
             if req.record else None
         with writer if writer is not None else contextlib.nullcontext():
             job.run(writer, Progress(total=None, enabled=False), also=also)

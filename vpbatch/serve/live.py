@@ -145,6 +145,12 @@ class LatencyHistogram:
                 "frames": frames}
 
 
+#: A state offered to the feed: snapshot bytes, grid bytes, ``received_ns``, the counters summed
+#: over every state offered so far, and the fitted model's ``(call, probability)`` of the state
+#: (``live --model``; None without a model).
+_Offered = tuple[bytes, bytes, int, tuple[int, int, int], tuple[int, float] | None]
+
+
 @dataclass
 class LiveFrame:
     """One converted state, shared by every viewer (never mutated)."""
@@ -252,7 +258,7 @@ class LiveFeed:
         self._cap_slack_ns = (CAP_BURST - 1) * self._min_interval_ns
         # The newest state offered: (snapshot bytes, grid bytes, received_ns, counters summed
         # over every state offered so far). Appending replaces it; both ends are atomic.
-        self._mailbox: deque[tuple[bytes, bytes, int, tuple[int, int, int]]] = deque(maxlen=1)
+        self._mailbox: deque[_Offered] = deque(maxlen=1)
         self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
         # Held by whichever thread converts (the engine's when a slot is due, else the
         # converter's); the engine thread never waits for it.
@@ -285,12 +291,16 @@ class LiveFeed:
 
     # -- the engine thread -----------------------------------------------------------------
 
-    def publish(self, snapshots: np.ndarray, grid: np.ndarray, received_ns: int) -> None:
+    def publish(self, snapshots: np.ndarray, grid: np.ndarray, received_ns: int, *,
+                model: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Offer the engine's newest states: ``SNAPSHOT_DTYPE`` rows and their ``GRID_DTYPE``
         rows (2K+1 per state, in order), read during the call only. Keeps the last state
         (two byte copies, ~1 us) and the batch's counters, and converts it at once when a
         viewer watches and the cap allows (~0.1 ms); never waits for a lock. ``received_ns``:
-        ``time.perf_counter_ns()`` when the client received the record that made them."""
+        ``time.perf_counter_ns()`` when the client received the record that made them.
+        ``model``: a fitted model's ``(call, probability)`` of each state (``live --model``;
+        NaN probability: no score), sent as the frames' ``model_call`` and
+        ``model_probability`` (the viewer's second band)."""
         n = snapshots.shape[0]
         if n == 0 or self._ending is not None:
             return
@@ -310,8 +320,14 @@ class LiveFeed:
         total[1] += counts[1]
         total[2] += counts[2]
         self.states_published += n
+        scored = None
+        if model is not None:
+            call, probability = model
+            if len(call) != n or len(probability) != n:
+                raise ValueError(f"publish: {len(call)} model calls for {n} states")
+            scored = (int(call[n - 1]), float(probability[n - 1]))
         self._mailbox.append((snap, grid[n * rows - rows:].tobytes(), received_ns,
-                              (total[0], total[1], total[2])))
+                              (total[0], total[1], total[2]), scored))
         if not self.viewers:
             return
         # Its slot is due and no other thread converts: show it now, from this thread (one
@@ -388,10 +404,10 @@ class LiveFeed:
 
     # -- the converter thread ----------------------------------------------------------------
 
-    def _convert(self, offered: tuple[bytes, bytes, int, tuple[int, int, int]]) -> LiveFrame:
+    def _convert(self, offered: _Offered) -> LiveFrame:
         """One offered state -> one shared frame: the raw source's bytes for the same state
         (:class:`~vpbatch.serve.view_numpy.StateConverter`, the ``vp_grid`` view in numpy)."""
-        snap_bytes, grid_bytes, received_ns, total = offered
+        snap_bytes, grid_bytes, received_ns, total, scored = offered
         snaps = np.frombuffer(bytearray(snap_bytes), SNAPSHOT_DTYPE)
         grid = np.frombuffer(grid_bytes, GRID_DTYPE)
         for i, name in enumerate(ADDITIVE_FIELDS):  # since the state shown before it
@@ -400,6 +416,11 @@ class LiveFeed:
         if self._converter is None:
             self._converter = StateConverter(self.config)
         state = self._converter(snaps, grid)
+        if scored is not None:  # as the lake's columns read: both null without a score
+            call, probability = scored
+            unscored = math.isnan(probability)
+            state.snapshot["model_call"] = None if unscored else call
+            state.snapshot["model_probability"] = None if unscored else probability
         return LiveFrame(state, protocol.grid_update_head(state), received_ns)
 
     def _take_and_convert(self) -> bool:
@@ -445,7 +466,7 @@ class LiveFeed:
             self._ended = True
             self._to_loop(self._end_all, self._ending or "the live session ended")
 
-    def _convert_and_send(self, offered: tuple[bytes, bytes, int, tuple[int, int, int]]) -> None:
+    def _convert_and_send(self, offered: _Offered) -> None:
         try:
             frame = self._convert(offered)
         except Exception as exc:  # keep the feed alive; /health says why

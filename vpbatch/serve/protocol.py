@@ -37,8 +37,9 @@ SNAPSHOT_FIELDS: Final = (
     "crossed", "n_records", "buy_volume", "sell_volume", "regime", "regime_score",
     "regime_intensity",
 )
-#: A fitted model's call (+1 up, -1 down, 0 no call) and probability of up, when the build
-#: was made with ``--model`` (``vp_snapshot`` has them then; the viewer draws a second band).
+#: A fitted model's call (+1 up, -1 down, 0 inside its band) and probability of up (both null
+#: without a score), when the day was built, or the live session runs, with ``--model``
+#: (``vp_snapshot`` has them then; the viewer draws a second band).
 MODEL_FIELDS: Final = ("model_call", "model_probability")
 _FIXED: Final = round(1 / PRICE_SCALE)
 

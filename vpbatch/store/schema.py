@@ -18,6 +18,9 @@ Column types
   ``mid_price`` are null when that side of the book is empty (NaN in the arrays); every
   other float is written as is (``vpbatch verify`` rejects NaN/inf).
 * ``regime``: dictionary-encoded string, dictionary always ``['CHOP', 'UP', 'DOWN']``.
+* ``model_call`` (``int8``: -1, 0, +1) and ``model_probability`` (``float64``): only in a build
+  with ``--model`` (SPEC §15, :data:`MODEL_COLUMNS`), after the engine's columns; both null
+  where the model gives no score (an unusable book, a missing feature).
 * ``mbp``: Databento MBP-10 ``to_df()`` column order and types (see :mod:`vpbatch.book.mbp_layout`):
   times ``timestamp[ns, UTC]`` (``UINT64_MAX`` -> null), prices ``float64`` = fixed * 1e-9
   (undefined price or empty level -> null), sizes/counts/sequence ``uint32``, flags ``uint8``,
@@ -61,6 +64,14 @@ GRID_DERIVED: Final = ("rest_depth", "pressure", "vacuum", "pressure_now", "vacu
 #: Floats stored in ``vp_grid`` files, as ``float32``: masses and the four chains.
 GRID_STORED_FLOATS: Final = tuple(n for n in GRID_FLOAT_FIELDS if n not in GRID_DERIVED)
 
+#: ``vp_snapshot`` columns of a build with a fitted model (``vpbatch build --model``).
+MODEL_COLUMNS: Final = ("model_call", "model_probability")
+#: Engine snapshot rows with the model's two columns (NaN probability: null call and
+#: probability), what a build with ``--model`` hands the writer.
+SCORED_SNAPSHOT_DTYPE: Final = np.dtype(
+    [(name, SNAPSHOT_DTYPE.fields[name][0]) for name in SNAPSHOT_DTYPE.names or ()]  # type: ignore[index]
+    + [("model_call", "i1"), ("model_probability", "<f8")])
+
 _UTC_NS: Final = pa.timestamp("ns", tz="UTC")
 _UINT64_MAX: Final = np.iinfo(np.uint64).max
 _REGIME_TYPE: Final = pa.dictionary(pa.int8(), pa.string())
@@ -75,8 +86,9 @@ def _metadata(table: str) -> dict[bytes, bytes]:
     return {b"vpbatch.table": table.encode(), b"vpbatch.manifest_version": b"%d" % MANIFEST_VERSION}
 
 
-def snapshot_schema() -> pa.Schema:
-    """Arrow schema of ``vp_snapshot`` (column order of ``SNAPSHOT_DTYPE``)."""
+def snapshot_schema(model: bool = False) -> pa.Schema:
+    """Arrow schema of ``vp_snapshot`` (column order of ``SNAPSHOT_DTYPE``; with ``model``,
+    :data:`MODEL_COLUMNS` after them)."""
     fields = []
     for name in SNAPSHOT_DTYPE.names or ():
         kind = SNAPSHOT_DTYPE.fields[name][0]  # type: ignore[index]
@@ -90,7 +102,26 @@ def snapshot_schema() -> pa.Schema:
             fields.append(_field(name, pa.bool_()))
         else:
             fields.append(_field(name, pa.int64()))
+    if model:
+        fields += [_field("model_call", pa.int8(), nullable=True),
+                   _field("model_probability", pa.float64(), nullable=True)]
     return pa.schema(fields, metadata=_metadata("vp_snapshot"))
+
+
+def scored_snapshots(snapshots: np.ndarray, call: np.ndarray,
+                     probability: np.ndarray) -> np.ndarray:
+    """``SNAPSHOT_DTYPE`` rows with a model's call and probability (NaN: no score), as
+    :data:`SCORED_SNAPSHOT_DTYPE` rows."""
+    snapshots = check_dtype(snapshots, SNAPSHOT_DTYPE, "vp_snapshot")
+    if not len(call) == len(probability) == len(snapshots):
+        raise ValueError(f"vp_snapshot: {len(call)} calls and {len(probability)} "
+                         f"probabilities for {len(snapshots)} states")
+    out = np.empty(len(snapshots), SCORED_SNAPSHOT_DTYPE)
+    for name in SNAPSHOT_DTYPE.names or ():
+        out[name] = snapshots[name]
+    out["model_call"] = call
+    out["model_probability"] = probability
+    return out
 
 
 def grid_view_schema() -> pa.Schema:
@@ -155,10 +186,14 @@ def _timestamps(values: np.ndarray, nullable: bool = False) -> pa.Array:
 
 
 def snapshots_to_arrow(arr: np.ndarray) -> pa.Table:
-    """``SNAPSHOT_DTYPE`` rows -> Arrow table with :func:`snapshot_schema`."""
-    arr = check_dtype(arr, SNAPSHOT_DTYPE, "vp_snapshot")
-    schema = snapshot_schema()
+    """``SNAPSHOT_DTYPE`` rows -> Arrow table with :func:`snapshot_schema`;
+    ``SCORED_SNAPSHOT_DTYPE`` rows -> with ``snapshot_schema(model=True)`` (the call and the
+    probability null where the probability is NaN)."""
+    scored = isinstance(arr, np.ndarray) and arr.dtype == SCORED_SNAPSHOT_DTYPE
+    arr = check_dtype(arr, SCORED_SNAPSHOT_DTYPE if scored else SNAPSHOT_DTYPE, "vp_snapshot")
+    schema = snapshot_schema(model=scored)
     columns = []
+    unscored = np.isnan(_col(arr, "model_probability")) if scored else None
     for field in schema:
         name = field.name
         if name in ("ts_event", "ts_recv"):
@@ -174,6 +209,8 @@ def snapshots_to_arrow(arr: np.ndarray) -> pa.Table:
         elif name in _NULLABLE_SNAPSHOT:
             col = _col(arr, name)
             columns.append(pa.array(col, type=pa.float64(), mask=np.isnan(col)))
+        elif name in MODEL_COLUMNS:
+            columns.append(pa.array(_col(arr, name), type=field.type, mask=unscored))
         else:
             columns.append(pa.array(_col(arr, name), type=field.type))
     return pa.Table.from_arrays(columns, schema=schema)

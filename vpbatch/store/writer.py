@@ -44,6 +44,9 @@ Manifest (``manifest_version`` 1), keys sorted::
     sha256}], config (EngineConfig.to_dict()), parameters {…}, tables {<table>: {file, rows,
     row_groups, bytes, sha256, row_group_rows, columns}}, writer {format, compression,
     compression_level, pyarrow}, anomalies {…}, timings {…}
+    and, only for a build with a fitted model (``build --model``), model {path, sha256, name,
+    target, format_version, …}: ``vp_snapshot`` then has the columns of
+    :data:`~vpbatch.store.schema.MODEL_COLUMNS`.
 
 Everything but ``timings`` is a function of the inputs, the code and the parameters.
 """
@@ -94,6 +97,7 @@ from vpbatch.store.outputs import HashedFile, HashedUpload
 from vpbatch.store.partitions import InputFile, build_digest, is_complete, partition_key
 from vpbatch.store.schema import (
     GRID_LAYOUT,
+    SCORED_SNAPSHOT_DTYPE,
     check_dtype,
     grid_schema,
     grid_to_arrow,
@@ -260,6 +264,10 @@ class PartitionWriter:
         Replace a complete partition instead of refusing.
     row_group_rows : mapping, default None
         Override :data:`ROW_GROUP_ROWS` per table (tests use small groups).
+    model : mapping, default None
+        The fitted model that scores the states (``build --model``): the manifest's ``model``
+        entry. ``vp_snapshot`` then has the model's columns and takes
+        ``SCORED_SNAPSHOT_DTYPE`` rows (:func:`~vpbatch.store.schema.scored_snapshots`).
 
     Raises
     ------
@@ -283,8 +291,10 @@ class PartitionWriter:
     def __init__(self, lake: Path | str | Lake, product: Product, day: dt.date, *,
                  config: EngineConfig, inputs: Sequence[str | os.PathLike[str] | InputFile] = (),
                  params: Mapping[str, Any] | None = None, mbp_levels: int | None = None,
-                 force: bool = False, row_group_rows: Mapping[str, int] | None = None) -> None:
+                 force: bool = False, row_group_rows: Mapping[str, int] | None = None,
+                 model: Mapping[str, Any] | None = None) -> None:
         self.store = open_lake(lake)
+        self.model = dict(model) if model is not None else None
         #: The lake folder (Path), or the object store's URL.
         self.lake: Path | str = self.store.folder if self.store.local else self.store.url
         self.product = product
@@ -393,8 +403,8 @@ class PartitionWriter:
     def _make_sink(self, table: str, output: HashedFile | HashedUpload) -> _TableSink:
         rows = int(self.row_group_rows[table])
         if table == "vp_snapshot":
-            return _TableSink(table, output, snapshot_schema(), snapshots_to_arrow, rows,
-                              ["event_id"])
+            return _TableSink(table, output, snapshot_schema(model=self.model is not None),
+                              snapshots_to_arrow, rows, ["event_id"])
         if table == "vp_grid":
             return _TableSink(table, output, grid_schema(), self._grid_to_arrow, rows,
                               ["event_id", "k"], dictionary=False, float_statistics=False)
@@ -473,8 +483,10 @@ class PartitionWriter:
             raise
 
     def write_snapshots(self, arr: np.ndarray) -> None:
-        """Append ``SNAPSHOT_DTYPE`` rows to ``vp_snapshot`` (in event order)."""
-        arr = check_dtype(arr, SNAPSHOT_DTYPE, "vp_snapshot")
+        """Append ``SNAPSHOT_DTYPE`` rows to ``vp_snapshot`` (in event order);
+        ``SCORED_SNAPSHOT_DTYPE`` rows when the writer was given a ``model``."""
+        arr = check_dtype(arr, SNAPSHOT_DTYPE if self.model is None else SCORED_SNAPSHOT_DTYPE,
+                          "vp_snapshot")
         self._states.add(arr["event_id"], arr["ts_event"])
         self._append("vp_snapshot", arr)
 
@@ -537,6 +549,7 @@ class PartitionWriter:
                        "grid_layout": GRID_LAYOUT, "pyarrow": pa.__version__},
             "anomalies": dict(self.anomalies),
             "timings": dict(self.timings),
+            **({"model": dict(self.model)} if self.model is not None else {}),
         }
 
     def commit(self, *, inputs: Sequence[str | os.PathLike[str] | InputFile] | None = None,
