@@ -10,21 +10,33 @@ built 09:30-09:45 ET into ``.bench/serve-lake`` (reused while it exists), then t
   of each received frame is from ``speed x wall time`` since the first frame;
 * the page in headless Chromium at ``speed=1``, ``throttle_ms=25``: states drawn per second
   (and how many the data holds per second at that time);
-* server RSS idle and with 10 clients streaming at ``speed=1``.
+* server RSS idle and with 10 clients streaming at ``speed=1``;
+* many viewers of one day (issue 22, :func:`viewers`): one viewer alone, then ``BENCH_VIEWERS``
+  (default 50) connecting at once, at ``speed=1``, ``throttle_ms=25``, for ``BENCH_VIEWERS_S``
+  (default 20) seconds of the day (``end_time`` closes the stream): the frames each receives
+  compared byte for byte with the lone viewer's, server RSS (peak while they stream), the time
+  from connecting to the first frame, and RSS 3 s after they left; then
+  :data:`WAVES` waves of as many viewers at ``speed=0`` (each reads its first frame and leaves),
+  their first-frame times and RSS 3 s after the last wave.
 
-Appends one entry to BENCHMARKS.md.
+``python -m benchmarks.serve`` runs everything and appends one entry to BENCHMARKS.md
+(``--print``: prints the entry instead); ``python -m benchmarks.serve viewers`` runs only the
+viewer scenarios on a fresh server and prints their JSON (nothing recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -39,6 +51,10 @@ RECORDS = int(os.environ.get("BENCH_SERVE_RECORDS", "10000000"))
 PACING_S = float(os.environ.get("BENCH_PACING_S", "60"))
 BROWSER_S = float(os.environ.get("BENCH_BROWSER_S", "15"))
 PORT = int(os.environ.get("BENCH_SERVE_PORT", "8093"))
+VIEWERS = int(os.environ.get("BENCH_VIEWERS", "50"))
+VIEWERS_S = float(os.environ.get("BENCH_VIEWERS_S", "20"))
+#: Waves of VIEWERS viewers at speed 0 (each reads its first frame and leaves).
+WAVES = 4
 SYMBOL, DAY = "MNQH6", dt.date(2026, 2, 6)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -154,6 +170,106 @@ async def many_clients(n: int, seconds: float, pid: int) -> dict[str, Any]:
     return {"clients": n, "rss_mb": rss, "states_each": min(counts)}
 
 
+async def _viewer(params: dict[str, Any], started: float | None = None) -> dict[str, Any]:
+    """One viewer to the end of its stream: frames, a digest of every frame in order, time
+    from connecting (or ``started``) to the first grid frame."""
+    started = time.perf_counter() if started is None else started
+    digest = hashlib.sha256()
+    first = None
+    frames = dropped = 0
+    last: dict[str, Any] = {}
+    async with websockets.connect(url(**params), max_size=None, compression=None,
+                                  open_timeout=60) as ws:
+        async for message in ws:
+            if isinstance(message, bytes):
+                frames += 1
+                if first is None:
+                    first = time.perf_counter()
+                digest.update(message)
+                continue
+            frame = json.loads(message)
+            if frame["type"] == "grid_update":
+                digest.update(message.encode())
+                dropped += frame["dropped"]
+            elif frame["type"] != "runtime_config":
+                last = frame
+    return {"frames": frames, "dropped": dropped, "digest": digest.hexdigest(),
+            "first_frame_s": None if first is None else first - started,
+            "end": last.get("type"), "reason": last.get("reason")}
+
+
+async def _first_frame(params: dict[str, Any], started: float) -> float:
+    """Seconds from ``started`` to this viewer's first grid frame (then it leaves)."""
+    async with websockets.connect(url(**params), max_size=None, compression=None,
+                                  open_timeout=60) as ws:
+        async for message in ws:
+            if isinstance(message, bytes):
+                return time.perf_counter() - started
+    raise RuntimeError("the stream ended before a frame")
+
+
+async def _sample_rss(pid: int, peak: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        peak.append(_rss_mb(pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+
+
+def _health() -> dict[str, Any]:
+    with urlopen(f"http://127.0.0.1:{PORT}/health", timeout=10) as resp:
+        return dict(json.loads(resp.read()))
+
+
+async def viewers(n: int, seconds: float, pid: int) -> dict[str, Any]:
+    """Issue 22: ``n`` viewers of one day at speed 1 (vs one alone), then waves at speed 0."""
+    end = (dt.datetime.combine(DAY, dt.time(9, 30)) + dt.timedelta(seconds=seconds)).time()
+    params = {"speed": 1, "start_time": "09:30", "end_time": end.isoformat(),
+              "throttle_ms": 25}
+    idle = _rss_mb(pid)
+    alone = await _viewer(params)
+    await asyncio.sleep(1.0)
+    rss_after_one = _rss_mb(pid)
+    peak: list[float] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_rss(pid, peak, stop))
+    started = time.perf_counter()
+    runs = await asyncio.gather(*(_viewer(params, started) for _ in range(n)))
+    stop.set()
+    await sampler
+    await asyncio.sleep(3.0)
+    after = _rss_mb(pid)
+    health = _health()
+    firsts = sorted(r["first_frame_s"] for r in runs)
+    result: dict[str, Any] = {
+        "viewers": n, "seconds": seconds, "idle_rss_mb": idle,
+        "alone": {"frames": alone["frames"], "dropped": alone["dropped"],
+                  "first_frame_s": round(alone["first_frame_s"], 3), "end": alone["reason"],
+                  "rss_mb_after": rss_after_one},
+        "frames_each": sorted({r["frames"] for r in runs}),
+        "identical_to_alone": sum(r["digest"] == alone["digest"] for r in runs),
+        "dropped_total": sum(r["dropped"] for r in runs),
+        "ended": sum(r["reason"] == "end_time" for r in runs),
+        "peak_rss_mb": max(peak), "first_frame_s": {
+            "max": round(firsts[-1], 3), "median": round(statistics.median(firsts), 3),
+            "min": round(firsts[0], 3)},
+        "rss_mb_3s_after": after, "streams_after": health["streams"],
+        "cache_after": health.get("cache"),
+    }
+    waves = []
+    for _ in range(WAVES):
+        started = time.perf_counter()
+        times = await asyncio.gather(*(_first_frame({"speed": 0, "start_time": "09:30"},
+                                                    started) for _ in range(n)))
+        waves.append({"max": round(max(times), 3), "median": round(statistics.median(times), 3)})
+    await asyncio.sleep(3.0)
+    health = _health()
+    result["speed0_waves"] = {"waves": WAVES, "first_frame_s": waves,
+                              "rss_mb_3s_after": _rss_mb(pid),
+                              "streams_after": health["streams"],
+                              "cache_after": health.get("cache")}
+    return result
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -207,9 +323,9 @@ def _data_rate(lake: Path) -> float:
     return float(df["n"][0]) / 60
 
 
-def main() -> None:
-    prepare()
-    data_rate = round(_data_rate(LAKE), 1)
+@contextlib.contextmanager
+def serving() -> Iterator[subprocess.Popen[bytes]]:
+    """``vpbatch serve`` on the bench lake, ready (``/health`` answers) until the block ends."""
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "vpbatch"), "serve", "--lake",
                                str(LAKE), "--port", str(PORT)], cwd=ROOT,
                               stderr=subprocess.DEVNULL)
@@ -223,6 +339,22 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+        time.sleep(2.0)  # the view kernel loads in the background at start
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    prepare()
+    if sys.argv[1:] == ["viewers"]:
+        with serving() as server:
+            result = asyncio.run(viewers(VIEWERS, VIEWERS_S, server.pid))
+        print(json.dumps(result, indent=1))
+        return
+    data_rate = round(_data_rate(LAKE), 1)
+    with serving() as server:
         idle = _rss_mb(server.pid)
         results: dict[str, Any] = {"idle_rss_mb": idle, "load_before": os.getloadavg()[0]}
         results["lake"] = asyncio.run(firehose("lake", 20_000))
@@ -239,14 +371,24 @@ def main() -> None:
         print("clients", results["clients"], file=sys.stderr, flush=True)
         results["data_states_per_s"] = data_rate
         results["load_after"] = os.getloadavg()[0]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with serving() as server:  # a fresh server: its idle RSS is the baseline
+        results["viewers"] = asyncio.run(viewers(VIEWERS, VIEWERS_S, server.pid))
+        print("viewers", results["viewers"], file=sys.stderr, flush=True)
     print(json.dumps(results))
-    _append(results)
+    if "--print" in sys.argv[1:]:
+        print(_entry(results))
+    else:
+        _append(results)
 
 
 def _append(r: dict[str, Any]) -> None:
+    bench = ROOT / "BENCHMARKS.md"
+    with bench.open("a") as fh:
+        fh.write("\n" + _entry(r))
+
+
+def _entry(r: dict[str, Any]) -> str:
+    """The BENCHMARKS.md entry of one run."""
     lake, raw, pace, page, clients = (r["lake"], r["raw"], r["pacing"], r["browser"],
                                       r["clients"])
     command = "python -m benchmarks.serve"
@@ -283,11 +425,32 @@ def _append(r: dict[str, Any]) -> None:
         f"over {page['seconds']} s | `{command}` |",
         f"| server RSS | {r['idle_rss_mb']} MB idle; {clients['rss_mb']} MB with "
         f"{clients['clients']} clients at speed=1 | `{command}` |",
+        *_viewer_lines(r["viewers"], command),
         "",
     ]
-    bench = ROOT / "BENCHMARKS.md"
-    with bench.open("a") as fh:
-        fh.write("\n" + "\n".join(lines))
+    return "\n".join(lines)
+
+
+def _viewer_lines(v: dict[str, Any], command: str) -> list[str]:
+    alone, waves = v["alone"], v["speed0_waves"]
+    frames = "/".join(str(f) for f in v["frames_each"])
+    return [
+        f"| {v['viewers']} viewers of one day at speed=1, throttle 25 ms, "
+        f"{v['seconds']:g} s (`end_time`) | {v['identical_to_alone']} of {v['viewers']} "
+        f"receive byte-identical frames to one viewer alone ({frames} frames each, "
+        f"{alone['frames']} alone; {v['dropped_total']} dropped); server RSS "
+        f"{v['idle_rss_mb']} MB idle, {v['peak_rss_mb']} MB peak | `{command}` |",
+        f"| time to first frame, speed=1 | one viewer alone {alone['first_frame_s']} s; "
+        f"{v['viewers']} connecting at once: median {v['first_frame_s']['median']} s, max "
+        f"{v['first_frame_s']['max']} s | `{command}` |",
+        f"| time to first frame, {waves['waves']} waves of {v['viewers']} at speed=0 | max "
+        f"{', '.join(str(w['max']) for w in waves['first_frame_s'])} s (median "
+        f"{', '.join(str(w['median']) for w in waves['first_frame_s'])} s) | `{command}` |",
+        f"| server RSS after the viewers leave (3 s) | {v['rss_mb_3s_after']} MB after the "
+        f"{v['viewers']} at speed=1; {waves['rss_mb_3s_after']} MB after the "
+        f"{waves['waves'] * v['viewers']} speed=0 connections ({v['idle_rss_mb']} MB idle) | "
+        f"`{command}` |",
+    ]
 
 
 if __name__ == "__main__":

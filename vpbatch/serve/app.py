@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -29,10 +29,11 @@ from vpbatch import __version__
 from vpbatch.errors import ConfigError, InputError, VpbatchError
 from vpbatch.memory import cap_malloc_arenas
 from vpbatch.serve import protocol
+from vpbatch.serve.lake_cache import LakeCache
 from vpbatch.serve.live import LiveFeed, LiveStream
 from vpbatch.serve.request import LiveRequest, is_live, parse_live_query, parse_query
 from vpbatch.serve.scale import color_scale
-from vpbatch.serve.sources import built_days, open_source
+from vpbatch.serve.sources import Source, built_days, open_source
 from vpbatch.serve.stream import Stream, et_text, runtime_fields
 from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.partitions import Partition, partition_manifest
@@ -45,11 +46,14 @@ class _Served:
     """App state: the lake, the token, the live feeds and the open streams (for /health)."""
 
     def __init__(self, lake: Path | str, token: str | None,
-                 live: Mapping[str, LiveFeed] | None = None) -> None:
+                 live: Mapping[str, LiveFeed] | None = None,
+                 cache: LakeCache | None = None) -> None:
         self.lake = open_lake(lake)
         self.token = token
         self.live = {symbol.upper(): feed for symbol, feed in (live or {}).items()}
         self.streams = 0
+        #: Decoded lake chunks shared by the streams of each built day.
+        self.cache = cache if cache is not None else LakeCache()
 
     def live_feed(self, req: LiveRequest) -> LiveFeed:
         """The live feed a ``source=live`` request names (refusals name the live symbols)."""
@@ -170,7 +174,8 @@ def _index_html(rows: list[dict[str, Any]], lake: Lake, token: str | None,
 
 
 def create_app(lake: Path | str, *, token: str | None = None,
-               live: Mapping[str, LiveFeed] | None = None) -> Starlette:
+               live: Mapping[str, LiveFeed] | None = None,
+               cache: LakeCache | None = None) -> Starlette:
     """The ``vpbatch serve`` app over ``lake``; with ``token`` every page and stream needs it.
 
     Parameters
@@ -182,14 +187,19 @@ def create_app(lake: Path | str, *, token: str | None = None,
     live : Mapping[str, LiveFeed], optional
         Live feeds by symbol (``vpbatch live``): streamed with ``source=live``, listed on
         ``/`` and reported on ``/health``.
+    cache : LakeCache, optional
+        The cache of decoded lake chunks the streams of each built day share (default: a new
+        one of :data:`~vpbatch.serve.lake_cache.DEFAULT_BUDGET_BYTES`); also
+        ``app.state.lake_cache``.
     """
     cap_malloc_arenas()
-    served = _Served(lake, token, live)
+    served = _Served(lake, token, live, cache)
+    served.cache.warm()  # the view's kernel loads in the background, not at the first frame
 
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {"status": "ok", "version": __version__,
                                 "protocol_version": protocol.PROTOCOL_VERSION,
-                                "streams": served.streams}
+                                "streams": served.streams, "cache": served.cache.stats()}
         if served.live:
             body["live"] = {symbol: feed.health() for symbol, feed in served.live.items()}
         return JSONResponse(body)
@@ -230,7 +240,7 @@ def create_app(lake: Path | str, *, token: str | None = None,
             return
         try:
             req = parse_query(params)
-            source = await asyncio.to_thread(open_source, served.lake, req)
+            source = await _opened(open_source, served.lake, req, served.cache)
         except VpbatchError as exc:
             await _refuse(websocket, str(exc))
             return
@@ -261,7 +271,25 @@ def create_app(lake: Path | str, *, token: str | None = None,
         WebSocketRoute(protocol.STREAM_PATH, stream),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.lake_cache = served.cache
+    return app
+
+
+async def _opened(open_fn: Callable[..., Source], *args: Any) -> Source:
+    """``open_fn(*args)`` in a thread; if this task is cancelled meanwhile, the source opened
+    anyway is closed (a lake source holds its day in the shared cache until closed)."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, open_fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        def close(done: asyncio.Future[Source]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                loop.run_in_executor(None, done.result().close)
+
+        future.add_done_callback(close)
+        raise
 
 
 async def _refuse(websocket: WebSocket, message: str) -> None:

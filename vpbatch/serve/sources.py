@@ -14,7 +14,9 @@ and a lake stream of the same build send identical frames, equal to the rows of 
 ``vp_grid`` view.
 
 Partitions are found with :func:`vpbatch.store.partitions.list_partitions` and read with pyarrow in
-bounded batches (one Parquet row group at most), so memory is flat however long the day.
+bounded batches (one Parquet row group at most), so memory is flat however long the day. Every
+lake stream of one build reads it through one
+:class:`~vpbatch.serve.lake_cache.SharedLake`: decoded once, shared by all its streams.
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vpbatch import sql
 from vpbatch.build.request import DEFAULT_WARMUP_NS, BuildRequest
@@ -37,13 +37,20 @@ from vpbatch.clock import NEW_YORK, NS_PER_SECOND, et_ns
 from vpbatch.config import EngineConfig, ForceCoefficients
 from vpbatch.errors import ConfigError, InputError
 from vpbatch.products import Product, resolve_product
-from vpbatch.serve import protocol
+from vpbatch.serve.lake_cache import LakeCache, SharedLake
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest
+from vpbatch.serve.rows import LAKE_BATCH_STATES, snapshot_rows, to_states
 from vpbatch.serve.view_numpy import NumpyGridView
 from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.lake import CORE_TABLES, find_raw_file
-from vpbatch.store.partitions import Partition, is_complete, list_partitions, partition_manifest
+from vpbatch.store.partitions import (
+    Partition,
+    build_digest,
+    is_complete,
+    list_partitions,
+    partition_manifest,
+)
 from vpbatch.store.schema import (
     GRID_LAYOUT,
     grid_to_arrow,
@@ -52,28 +59,16 @@ from vpbatch.store.schema import (
     state_times,
 )
 
-#: States read per batch from the lake (a batch is the unit of work between control checks).
-LAKE_BATCH_STATES: Final = 256
+__all__ = ["LAKE_BATCH_STATES", "GridView", "LakeSource", "RawSource", "Source", "SourceInfo",
+           "built_days", "default_cache", "open_source", "snapshot_rows", "throttle",
+           "to_states"]
+
 #: Raw records per reader chunk: small, so a disconnect stops the engine quickly.
 RAW_CHUNK_RECORDS: Final = 100_000
 
 
 # --------------------------------------------------------------------------------------------
 # Rows -> states (shared by both sources)
-
-
-def snapshot_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """``vp_snapshot`` rows as dicts: times as int ns, regime as text, null prices as None."""
-    columns: dict[str, list[Any]] = {}
-    for name in table.column_names:
-        col = table.column(name)
-        if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64())
-        elif pa.types.is_dictionary(col.type):
-            col = col.cast(pa.string())
-        columns[name] = col.to_pylist()
-    return [{name: values[i] for name, values in columns.items()}
-            for i in range(table.num_rows)]
 
 
 class GridView:
@@ -108,26 +103,6 @@ class GridView:
 
     def close(self) -> None:
         self._con.close()
-
-
-def to_states(snapshots: pa.Table, grid: pa.Table, rows: int) -> list[State]:
-    """Pair each snapshot row with the grid frame of its ``rows`` grid rows (view columns)."""
-    if grid.num_rows != snapshots.num_rows * rows:
-        raise InputError(f"vp_grid: {grid.num_rows} rows for {snapshots.num_rows} states "
-                         f"(expected {rows} per state)")
-    grid = grid.combine_chunks()
-    ids = grid.column("event_id").to_numpy()[::rows]
-    k = grid.column("k").to_numpy().reshape(-1, rows) if grid.num_rows else None
-    if k is not None and not (k == np.arange(rows) - rows // 2).all():
-        raise InputError("vp_grid: a state's rows are not k = -K..K in order")
-    frames = protocol.grid_frames(grid, rows)
-    states = []
-    for i, snap in enumerate(snapshot_rows(snapshots)):
-        if ids[i] != snap["event_id"]:
-            raise InputError(f"vp_grid: rows of event {ids[i]} where vp_snapshot has event "
-                             f"{snap['event_id']}")
-        states.append(State(snap["ts_event"], snap["event_id"], snap, frames[i]))
-    return states
 
 
 def throttle(batches: Iterator[list[State]], throttle_ns: int) -> Iterator[list[State]]:
@@ -191,114 +166,75 @@ def _config(data: dict[str, Any]) -> EngineConfig:
     return EngineConfig(forces=forces, **{k: v for k, v in data.items() if k in names})
 
 
-class _RowTaker:
-    """Exactly ``n`` rows at a time from a stream of record batches."""
-
-    def __init__(self, batches: Iterator[pa.RecordBatch], skip: int = 0) -> None:
-        self._batches = batches
-        self._held: list[pa.RecordBatch] = []
-        self._rows = 0
-        self._skip = skip
-
-    def take(self, n: int) -> pa.Table | None:
-        while self._rows < n + self._skip:
-            batch = next(self._batches, None)
-            if batch is None:
-                break
-            self._held.append(batch)
-            self._rows += batch.num_rows
-        if not self._held:
-            return None
-        table = pa.Table.from_batches(self._held)
-        if self._skip:
-            table = table.slice(min(self._skip, table.num_rows))
-            self._rows -= min(self._skip, self._rows)
-            self._skip = 0
-        head, rest = table.slice(0, n), table.slice(n)
-        self._held = rest.to_batches() if rest.num_rows else []
-        self._rows = rest.num_rows
-        return head if head.num_rows else None
-
-
-def _row_group_start(meta: pq.FileMetaData, row: int) -> tuple[int, int]:
-    """``(row group, rows to skip in it)`` of a file row index."""
-    offset = 0
-    for i in range(meta.num_row_groups):
-        rows = meta.row_group(i).num_rows
-        if row < offset + rows:
-            return i, row - offset
-        offset += rows
-    return meta.num_row_groups, 0
-
-
 class LakeSource:
-    """A complete ``vp_snapshot``/``vp_grid`` build, replayed in event order."""
+    """A complete ``vp_snapshot``/``vp_grid`` build, replayed in event order.
+
+    The build is read through a :class:`~vpbatch.serve.lake_cache.LakeCache`: every source of
+    the same partition shares one :class:`~vpbatch.serve.lake_cache.SharedLake` (its decoded
+    chunks, its timestamps, its pyarrow readers); :meth:`close` releases it.
+    """
 
     def __init__(self, snapshot: Partition, grid: Partition, manifest: dict[str, Any],
-                 lake: Lake | None = None) -> None:
-        self._lake = lake
-        self._snapshot_file: Any = snapshot.part_url if lake is not None and not lake.local \
-            else snapshot.part_file
-        self._grid_file: Any = grid.part_url if lake is not None and not lake.local \
-            else grid.part_file
-        self.view = NumpyGridView(partition_manifest(grid))
+                 lake: Lake | None = None, cache: LakeCache | None = None) -> None:
         config = _config(manifest.get("config", {}))
         product = Product(**manifest["product"])
         self.rows = 2 * config.K + 1
-        meta = self._parquet(self._snapshot_file).metadata
-        if meta.num_rows == 0:
-            raise InputError(f"{snapshot.url}: the build has no states")
-        self._ts = self._timestamps(0)
-        first = int(self._ts[0])
-        last = int(self._timestamps(meta.num_row_groups - 1)[-1])
+        self._cache = cache if cache is not None else default_cache()
+        key = _lake_key(snapshot, grid, manifest)
+        self._shared: SharedLake | None = self._cache.acquire(
+            key, lambda: SharedLake(self._cache, key, snapshot, grid, self.rows, lake))
+        shared = self._shared
+        self.view = shared.view
         params = manifest.get("parameters", {})
         self.info = SourceInfo("lake", product, dt.date.fromisoformat(snapshot.dt), config,
-                               first, last, {"states": meta.num_rows,
-                                             "build_start_time": params.get("start_time"),
-                                             "build_end_time": params.get("end_time")})
-
-    def _parquet(self, where: Any) -> pq.ParquetFile:
-        """A Parquet file of the build: a path, or on an object store ranged reads."""
-        if self._lake is None or self._lake.local:
-            return pq.ParquetFile(where)
-        return pq.ParquetFile(self._lake.open_input(where))
-
-    def _timestamps(self, row_group: int) -> pa.Array:
-        table = self._parquet(self._snapshot_file).read_row_group(row_group,
-                                                                  columns=["ts_event"])
-        return table.column(0).cast(pa.int64()).to_numpy()
+                               int(shared.ts[0]), int(shared.ts[-1]),
+                               {"states": shared.num_states,
+                                "build_start_time": params.get("start_time"),
+                                "build_end_time": params.get("end_time")})
 
     def first_row_at(self, ns: int) -> int:
         """Index of the first state with ``ts_event >= ns`` (number of states if none)."""
-        meta = self._parquet(self._snapshot_file).metadata
-        offset = 0
-        for i in range(meta.num_row_groups):
-            ts = self._timestamps(i)
-            if len(ts) and ts[-1] >= ns:
-                return offset + int((ts < ns).sum())
-            offset += len(ts)
-        return offset
+        return self._open().first_row_at(ns)
 
     def states(self, from_ns: int | None) -> Iterator[list[State]]:
-        row = 0 if from_ns is None else self.first_row_at(from_ns)
-        snap_file = self._parquet(self._snapshot_file)
-        grid_file = self._parquet(self._grid_file)
-        snap_rg, snap_skip = _row_group_start(snap_file.metadata, row)
-        grid_rg, grid_skip = _row_group_start(grid_file.metadata, row * self.rows)
-        snaps = _RowTaker(snap_file.iter_batches(
-            batch_size=LAKE_BATCH_STATES, row_groups=range(snap_rg, snap_file.num_row_groups),
-            use_threads=False), snap_skip)
-        grids = _RowTaker(grid_file.iter_batches(
-            batch_size=LAKE_BATCH_STATES * self.rows,
-            row_groups=range(grid_rg, grid_file.num_row_groups), use_threads=False), grid_skip)
-        while (snap := snaps.take(LAKE_BATCH_STATES)) is not None:
-            grid = grids.take(snap.num_rows * self.rows)
-            if grid is None:
-                raise InputError(f"{self._grid_file}: ends before vp_snapshot")
-            yield to_states(snap, self.view(grid), self.rows)
+        shared = self._open()
+        return shared.read(0 if from_ns is None else shared.first_row_at(from_ns))
+
+    def _open(self) -> SharedLake:
+        if self._shared is None:
+            raise InputError("the lake source is closed")
+        return self._shared
 
     def close(self) -> None:
-        self.view.close()
+        """Release the shared partition (once; the last source of it frees its chunks)."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            self._cache.release(shared)
+
+
+def _lake_key(snapshot: Partition, grid: Partition, manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two sources the same build: the files, the build's digest and, on a folder
+    lake, the files' identity (a rebuild in place is another build)."""
+    stats = []
+    for part in (snapshot, grid):
+        if part.local:
+            try:
+                st = part.part_file.stat()
+            except OSError as exc:
+                raise InputError(f"{part.part_file}: {exc.strerror or exc}") from None
+            stats.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return (snapshot.part_url, grid.part_url, build_digest(manifest), tuple(stats))
+
+
+_DEFAULT_CACHE: LakeCache | None = None
+
+
+def default_cache() -> LakeCache:
+    """The process's cache for sources opened without one (``create_app`` makes its own)."""
+    global _DEFAULT_CACHE
+    if _DEFAULT_CACHE is None:
+        _DEFAULT_CACHE = LakeCache()
+    return _DEFAULT_CACHE
 
 
 class RawSource:
@@ -384,7 +320,8 @@ def _missing(lake: Lake, req: StreamRequest) -> str:
             f"file for it")
 
 
-def open_source(lake: Path | str | Lake, req: StreamRequest) -> Source:
+def open_source(lake: Path | str | Lake, req: StreamRequest,
+                cache: LakeCache | None = None) -> Source:
     """The source of a validated request, checked against the lake's partitions and files.
 
     ``source=None`` means the lake when the day is built, else the raw file (a lake folder
@@ -411,8 +348,12 @@ def open_source(lake: Path | str | Lake, req: StreamRequest) -> Source:
         if snap is None or grid is None or manifest is None:
             raise InputError(_missing(lake, req).replace(" and no raw file for it", "")
                              + "; build it, or use source=raw")
-        lake_source = LakeSource(snap, grid, manifest, lake)
-        _check_times(lake_source.info, req)
+        lake_source = LakeSource(snap, grid, manifest, lake, cache)
+        try:
+            _check_times(lake_source.info, req)
+        except BaseException:
+            lake_source.close()
+            raise
         return lake_source
     if not lake.local:
         raise InputError(_missing(lake, req).replace(" and no raw file for it", "")

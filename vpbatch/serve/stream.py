@@ -278,6 +278,11 @@ class Stream:
                             break
                     else:
                         self.buffer.put_newest(state)
+                        # The sender's turn before the next state: states that fell due
+                        # together (after a wait for the source, or a busy event loop) go out
+                        # one by one instead of overflowing the buffer. Only a sender held up
+                        # by the client's socket lets the buffer fill and drop.
+                        await asyncio.sleep(0)
             await self._in_worker(_close, self._iter)
             self._iter = None
             from_ns = seek
