@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vpbatch-installed
+DEV_STAMP := $(VENV)/.vpbatch-dev-compiled
 # uv from PATH, else a private copy in .venv-tools (works as root and non-root, no sudo).
 UV     := $(or $(shell command -v uv 2>/dev/null),.venv-tools/bin/uv)
 LAKE   ?= lake
@@ -24,15 +25,23 @@ install: $(STAMP)
 .venv-tools/bin/uv:
 	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/python -m pip install --quiet --disable-pip-version-check uv || $(PYTHON) -m pip install --quiet --disable-pip-version-check --target .venv-tools uv
 
-# Installing also fills numba's cache (issue 22): vpbatch.book.precompile compiles the engine's
-# kernels while, in parallel, a 1,000-record `vpbatch synth` compiles the generator's.
+# Installing also warms every cache a first run reads (issue 22), three jobs at once on the 2
+# cores: vpbatch.book.precompile compiles the engine's numba kernels, a 1,000-record `vpbatch
+# synth` the generator's, and `python -m cli.warm` imports every vpbatch module so that Python
+# writes the bytecode of exactly the modules the commands use (instead of compiling every
+# installed package: `make test` compiles the rest, the test tools, for itself).
 $(STAMP): requirements.lock pyproject.toml | $(UV)
-	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && { $(BIN)/vpbatch synth --records 1000 --out $(VENV)/.precompile.mbo.dbn --quiet >/dev/null & $(BIN)/python -m vpbatch.book.precompile --jobs 1 && wait $$!; } && rm -f $(VENV)/.precompile.mbo.dbn && touch $@
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV) && $(UV) pip sync --quiet --python $(BIN)/python requirements.lock && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && $(BIN)/python -m compileall -q vpbatch cli && { env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m cli.warm & warm=$$!; $(BIN)/vpbatch synth --records 1000 --out $(VENV)/.precompile.mbo.dbn --quiet >/dev/null & synth=$$!; $(BIN)/python -m vpbatch.book.precompile --jobs 1 && wait $$warm && wait $$synth; } && rm -f $(VENV)/.precompile.mbo.dbn && touch $@
 
-test: install chromium
+# The test tools' bytecode (pytest, hypothesis, moto, playwright...), once per install; a file
+# of some package that does not compile under this Python is that package's, not an error here.
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null; touch $@
+
+test: install chromium $(DEV_STAMP)
 	$(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/python -m pytest -q
 
-test-slow: install chromium
+test-slow: install chromium $(DEV_STAMP)
 	$(BIN)/python -m pytest -q --slow
 
 lint: install
@@ -75,4 +84,4 @@ download: install
 	$(BIN)/vpbatch download --symbol $(or $(SYMBOL),$(error usage: make download SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06 [MAX_COST=25] [DATASET=GLBX.MDP3] [YES=1])) --start $(or $(START),$(error usage: make download SYMBOL=MNQH6 START=2026-02-02 END=2026-02-06 [MAX_COST=25] [DATASET=GLBX.MDP3] [YES=1])) --end $(or $(END),$(START)) --lake $(LAKE) $(if $(MAX_COST),--max-cost $(MAX_COST)) $(if $(DATASET),--dataset $(DATASET)) $(if $(YES),--yes)
 
 clean:
-	rm -rf .venv-tools $(STAMP) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info && find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -rf .venv-tools $(STAMP) $(DEV_STAMP) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info && find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
