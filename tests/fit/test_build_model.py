@@ -19,10 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
+from playwright.sync_api import Browser
 
 from cli.main import cli
 from tests.fit.conftest import DAYS, SYMBOL
 from tests.serve.conftest import ServerThread, stream_all
+from tests.serve.conftest import browser as browser  # the module's Chromium (fixture)
 from vpbatch.build.verify import verify
 from vpbatch.evaluate.evaluation import load_states
 from vpbatch.fit import day_features, fit_models, load_model, write_model_file
@@ -253,3 +255,33 @@ def test_serve_given_a_day_built_with_a_model_sends_its_call_and_probability_per
         plain = stream_all(server, symbol=SYMBOL, dt=DAY2.isoformat(), speed=0,
                            source="lake", end_time="09:00")
     assert plain.updates and all("model_call" not in u for u in plain.updates)
+
+
+def test_page_of_a_day_built_with_a_model_draws_its_calls_as_a_second_band(
+        scored_lake: Path, browser: Browser) -> None:
+    """Real Chromium: the second band holds the stored calls; the legend and status name it."""
+    table = pl.read_parquet(part(scored_lake, "vp_snapshot")).with_columns(
+        pl.col("ts_event").dt.epoch("ns").cast(pl.Utf8).alias("ts"))
+    stored: dict[str, set[Any]] = {}
+    for ts, call in table.select(["ts", "model_call"]).iter_rows():
+        stored.setdefault(ts, set()).add(call)
+    page = browser.new_page(viewport={"width": 1400, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        with ServerThread(create_app(scored_lake)) as server:
+            page.goto(f"{server.base}/vacuum-pressure.html?product_type=future_mbo&symbol="
+                      f"{SYMBOL}&dt={DAY2.isoformat()}&speed=0&start_time=10:00")
+            page.wait_for_function("window.vp && window.vp.stats.drawn >= 200", timeout=30_000)
+            drawn = page.evaluate("""() => { const h = window.vp.heatmap; const out = [];
+                for (let c = 0; c < h.count; c++) out.push([h.ts[h.slotOf(c)],
+                                                            h.model[h.slotOf(c)]]);
+                return {has: h.hasModel, cells: out}; }""")
+            assert page.is_visible("#legend-model")
+            assert "model: " in (page.text_content("#status") or "")
+        assert drawn["has"] and len(drawn["cells"]) >= 200
+        assert all(call in stored[ts] for ts, call in drawn["cells"])
+        assert {call for _, call in drawn["cells"]} >= {-1, 1}
+        assert errors == []
+    finally:
+        page.close()

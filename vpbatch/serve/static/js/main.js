@@ -52,6 +52,7 @@ async function main() {
       stats.spot = update.spot_price;
       stats.regime = update.regime;
       if (update.model_call !== undefined) {
+        $('legend-model').hidden = false;
         const p = update.model_probability;
         const call = update.model_call > 0 ? 'UP' : update.model_call < 0 ? 'DOWN' : 'no call';
         stats.model = p == null ? call : `${call} (p_up ${p.toFixed(2)})`;
