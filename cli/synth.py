@@ -34,12 +34,19 @@ PROGRESS_MIN_RECORDS = 2_000_000
               help="With --informed: 'aligned' = the move follows the informed activity (the "
                    "planted signal); 'random' = placebo control, the same activity but the "
                    "move's direction an independent coin; 'none' = the activity, no move.")
+@click.option("--flow", type=click.Choice(["depth", "touch"]), default="depth",
+              show_default=True,
+              help="How the ordinary flow follows the latent fair value: 'depth' = adds and "
+                   "cancels lean towards it near and behind the touch (the default stream); "
+                   "'touch' = only through the touch (joins, pulls, aggressor side), so an "
+                   "unplanted day has no information beyond the level-1 book.")
 @lake_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Write this file instead of the lake (.zst suffix = compressed).")
 @quiet_option
 def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: float,
-            informed_jump: str, lake: Path | str, out: Path | None, quiet: bool) -> None:
+            informed_jump: str, flow: str, lake: Path | str, out: Path | None,
+            quiet: bool) -> None:
     """Write a synthetic, internally consistent CME MBO day as a real DBN file.
 
     The stream looks like Databento GLBX.MDP3 MBO: a start-of-day snapshot, then adds,
@@ -54,6 +61,7 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: fl
       vpbatch synth --symbol ESM6 --out /tmp/es.mbo.dbn.zst --quiet
       vpbatch synth --records 500000 --informed 0.3   # planted signal for vpbatch evaluate
       vpbatch synth --records 500000 --informed 0.3 --informed-jump random   # its placebo
+      vpbatch synth --records 500000 --flow touch   # no information beyond the touch
       vpbatch synth --lake s3://my-bucket/lake     # written locally, then uploaded
     """
     from vpbatch.progress import Progress
@@ -68,7 +76,7 @@ def command(symbol: str, day: dt.datetime, records: int, seed: int, informed: fl
     with Progress(total=records, enabled=enabled, phase="synth") as bar:
         stats = synth_session(path, symbol=symbol, day=date, records=records, seed=seed,
                               progress=bar.update, informed=informed,
-                              informed_jump=informed_jump)
+                              informed_jump=informed_jump, flow=flow)
     stage = click.get_current_context().meta.get("vpbatch.stage")
     if stage is not None:  # an object-store lake: the file goes up now, its URL is printed
         stage.sync()

@@ -26,6 +26,8 @@ INFORMED_EPISODE: Final = 40
 INFORMED_ACT: Final = 0.6
 #: The fair value's jump (ticks) at the end of an episode.
 INFORMED_JUMP: Final = 3.0
+#: ... in whole ticks (the touch flow re-quotes the levels it leaves empty).
+INFORMED_JUMP_TICKS: Final = 3
 #: Informed orders act 1..INFORMED_DEPTH ticks away from the touch (where the regime looks).
 INFORMED_DEPTH: Final = 10
 #: Share of informed actions that pull liquidity (the rest add on the other side).

@@ -9,7 +9,11 @@ Databento's GLBX.MDP3 stream would carry for it:
 * cancel (kinds 4-7: fast bid/ask, slow bid/ask): one ``C`` (rarely a partial one);
 * modify (kind 8): one ``M``, a price move (losing priority) or a size change;
 * trade (kind 9): ``T`` per level + FIFO ``F`` fills, then the ``C``/``M`` of every filled
-  order, and sometimes the aggressor's remainder resting as an ``A``.
+  order, and sometimes the aggressor's remainder resting as an ``A``;
+* with ``state.flow`` = 1 (``touch``) only, the touch's reaction to the fair value: a join
+  at (or inside) the touch on the side the fair value points to (kind 10, an ``A``), a pull
+  of the wrong side's touch (kind 11, a ``C``). There the add, cancel and modify kinds above
+  do not depend on the fair value at all (with ``flow`` = 0, ``depth``, they lean towards it).
 
 The book primitives are in :mod:`vpbatch.synth.book`, the clock in :mod:`vpbatch.synth.timing`,
 the planted signal in :mod:`vpbatch.synth.informed`.
@@ -47,6 +51,7 @@ from vpbatch.synth.dbn import LIVE_LAST_FLAGS
 from vpbatch.synth.informed import (
     INFORMED_ACT,
     INFORMED_DEPTH,
+    INFORMED_JUMP_TICKS,
     informed_kind,
     informed_pull,
     informed_step,
@@ -66,6 +71,9 @@ from vpbatch.synth.model import (
     P_REMAINDER,
     P_SWEEP_MORE,
     P_WHOLE_ORDERS,
+    REACT_JOIN,
+    REACT_PULL,
+    RECENTER_GROUPS,
     SLOW_CUM,
     SLOW_HI,
     SLOW_LO,
@@ -203,12 +211,15 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
         x = f - 0.5 * (bb + ba)
         xc = min(max(x, -3.0), 3.0)
 
-        # Event choice: base mix, order-count feedback per side x class, tilt toward fair value.
+        # Event choice: base mix, order-count feedback per side x class, and the lean toward
+        # the fair value: (depth flow) tilted fast adds and cancels, or (touch flow) joins and
+        # pulls at the touch, kinds 10 and 11, which the depth flow never draws.
         nfb, nsb, nfa, nsa = nd[0], nd[1], nd[2], nd[3]
         nft = float(st.fast_target)
         nst = float(st.slow_target)
-        tilt_b = max(0.1, 1.0 + 0.25 * xc)
-        tilt_a = max(0.1, 1.0 - 0.25 * xc)
+        depth_flow = st.flow == 0
+        tilt_b = max(0.1, 1.0 + 0.25 * xc) if depth_flow else 1.0
+        tilt_a = max(0.1, 1.0 - 0.25 * xc) if depth_flow else 1.0
         room = st.n_free > 1_024
         w0 = W_ADD_FAST * _g(nft / (nfb + 1)) * tilt_b if room else 0.0
         w1 = W_ADD_FAST * _g(nft / (nfa + 1)) * tilt_a if room else 0.0
@@ -220,47 +231,104 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
         w7 = W_CANCEL_SLOW * _g(nsa / nst) if (nsa > 0 and nfa + nsa > 10) else 0.0
         w8 = W_MODIFY
         w9 = W_TRADE * (1.0 + 0.6 * abs(xc)) if remaining >= 3 else 0.0
-        u = u01(rng) * (w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7 + w8 + w9)
+        w10 = 0.0
+        w11 = 0.0
+        if not depth_flow:
+            pulled = nfa + nsa if x > 0 else nfb + nsb
+            w10 = REACT_JOIN * abs(xc) if room else 0.0
+            w11 = REACT_PULL * max(abs(xc) - 0.5, 0.0) if pulled > 10 else 0.0
+        u = u01(rng) * (w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7 + w8 + w9 + w10 + w11)
         kind = 0
-        for w in (w0, w1, w2, w3, w4, w5, w6, w7, w8, w9):
+        for w in (w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11):
             if u < w:
                 break
             u -= w
             kind += 1
-        if kind > 9:
+        if kind > 11:
             kind = 0
+        # The touch's reaction as an add (join on x's side) or a cancel (the wrong side's).
+        react = kind >= 10
+        if kind == 10:
+            kind = 0 if x > 0 else 1
+        elif kind == 11:
+            kind = 5 if x > 0 else 4
         touch = False
         if informed > 0.0 and st.episode_left > 0 and u01(rng2) < INFORMED_ACT:
             kind, touch = informed_kind(kind, st.episode_dir > 0, nfb, nsb, nfa, nsa, room,
                                         rng2)
+            react = react and not touch
+        # Touch flow: a jump of the fair value shows at once (a gradual catch-up, or a gap
+        # behind the new touch, would be mid changes to come that the book behind the touch
+        # foretells): this group sweeps the other side's levels short of it, if any; the next
+        # groups re-quote the touch around it (bid ``floor(fair)``, ask one tick up) where it
+        # is not there yet, then fill the empty levels the jump left behind its own side's
+        # touch (``state.recenter``: groups left, signed with the jump).
+        sweep = False
+        fb = int(np.floor(f))
+        quote = -1
+        if not depth_flow:
+            if jump != 0.0:
+                st.recenter = RECENTER_GROUPS if jump > 0.0 else -RECENTER_GROUPS
+                sweep = (jump > 0.0 and ba <= fb) or (jump < 0.0 and bb > fb)
+            if sweep:
+                kind = 9
+            elif st.recenter != 0:
+                up = st.recenter > 0
+                st.recenter += -1 if up else 1
+                if bb < fb < ba:
+                    kind, quote = 0, fb
+                elif bb < fb + 1 < ba:
+                    kind, quote = 1, fb + 1
+                else:
+                    own = 0 if up else 1
+                    best = bb if up else ba
+                    for d in range(1, INFORMED_JUMP_TICKS + 2):
+                        lvl = best - d if up else best + d
+                        if lv[LV_COUNT, own * NLEV + lvl] == 0:
+                            kind, quote = own, lvl
+                            break
+                    if quote < 0:
+                        st.recenter = 0
+            if sweep or quote >= 0:
+                react = quote >= 0
+                touch = False
 
         if kind == 9:
             # ---------------- trade: T per level + FIFO F's, then C/M per filled order ----
-            buy = u01(rng) < 1.0 / (1.0 + np.exp(-1.2 * x))
+            buy = jump > 0.0 if sweep else u01(rng) < 1.0 / (1.0 + np.exp(-1.2 * x))
             a = 0 if buy else 1
             r = 1 - a
             if nd[2 * r] + nd[2 * r + 1] < 8:
                 kind = 0 if r == 0 else 1
             else:
-                k = 1
-                while k < 10 and u01(rng) < P_SWEEP_MORE:
-                    k += 1
-                xd = x if buy else -x
-                if xd > 3.0:
-                    k += 1
-                k = min(k, 12)
-                # Collect up to k non-empty levels from the touch outward.
+                k = 12
+                if not sweep:
+                    k = 1
+                    while k < 10 and u01(rng) < P_SWEEP_MORE:
+                        k += 1
+                    xd = x if buy else -x
+                    if xd > 3.0:
+                        k += 1
+                    k = min(k, 12)
+                # Collect up to k non-empty levels from the touch outward (a sweep: every
+                # level short of the fair value, at least one).
                 nl = 0
                 lvl = ba if r == 1 else bb
                 step = 1 if r == 1 else -1
                 scanned = 0
                 while nl < k and scanned < 64 and 0 <= lvl < NLEV:
+                    if sweep and (lvl > fb if r == 1 else lvl <= fb):
+                        break
                     if lv[LV_COUNT, r * NLEV + lvl] > 0:
                         llvl[nl] = lvl
                         nl += 1
                     lvl += step
                     scanned += 1
-                if nl == 1:
+                if sweep:
+                    q = 0
+                    for j in range(nl):
+                        q += lv[LV_DEPTH, r * NLEV + llvl[j]]
+                elif nl == 1:
                     dep = lv[LV_DEPTH, r * NLEV + llvl[0]]
                     u = u01(rng)
                     if u < P_CLEAR_LEVEL:
@@ -310,7 +378,7 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
                                 and fqty[nf - 1] == od[OD_SIZE, fslot[nf - 1]]
                                 and od[OD_NEXT, fslot[nf - 1]] < 0)
                 rest = 0
-                if last_cleared and u01(rng) < P_REMAINDER:
+                if last_cleared and (sweep or u01(rng) < P_REMAINDER):
                     rest = draw_table(rng, TRADE_LO, TRADE_HI, TRADE_CUM)
                 nrec = used + 2 * nf + (1 if rest > 0 else 0)
                 if nf == 0 or (emit and nrec > remaining):
@@ -371,7 +439,7 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
                 side = 1 - side
             if nd[side * 2 + cls] == 0:
                 cls = 1 - cls
-            requote = abs(x) > 1.0 and u01(rng) < min(0.6, 0.2 * abs(x))
+            requote = depth_flow and abs(x) > 1.0 and u01(rng) < min(0.6, 0.2 * abs(x))
             if requote:
                 side = 1 if x > 0 else 0
             if nd[side * 2 + cls] == 0 and not requote:
@@ -428,7 +496,7 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
             wrong = (side == 1 and x > 0.5) or (side == 0 and x < -0.5)
             if touch:
                 s = informed_pull(lv, side, bb if side == 0 else ba, rng2)
-            elif wrong and u01(rng) < min(0.7, 0.25 * abs(x)):
+            elif react or (depth_flow and wrong and u01(rng) < min(0.7, 0.25 * abs(x))):
                 s = lv[LV_TAIL, side * NLEV + (bb if side == 0 else ba)]
             elif cls == 0 and u01(rng) < P_FLICKER:
                 pos = st.recent_pos[side]
@@ -461,6 +529,17 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
                 size = draw_table(rng, FAST_LO, FAST_HI, FAST_CUM)
                 d = 1 + randint(rng2, INFORMED_DEPTH)
                 lvl = bb - d if side == 0 else ba + d
+            elif react:
+                # Join the touch, or improve it when the spread has a gap (as fast adds do);
+                # after a jump, quote at the given level.
+                spread = ba - bb
+                size = draw_table(rng, FAST_LO, FAST_HI, FAST_CUM)
+                j = -1
+                if quote >= 0:
+                    j = quote - bb - 1 if side == 0 else ba - 1 - quote
+                elif spread > 1 and u01(rng) < P_IMPROVE:
+                    j = 0 if u01(rng) < 0.7 else randint(rng, spread - 1)
+                lvl = bb + 1 + j if side == 0 else ba - 1 - j
             elif cls == 0:
                 spread = ba - bb
                 size = draw_table(rng, FAST_LO, FAST_HI, FAST_CUM)
@@ -477,7 +556,7 @@ def simulate(out: np.ndarray, sim: Simulation, h: np.ndarray, hcum: np.ndarray,
             lvl = clamp_passive(lvl, side, st)
             oid = next_oid(st, rng)
             s = new_order(lv, od, ids, free, dense, nd, st, oid, side, cls, lvl, size, ts, seq)
-            if cls == 0:
+            if cls == 0 and not react:
                 recent[side, st.recent_pos[side] % RECENT] = s
                 st.recent_pos[side] += 1
             _put(out, n, emit, ts, oid, (base + lvl) * tick, size, LIVE_LAST_FLAGS,

@@ -49,6 +49,17 @@ TRADE_LO: Final = np.array([1, 2, 3, 4, 5, 6, 10, 11, 21], np.int64)
 TRADE_HI: Final = np.array([1, 2, 3, 4, 5, 9, 10, 20, 50], np.int64)
 TRADE_CUM: Final = np.array([.55, .72, .80, .86, .90, .95, .97, .995, 1.0])
 
+# How the ordinary flow follows the latent fair value x (fair - mid, ticks): ``state.flow``
+# indexes FLOWS. ``depth`` (the default stream): fast add and cancel weights tilt by
+# 1 +- 0.25 x, the wrong side's touch is pulled or re-quoted one or more ticks behind, the
+# aggressor follows x. ``touch``: the add, cancel and modify flow is the same on both sides
+# whatever x, and x acts only through what the level-1 book shows: extra joins at (or inside)
+# the touch on the side x points to, extra pulls of the wrong side's touch, the aggressor.
+FLOWS: Final = ("depth", "touch")
+REACT_JOIN: Final = 0.08      # touch flow: weight per tick of |x| of a join on x's side
+REACT_PULL: Final = 0.15      # ... of a pull of the wrong side's touch, per tick of |x| - 0.5
+RECENTER_GROUPS: Final = 6    # ... groups after a fair-value jump that re-quote around it
+
 #: Indicative prices (currency units) per futures root; equities default to 500.
 START_PRICES: Final = {
     "ES": 6000.0, "MES": 6000.0, "NQ": 21500.0, "MNQ": 21500.0, "GC": 2650.0,

@@ -27,7 +27,7 @@ from vpbatch.synth.calendar import day_start_ns, session_intensity, weekly_open_
 from vpbatch.synth.dbn import metadata, record_buffer, snapshot_records
 from vpbatch.synth.informed import INFORMED_JUMPS
 from vpbatch.synth.kernel import run
-from vpbatch.synth.model import DAILY_VOL_FRACTION, SIGMA_EVENT_MAX, START_PRICES
+from vpbatch.synth.model import DAILY_VOL_FRACTION, FLOWS, SIGMA_EVENT_MAX, START_PRICES
 from vpbatch.synth.output import write_day
 from vpbatch.synth.state import EDGE, NLEV, Simulation, new_simulation
 
@@ -97,7 +97,8 @@ def _informed_words(words: np.ndarray) -> np.ndarray:
 
 
 def _check_arguments(day: dt.date, records: int, seed: int, instrument_id: int,
-                     publisher_id: int, informed: float, informed_jump: str) -> None:
+                     publisher_id: int, informed: float, informed_jump: str,
+                     flow: str = "depth") -> None:
     """Raise ConfigError for an invalid argument of :func:`synth_session`."""
     if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
         raise ConfigError(f"day: expected a datetime.date, got {day!r}")
@@ -116,6 +117,8 @@ def _check_arguments(day: dt.date, records: int, seed: int, instrument_id: int,
     if informed_jump != "aligned" and informed == 0:
         raise ConfigError(f"informed_jump: {informed_jump!r} needs informed episodes "
                           "(informed > 0); with informed = 0 there is nothing to control for")
+    if flow not in FLOWS:
+        raise ConfigError(f"flow: must be one of {', '.join(FLOWS)}, was {flow!r}")
     if not 0 < publisher_id < 2**16:
         raise ConfigError(f"publisher_id: must be in (0, 2**16), was {publisher_id}")
     if day.weekday() >= 5:
@@ -136,7 +139,7 @@ class Day(NamedTuple):
 
 def start_day(symbol: str, day: dt.date, records: int, seed: int, start_price: float | None,
               instrument_id: int, publisher_id: int, informed: float = 0.0,
-              informed_jump: str = "aligned") -> Day:
+              informed_jump: str = "aligned", flow: str = "depth") -> Day:
     """Seed the simulation for the day, build the book before it (the stationary profile
     restated at the weekly open, then a silent burn-in up to midnight, so snapshot orders
     have history) and take the snapshot. Arguments as :func:`synth_session` (checked)."""
@@ -152,7 +155,7 @@ def start_day(symbol: str, day: dt.date, records: int, seed: int, start_price: f
     day0 = day_start_ns(day)
     words = _seed_words(seed, product.symbol, day)
     sim = new_simulation(words, float(informed), _informed_words(words) if informed > 0 else None,
-                         INFORMED_JUMPS.index(informed_jump))
+                         INFORMED_JUMPS.index(informed_jump), FLOWS.index(flow))
     st = sim.state[0]
     st["tick"] = product.tick
     st["day0"] = day0
@@ -198,7 +201,8 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
                   records: int = 1_000_000, seed: int = 0, start_price: float | None = None,
                   instrument_id: int = 42_000_001, publisher_id: int = 1,
                   progress: Callable[[int], None] | None = None,
-                  informed: float = 0.0, informed_jump: str = "aligned") -> SynthStats:
+                  informed: float = 0.0, informed_jump: str = "aligned",
+                  flow: str = "depth") -> SynthStats:
     """Write one synthetic CME MBO day for ``symbol`` to ``path`` (DBN; zstd if ``.zst``).
 
     Parameters
@@ -235,6 +239,15 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
         the same episodes and informed activity (the same generator draws), but each jump's
         direction is an independent fair coin, so the activity says nothing about the move
         that follows. ``none`` keeps the activity and drops the jumps.
+    flow : {"depth", "touch"}
+        How the ordinary flow follows the latent fair value. ``depth`` (default, the stream
+        as it always was): add and cancel weights lean towards it and the wrong side's touch
+        is pulled or re-quoted behind, so the book beyond the touch carries some of the next
+        move on every day. ``touch``: the ordinary adds, cancels and modifies are the same on
+        both sides whatever the fair value; it acts only through joins at the touch on its
+        side, pulls of the wrong side's touch and the aggressor's side, so an unplanted day
+        carries nothing about the next move beyond the touch (the null for placebo tests);
+        ``informed`` episodes plant their signal at depth as before.
 
     Returns
     -------
@@ -250,9 +263,10 @@ def synth_session(path: Path, *, symbol: str = "MNQH6", day: dt.date,
     """
     started = time.perf_counter()
     path = Path(path)
-    _check_arguments(day, records, seed, instrument_id, publisher_id, informed, informed_jump)
+    _check_arguments(day, records, seed, instrument_id, publisher_id, informed, informed_jump,
+                     flow)
     d = start_day(symbol, day, records, seed, start_price, instrument_id, publisher_id,
-                  informed, informed_jump)
+                  informed, informed_jump, flow)
     snap = d.snapshot
     levels = tuple(len(np.unique(snap["price"][snap["side"] == s])) for s in (SIDE_BID, SIDE_ASK))
     header = metadata(d.product.symbol, d.product.dataset, day, instrument_id)

@@ -92,6 +92,8 @@ STATE_DTYPE: Final = np.dtype(
         ("drift", "<f8"),             # drift per group of a trend episode
         ("p_trend_switch", "<f8"),    # chance per group of drawing a new trend
         ("trend", "<i8"),             # -1, 0, +1
+        ("flow", "<i8"),              # how the flow follows it: index into model.FLOWS
+        ("recenter", "<i8"),          # touch flow: groups left to re-quote around a jump
         # Planted signal (informed.py)
         ("informed", "<f8"),          # share of groups inside informed episodes (0 = off)
         ("jump_mode", "<i8"),         # index into INFORMED_JUMPS
@@ -122,8 +124,10 @@ class Simulation(NamedTuple):
 
 
 def new_simulation(seed_words: np.ndarray, informed: float = 0.0,
-                   informed_words: np.ndarray | None = None, jump_mode: int = 0) -> Simulation:
-    """An empty book (both sides empty, every slot free) with seeded generators."""
+                   informed_words: np.ndarray | None = None, jump_mode: int = 0,
+                   flow: int = 0) -> Simulation:
+    """An empty book (both sides empty, every slot free) with seeded generators; ``flow``
+    indexes ``model.FLOWS`` (0 = ``depth``, the default stream)."""
     levels = np.zeros((LV_ROWS, 2 * NLEV), np.int64)
     levels[LV_HEAD] = -1
     levels[LV_TAIL] = -1
@@ -134,6 +138,7 @@ def new_simulation(seed_words: np.ndarray, informed: float = 0.0,
     st["best_ask"] = NLEV
     st["informed"] = informed
     st["jump_mode"] = jump_mode
+    st["flow"] = flow
     return Simulation(
         levels=levels,
         orders=np.zeros((OD_ROWS, MAXO), np.int64),
