@@ -38,8 +38,10 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null; touch $@
 
+# Two pytest workers for the suite (most tests wait on subprocesses, servers and sockets),
+# then the tests that assert on wall-clock rates and latencies alone (`-m timing`).
 test: install chromium $(DEV_STAMP)
-	$(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/python -m pytest -q
+	$(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/python -m pytest -q -n 2 -m "not timing" && $(BIN)/python -m pytest -q -m timing
 
 test-slow: install chromium $(DEV_STAMP)
 	$(BIN)/python -m pytest -q --slow

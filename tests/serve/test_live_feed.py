@@ -364,6 +364,7 @@ class Viewers:
             self.proc.wait()
 
 
+@pytest.mark.timing
 def test_ten_viewers_one_slow_never_slow_the_publisher(serve_lake: Path,
                                                        mnq_records: np.ndarray) -> None:
     config = EngineConfig()
@@ -524,6 +525,7 @@ def test_publish_keeps_the_newest_state_and_carries_the_counters_of_skipped_ones
         assert feed.states_skipped == len(states) - 2 and feed.states_converted == 2
 
 
+@pytest.mark.timing
 def test_the_cap_holds_back_only_states_that_come_faster_than_it(
         serve_lake: Path, mnq_records: np.ndarray) -> None:
     """``max_fps=4``: two states back to back pass (the burst), a third waits for its slot,
@@ -585,6 +587,7 @@ def run_paced(feed: LiveFeed, records: np.ndarray, config: EngineConfig, rate: i
     return np.array(late)
 
 
+@pytest.mark.timing
 def test_paced_states_reach_the_viewer_each_with_its_latency(serve_lake: Path,
                                                             mnq_records: np.ndarray) -> None:
     """A paced feed (the engine fed 50k records/s; states every 2-25 ms): every frame sent

@@ -197,6 +197,7 @@ def _status(ws: object) -> dict[str, object]:
             return json.loads(message)
 
 
+@pytest.mark.timing
 def test_stream_given_pause_stops_frames_until_resume(server: ServerThread) -> None:
     with open_stream(server, speed=50) as ws:
         assert _updates_for(ws, 0.5)
@@ -209,6 +210,7 @@ def test_stream_given_pause_stops_frames_until_resume(server: ServerThread) -> N
         assert _updates_for(ws, 0.5)
 
 
+@pytest.mark.timing
 def test_stream_given_speed_message_changes_the_event_time_rate(server: ServerThread) -> None:
     with open_stream(server, speed=5) as ws:
         slow = _updates_for(ws, 1.0)
@@ -330,6 +332,7 @@ def test_stream_given_50_connect_disconnect_cycles_releases_threads_and_memory(
     assert _rss_mb() - baseline_rss < 40
 
 
+@pytest.mark.timing
 def test_stream_given_disconnect_during_raw_warmup_stops_the_engine_within_a_second(
         server: ServerThread) -> None:
     baseline = _quiet_threads()
