@@ -218,6 +218,15 @@ def test_build_given_a_model_that_does_not_fit_exits_with_one_line_and_writes_no
     assert not (root / "gold").exists() or not any((root / "gold").rglob(PART_FILE))
 
 
+def test_build_given_a_model_skips_a_day_built_before_and_says_force_scores_it(
+        lake: Path, model_json: Path) -> None:
+    before = part(lake, "vp_snapshot").read_bytes()
+    result = run("build", "--symbol", SYMBOL, "--dt", DAY2.isoformat(), "--lake", lake,
+                 "--model", model_json, ok=True)
+    assert result.stdout == (f"{SYMBOL} {DAY2.isoformat()}: skipped — partition already built "
+                             "(use --force to rebuild it with the model)\n")
+    assert part(lake, "vp_snapshot").read_bytes() == before  # untouched: no model columns
+
 def test_build_given_model_options_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
     result = run("build", "--symbol", SYMBOL, "--dt", DAY2.isoformat(), "--lake", tmp_path,
                  "--model-target", "clock_5s")

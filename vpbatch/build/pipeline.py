@@ -64,6 +64,8 @@ MAX_PENDING_BYTES: Final = 96 << 20
 BUILD_BATCH_STATES: Final = 64
 #: Why a build was skipped.
 SKIPPED: Final = "partition already built (use --force to rebuild)"
+#: The same with ``--model``: a day built before is not scored unless it is built again.
+SKIPPED_MODEL: Final = "partition already built (use --force to rebuild it with the model)"
 #: An empty engine batch (yielded between fast-forward chunks so a stream can stop there).
 _NO_STATES: Final = Emitted(np.zeros(0, SNAPSHOT_DTYPE), np.zeros(0, GRID_DTYPE),
                             np.zeros((0, 0), np.int64))
@@ -550,8 +552,9 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
     product, day = product_and_day(req)
     store = open_lake(req.lake)
     tables = ("vp_snapshot", "vp_grid") + (("mbp",) if req.mbp_levels else ())
+    skipped = SKIPPED if req.scorer is None else SKIPPED_MODEL
     if not req.force and is_complete(store, product, day, tables):
-        return BuildResult(req.symbol, day, "skipped", message=SKIPPED)
+        return BuildResult(req.symbol, day, "skipped", message=skipped)
     try:
         with fetched_input(req, product, day) as found:
             return _run(req, store, day, found, trust_cache)
@@ -559,7 +562,7 @@ def _build(req: BuildRequest, trust_cache: bool) -> BuildResult:
         if not is_complete(store, product, day, tables):
             raise  # complete, but without a table asked for now (mbp): --force
         # built meanwhile by another build (which held the partition's lock)
-        return BuildResult(req.symbol, day, "skipped", message=SKIPPED)
+        return BuildResult(req.symbol, day, "skipped", message=skipped)
 
 
 def _run(req: BuildRequest, store: Lake, day: dt.date, found: Input,
