@@ -62,9 +62,9 @@ def _run(*args: str) -> str:
     return subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
-def main() -> None:
-    from benchmarks.run import _commit, _machine
-
+def bench_lake() -> Path:
+    """The benchmark day built 09:30-16:00 in ``.bench/lake-eval`` (made once; a complete
+    build is skipped by ``vpbatch build`` itself). Shared with ``benchmarks.fit``."""
     WORK.mkdir(exist_ok=True)
     raw = WORK / f"synth-{RECORDS}.mbo.dbn.zst"
     lake = WORK / "lake-eval"
@@ -81,6 +81,13 @@ def main() -> None:
     # A complete build is skipped by `vpbatch build` itself (no --force).
     _run(vpbatch, "build", "--symbol", SYMBOL, "--dt", DAY.isoformat(), "--start-time", "09:30",
          "--end-time", "16:00", "--lake", str(lake), "--quiet")
+    return lake
+
+
+def main() -> None:
+    from benchmarks.run import _commit, _machine
+
+    lake = bench_lake()
     cmd = [sys.executable, "-m", "benchmarks.evaluate", "step", str(lake)]
     _run(*cmd)  # warm the numba cache of the bootstrap kernel
     r = json.loads(_run(*cmd).strip().splitlines()[-1])

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.evaluate import DAY, RECORDS, ROOT, SYMBOL, WORK, _run
+from benchmarks.evaluate import DAY, RECORDS, ROOT, SYMBOL, _run, bench_lake
 
 
 def step(lake: str) -> dict[str, Any]:
@@ -75,22 +75,7 @@ def step(lake: str) -> dict[str, Any]:
 def main() -> None:
     from benchmarks.run import _commit, _machine
 
-    WORK.mkdir(exist_ok=True)
-    raw = WORK / f"synth-{RECORDS}.mbo.dbn.zst"
-    lake = WORK / "lake-eval"
-    vpbatch = str(Path(sys.executable).with_name("vpbatch"))
-    if not raw.exists():
-        _run(vpbatch, "synth", "--symbol", SYMBOL, "--dt", DAY.isoformat(), "--records",
-             str(RECORDS), "--out", str(raw), "--quiet")
-    lake_raw = (lake / "raw" / "source=databento" / "product_type=future_mbo" / "symbol=MNQ"
-                / "table=market_by_order_dbn")
-    target = lake_raw / "glbx-mdp3-20260206.mbo.dbn.zst"
-    if not target.exists():
-        lake_raw.mkdir(parents=True, exist_ok=True)
-        os.link(raw, target)
-    # A complete build is skipped by `vpbatch build` itself (no --force).
-    _run(vpbatch, "build", "--symbol", SYMBOL, "--dt", DAY.isoformat(), "--start-time", "09:30",
-         "--end-time", "16:00", "--lake", str(lake), "--quiet")
+    lake = bench_lake()
     cmd = [sys.executable, "-m", "benchmarks.fit", "step", str(lake)]
     _run(*cmd)  # warm the numba caches (band pass, bootstrap)
     r = json.loads(_run(*cmd).strip().splitlines()[-1])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,3 +87,16 @@ def shuffled(targets: list[Target], seed: int) -> list[Target]:
         out.append(Target(t.name, t.three_class, t.horizon_ns, t.y[perm], t.change[perm],
                           t.end_ts))
     return out
+
+
+def away_from_chance(rows: list[dict[str, Any]], chance: dict[str, float]) -> list[tuple]:
+    """Rows whose estimate is off chance (balanced accuracy) or 0 (MCC, IC, differences) by
+    more than a Bonferroni-corrected normal interval (from the row's own bootstrap width)."""
+    z = float(NormalDist().inv_cdf(1 - 0.05 / len(rows) / 2))
+    misses = []
+    for r in rows:
+        ref = chance[r["target"]] if r["metric"] == "balanced_accuracy" else 0.0
+        se = (r["ci_high"] - r["ci_low"]) / (2 * 1.96)
+        if abs(r["estimate"] - ref) > z * se + 1e-9:
+            misses.append((r["predictor"], r["target"], r["metric"], r["estimate"], se))
+    return misses

@@ -8,14 +8,13 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from statistics import NormalDist
 
 import pytest
 import zstandard
 from click.testing import CliRunner
 
 from cli.main import cli
-from tests.evaluate.conftest import DAY, SYMBOL, shuffled
+from tests.evaluate.conftest import DAY, SYMBOL, away_from_chance, shuffled
 from vpbatch.build.pipeline import build
 from vpbatch.build.request import BuildRequest
 from vpbatch.errors import ConfigError
@@ -164,13 +163,7 @@ def test_evaluate_given_shuffled_future_every_predictor_is_at_chance(planted_lak
     ev = evaluate_states(states, targets=targets, settings=Bootstrap(resamples=400))
     chance = {t["target"]: t["chance_balanced_accuracy"] for t in ev.targets}
     rows = [r for r in ev.results if r["metric"] in ("balanced_accuracy", "mcc", "ic")]
-    z = float(NormalDist().inv_cdf(1 - 0.05 / len(rows) / 2))
-    misses = []
-    for r in rows:
-        ref = chance[r["target"]] if r["metric"] == "balanced_accuracy" else 0.0
-        se = (r["ci_high"] - r["ci_low"]) / (2 * 1.96)
-        if abs(r["estimate"] - ref) > z * se + 1e-9:
-            misses.append((r["predictor"], r["target"], r["metric"], r["estimate"], se))
+    misses = away_from_chance(rows, chance)
     assert len(rows) > 150
     assert not misses
 

@@ -6,12 +6,11 @@ from the outcome, and nothing at all with the future shuffled."""
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pytest
 
-from tests.evaluate.conftest import DAY, RESAMPLES, SYMBOL, shuffled
+from tests.evaluate.conftest import DAY, RESAMPLES, SYMBOL, away_from_chance, shuffled
 from vpbatch.evaluate.evaluation import (
     Evaluation,
     compute_targets,
@@ -111,12 +110,6 @@ def test_fit_given_shuffled_future_every_model_is_at_chance(planted_lake: Path) 
     chance = {t["target"]: t["chance_balanced_accuracy"] for t in ev.targets}
     rows = [r for r in ev.results if r["metric"] in ("balanced_accuracy", "mcc", "ic")]
     rows += [{**d, "predictor": "difference"} for d in ev.differences]
-    z = float(NormalDist().inv_cdf(1 - 0.05 / len(rows) / 2))
-    misses = []
-    for r in rows:
-        ref = chance[r["target"]] if r["metric"] == "balanced_accuracy" else 0.0
-        se = (r["ci_high"] - r["ci_low"]) / (2 * 1.96)
-        if abs(r["estimate"] - ref) > z * se + 1e-9:
-            misses.append((r["predictor"], r["target"], r["metric"], r["estimate"], se))
+    misses = away_from_chance(rows, chance)
     assert len(rows) == 3 * 2 * 3 + 4
     assert not misses

@@ -35,12 +35,12 @@ def to_json(ev: Evaluation) -> str:
     return json.dumps(evaluation_to_dict(ev), indent=2, allow_nan=False)
 
 
-def _cell(row: dict[str, Any] | None) -> str:
+def _cell(row: dict[str, Any] | None, fmt: str = ".3f") -> str:
     if row is None:
         return "-"
     lo, hi = row["ci_low"], row["ci_high"]
-    ci = f"[{lo:.3f},{hi:.3f}]" if lo is not None and hi is not None else "[-]"
-    return f"{row['estimate']:.3f} {ci}"
+    ci = f"[{lo:{fmt}},{hi:{fmt}}]" if lo is not None and hi is not None else "[-]"
+    return f"{row['estimate']:{fmt}} {ci}"
 
 
 def _index(ev: Evaluation) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -85,11 +85,7 @@ def format_table(ev: Evaluation) -> str:
 
 
 def _signed(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "-"
-    lo, hi = row["ci_low"], row["ci_high"]
-    ci = f"[{lo:+.3f},{hi:+.3f}]" if lo is not None and hi is not None else "[-]"
-    return f"{row['estimate']:+.3f} {ci}"
+    return _cell(row, "+.3f")
 
 
 def _difference_pairs(ev: Evaluation) -> list[tuple[str, str]]:
