@@ -29,7 +29,8 @@ from vpbatch.errors import InputError, OutputError, VpbatchError
 from vpbatch.ingest.reader import open_mbo
 from vpbatch.products import resolve_product
 from vpbatch.serve import protocol, view_kernel
-from vpbatch.serve.sources import GridView, snapshot_rows, to_states
+from vpbatch.serve.rows import snapshot_rows, to_states
+from vpbatch.serve.sources import GridView
 from vpbatch.serve.view_numpy import (
     NumpyGridView,
     StateConverter,

@@ -40,7 +40,7 @@ from vpbatch.products import Product, resolve_product
 from vpbatch.serve.lake_cache import LakeCache, SharedLake
 from vpbatch.serve.protocol import ADDITIVE_FIELDS, State
 from vpbatch.serve.request import StreamRequest
-from vpbatch.serve.rows import LAKE_BATCH_STATES, snapshot_rows, to_states
+from vpbatch.serve.rows import to_states
 from vpbatch.serve.view_numpy import NumpyGridView
 from vpbatch.store.fs import Lake, open_lake
 from vpbatch.store.lake import CORE_TABLES, find_raw_file
@@ -59,9 +59,8 @@ from vpbatch.store.schema import (
     state_times,
 )
 
-__all__ = ["LAKE_BATCH_STATES", "GridView", "LakeSource", "RawSource", "Source", "SourceInfo",
-           "built_days", "default_cache", "open_source", "snapshot_rows", "throttle",
-           "to_states"]
+__all__ = ["GridView", "LakeSource", "RawSource", "Source", "SourceInfo", "built_days",
+           "default_cache", "open_source", "throttle"]
 
 #: Raw records per reader chunk: small, so a disconnect stops the engine quickly.
 RAW_CHUNK_RECORDS: Final = 100_000

@@ -187,7 +187,7 @@ class NumpyGridView:
 
 
 def snapshot_values(snapshot: np.ndarray) -> dict[str, Any]:
-    """One ``SNAPSHOT_DTYPE`` row as :func:`~vpbatch.serve.sources.snapshot_rows` gives it
+    """One ``SNAPSHOT_DTYPE`` row as :func:`~vpbatch.serve.rows.snapshot_rows` gives it
     after :func:`~vpbatch.store.schema.snapshots_to_arrow`: Python numbers, the regime's name,
     None for a NaN price of an empty side of the book."""
     values = dict(zip(_SNAPSHOT_NAMES, snapshot.reshape(-1)[0].item(), strict=True))
