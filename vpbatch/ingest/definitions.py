@@ -10,8 +10,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from databento.common.error import BentoWarning
-
 from vpbatch.book.dtypes import UNDEF_PRICE
 from vpbatch.errors import InputError, SymbolError, one_line
 from vpbatch.ingest.dbn_file import DECODE_ERRORS, listing, open_validated
@@ -23,8 +21,12 @@ def _definitions(path: Path) -> Iterator[tuple[int, int, str, int]]:
     The one decode loop of the definition readers; any decoding problem is an InputError
     naming the file.
     """
-    store, _, _ = open_validated(path, "definition")
+    _, _, data = open_validated(path, "definition")
+    import databento as db  # its decoder for definition records; only days that have them
+    from databento.common.error import BentoError, BentoWarning
+
     try:
+        store = db.DBNStore(data)  # type: ignore[arg-type]
         with warnings.catch_warnings():
             warnings.simplefilter("error", BentoWarning)
             schema = "definition" if store.metadata.schema is None else None
@@ -34,7 +36,7 @@ def _definitions(path: Path) -> Iterator[tuple[int, int, str, int]]:
                          for raw in chunk["raw_symbol"]]
                 yield from zip(chunk["instrument_id"].tolist(), chunk["ts_recv"].tolist(),
                                names, chunk["min_price_increment"].tolist(), strict=True)
-    except DECODE_ERRORS as exc:
+    except (*DECODE_ERRORS, BentoError, BentoWarning) as exc:
         raise InputError(f"{path.name}: corrupt or truncated data ({one_line(exc)})") from None
 
 

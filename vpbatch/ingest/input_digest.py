@@ -1,10 +1,10 @@
 """The sha256 of an input file, computed from the bytes the reader already reads.
 
 A build reads its input once; hashing it again for the manifest or the book cache would be
-a second full pass (seconds on a multi-GB day). ``HashingFileSource`` is the databento
-``FileDataSource`` the reader opens the file with: every byte databento reads goes through
-one sha256, once and in file order (re-reads from the start are skipped, a forward jump
-hashes the skipped bytes with ``pread``). ``sha256()`` hashes whatever the reader never
+a second full pass (seconds on a multi-GB day). ``HashingFileSource`` is the file source the
+reader opens the file with: every byte the decoder reads goes through one sha256, once and
+in file order (re-reads from the start are skipped, a forward jump hashes the skipped bytes
+with ``pread``). ``sha256()`` hashes whatever the reader never
 reached (the tail after ``--end-time``) and returns the digest of the whole file.
 """
 
@@ -14,8 +14,6 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Any, Final
-
-from databento.common.dbnstore import FileDataSource
 
 _BLOCK: Final = 1 << 20
 
@@ -94,16 +92,21 @@ class _Progress:
         self.done = start
 
 
-class HashingFileSource(FileDataSource):
-    """databento's file source, hashing what it reads (see the module docstring)."""
+class HashingFileSource:
+    """A file source in the shape of databento's ``FileDataSource``, hashing what it reads."""
 
     def __init__(self, source: Path) -> None:
-        super().__init__(source)
+        self.path = Path(source)
+        self.name = self.path.name
         self._progress = _Progress()
         self._file: HashingFile | None = None
 
     @property
-    def reader(self) -> HashingFile:  # type: ignore[override]
+    def nbytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def reader(self) -> HashingFile:
         if self._file is None or self._file.closed:
             self._file = HashingFile(self.path, self._progress)
         self._file.seek(0)

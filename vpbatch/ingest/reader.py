@@ -18,17 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final, TypeVar
 
-import databento as db
 import numpy as np
-from databento.common.error import BentoWarning
-from databento.common.publishers import Publisher
-from databento.common.symbology import InstrumentMap
 
 from vpbatch.book.dtypes import F_LAST, MBO_DTYPE
 from vpbatch.clock import NS_PER_SECOND
@@ -36,6 +31,7 @@ from vpbatch.errors import ConfigError, InputError, SymbolError, one_line
 from vpbatch.ingest.dbn_file import (
     DECODE_ERRORS,
     MBO_SIZE,
+    DbnStream,
     FileMetadata,
     OtherRecords,
     RecordError,
@@ -49,6 +45,8 @@ from vpbatch.ingest.dbn_file import (
 )
 from vpbatch.ingest.definitions import read_definition_symbols
 from vpbatch.ingest.input_digest import HashingFileSource
+from vpbatch.ingest.publishers import PUBLISHERS
+from vpbatch.ingest.symbology import SymbolMap, json_symbol_map, metadata_symbol_map
 from vpbatch.products import resolve_product
 from vpbatch.store.lake import find_definition_file, find_raw_file
 
@@ -96,26 +94,26 @@ def publisher_name(publisher_id: int) -> str:
         The publisher's ``DATASET.VENUE`` name, or ``'unknown'`` for an id this version of
         databento does not know.
     """
-    try:
-        return str(Publisher.from_int(int(publisher_id)).value)
-    except ValueError:
-        return "unknown"
+    return _PUBLISHER_NAMES.get(int(publisher_id), "unknown")
+
+
+_PUBLISHER_NAMES: Final = dict(PUBLISHERS)
 
 
 def dataset_publishers(dataset: str) -> list[int]:
     """Every publisher id Databento lists for ``dataset`` (empty for an unknown dataset)."""
-    return sorted(p.to_int() for p in Publisher if str(p.dataset) == dataset)
+    return sorted(pid for pid, name in PUBLISHERS if name.rsplit(".", 1)[0] == dataset)
 
 
 #: Symbology types whose symbols name a group of instruments, not one contract.
 PARENT_STYPES: Final = ("parent", "continuous")
 
 
-def _in_days(imap: InstrumentMap, first_day: dt.date, last_day: dt.date | None
+def _in_days(symbol_map: SymbolMap, first_day: dt.date, last_day: dt.date | None
              ) -> dict[int, str]:
     """``instrument_id -> symbol`` for the mapping intervals that overlap the file's days."""
     result: dict[int, str] = {}
-    for iid, intervals in imap.build_symbol_map().items():
+    for iid, intervals in symbol_map.items():
         for start, end, symbol in intervals:
             if end <= first_day or (last_day is not None and start > last_day):
                 continue
@@ -154,7 +152,7 @@ class MboSource:
         Dataset, schema, DBN version, time range, symbols and symbology types.
     """
 
-    def __init__(self, path: Path, store: db.DBNStore, metadata: FileMetadata,
+    def __init__(self, path: Path, store: DbnStream, metadata: FileMetadata,
                  data: HashingFileSource | None = None, definition: Path | None = None) -> None:
         self.path = path
         self.metadata = metadata
@@ -195,9 +193,7 @@ class MboSource:
     def _guarded(self, step: Callable[[], _T], done: int) -> _T:
         """Run one decoding step; any decoding problem becomes an InputError naming the file."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", BentoWarning)
-                return step()
+            return step()
         except StopIteration:
             raise
         except DECODE_ERRORS as exc:
@@ -441,14 +437,14 @@ class MboSource:
         return first, last
 
     def _metadata_mappings(self) -> dict[int, str]:
-        """The file's own mappings, through databento's ``InstrumentMap``."""
-        imap = InstrumentMap()
+        """The file's own mappings (read as databento's ``InstrumentMap`` reads them)."""
+        meta = self._store.metadata
         try:
-            imap.insert_metadata(self._store.metadata)
+            symbol_map = metadata_symbol_map(meta.stype_in, meta.stype_out, meta.mappings)
         except ValueError as exc:
             raise InputError(f"{self.name}: unusable symbol mappings in the metadata "
                              f"({one_line(exc)})") from None
-        return _in_days(imap, *self._day_range())
+        return _in_days(symbol_map, *self._day_range())
 
     def _record_mappings(self) -> dict[int, str]:
         """``instrument_id -> symbol`` from the symbol mapping records in the stream.
@@ -474,15 +470,14 @@ class MboSource:
         path = self.path.parent / SYMBOLOGY_JSON
         if not path.is_file():
             return {}
-        imap = InstrumentMap()
         try:
             doc = json.loads(path.read_text())
-            imap.insert_json(doc)
+            symbol_map = json_symbol_map(doc)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{path}: not a Databento symbology.json ({one_line(exc)})") from None
         if isinstance(doc, dict) and doc.get("stype_in") in PARENT_STYPES:
             self._json_parent = True
-        return _in_days(imap, *self._day_range())
+        return _in_days(symbol_map, *self._day_range())
 
     @property
     def _parent_symbology(self) -> bool:
