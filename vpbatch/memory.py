@@ -1,4 +1,4 @@
-"""glibc malloc settings for a build and for the server (Linux glibc only; a no-op elsewhere).
+"""Process memory settings: glibc malloc for a build and the server, and Python's cyclic GC.
 
 Build. A build streams large arrays through malloc: engine batches, stored columns, Arrow buffers
 (tens of MB each, thousands of times a day). glibc serves blocks above its mmap threshold
@@ -12,10 +12,18 @@ that Dask's nanny exports to its workers (7x the page faults there).
 Server. Each ``vpbatch serve`` connection runs its source in a thread of its own, and glibc
 gives new threads new arenas (up to 8 per core), each holding freed decode buffers: RSS grew
 ~50 MB in steps over connections; with :data:`SERVER_ARENAS` arenas it stays flat (measured).
+
+Cyclic GC. Start-up leaves ~260,000 objects that live as long as the process (modules, numba's
+types and dispatchers, pyarrow, uvicorn). Python's full collections walk all of them, about
+every 14 s of a live session, 110-220 ms each with the GIL held: every thread stopped, so a
+live viewer's frame waited that long (the rare ~150 ms latency of issue 17, measured with a
+``gc.callbacks`` probe). :func:`freeze_startup_objects` takes them out of the GC's walk.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from typing import Final
 
@@ -31,6 +39,7 @@ TRIM_THRESHOLD: Final = 512 << 20
 SERVER_ARENAS: Final = 4
 
 _applied = False
+_frozen = False
 
 
 def _mallopt(*settings: tuple[int, int]) -> None:
@@ -58,3 +67,21 @@ def reuse_freed_memory() -> None:
 def cap_malloc_arenas(arenas: int = SERVER_ARENAS) -> None:
     """Bound glibc's malloc arenas in this process; arenas made later obey it."""
     _mallopt((M_ARENA_MAX, arenas))
+
+
+def freeze_startup_objects() -> None:
+    """Leave every object alive now out of later cyclic-GC passes (``gc.freeze``); once.
+
+    Call it once the process is set up and streaming (a build's or live session's first
+    chunk is through the engine: modules imported, kernels loaded). Only the first call
+    freezes: a Dask worker runs build after build, and a later freeze would also keep
+    whatever garbage cycles the earlier builds left. What the stream allocates is collected
+    as before. At exit the frozen objects go back to the GC, so that the interpreter's last
+    collection still finalises them (nanobind-based modules such as duckdb report every
+    instance left alive as a leak).
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+        atexit.register(gc.unfreeze)

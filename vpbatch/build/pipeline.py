@@ -45,7 +45,7 @@ from vpbatch.errors import ConfigError, InputError, PartitionExists, VpbatchErro
 from vpbatch.ingest.definitions import read_definition_tick
 from vpbatch.ingest.read_ahead import read_ahead
 from vpbatch.ingest.reader import MboSource, find_input, open_mbo, publisher_name
-from vpbatch.memory import reuse_freed_memory
+from vpbatch.memory import freeze_startup_objects, reuse_freed_memory
 from vpbatch.products import Product, resolve_product
 from vpbatch.progress import Progress
 from vpbatch.store import cache
@@ -180,7 +180,9 @@ class BuildJob:
         self._phase_started = time.perf_counter()
         if phase == Phase.EMIT:
             self.engine.set_emitting(True)
-        for chunk in self.chunks():
+        for n, chunk in enumerate(self.chunks()):
+            if n == 1:
+                freeze_startup_objects()  # set up, and the first chunk loaded the kernels
             self._show_progress(bar, chunk)
             if skip:
                 take = min(skip, len(chunk))
@@ -345,7 +347,13 @@ class BuildJob:
             writer.write_mbp(records_from_raw(emitted.mbp, self.req.mbp_levels))
 
     def _wait_writes(self, keep_bytes: int) -> None:
-        while self._writes and (self._pending_bytes > keep_bytes or keep_bytes == 0):
+        """Collect finished writes, then wait until at most ``keep_bytes`` are queued.
+
+        Finished ones go at once: a live session queues a write per state for hours, and
+        keeping their futures until 96 MB of states had queued held ~1 KB each.
+        """
+        while self._writes and (self._writes[0][0].done() or keep_bytes == 0
+                                or self._pending_bytes > keep_bytes):
             call, nbytes = self._writes.popleft()
             self._pending_bytes -= nbytes
             call.result()
