@@ -73,7 +73,8 @@ def freeze_startup_objects() -> None:
     """Leave every object alive now out of later cyclic-GC passes (``gc.freeze``); once.
 
     Call it once the process is set up and streaming (a build's or live session's first
-    chunk is through the engine: modules imported, kernels loaded). Only the first call
+    chunk is through the engine: modules imported, kernels loaded; ``serve`` before it
+    listens). Only the first call
     freezes: a Dask worker runs build after build, and a later freeze would also keep
     whatever garbage cycles the earlier builds left. What the stream allocates is collected
     as before. At exit the frozen objects go back to the GC, so that the interpreter's last

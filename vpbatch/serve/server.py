@@ -71,6 +71,7 @@ def run_server(lake: Path | str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     """
     import uvicorn
 
+    from vpbatch.memory import freeze_startup_objects
     from vpbatch.serve.app import create_app
 
     check_options(lake, port)
@@ -80,4 +81,6 @@ def run_server(lake: Path | str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     config = uvicorn.Config(create_app(lake, token=token), host=host, port=port,
                             log_level=log_level, ws="websockets-sansio", lifespan="off",
                             ws_per_message_deflate=False)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    freeze_startup_objects()  # full GC passes over start-up objects would stall every stream
+    server.run()
