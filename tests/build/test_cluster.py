@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
+from tests.dask_cluster import Cluster
 from vpbatch.build.cluster import plan, summary_line
 from vpbatch.build.request import BuildRequest, BuildResult
 from vpbatch.build.verify import verify
@@ -38,7 +39,8 @@ RANGE = ("--symbol", ",".join(SYMBOLS), "--start", "2026-02-04", "--end", "2026-
 ARGS = ("--start-time", "09:30", "--end-time", "10:30", "--K", "10")
 TABLES = ("vp_snapshot", "vp_grid")
 REPO = Path(__file__).parents[2]
-DASK = Path(sys.executable).with_name("dask")
+#: Workers print numba's cache activity: kernels must be loaded, never compiled.
+NUMBA_CACHE_LOG = {"NUMBA_DEBUG_CACHE": "1"}
 WORKER_RE = re.compile(r"dask: scheduler (tcp://127\.0\.0\.1:\d+), 2 workers, dashboard "
                        r"(http://127\.0\.0\.1:\d+/status)\n")
 
@@ -77,70 +79,10 @@ def part_bytes(lake: Path) -> dict[str, bytes]:
             for table in TABLES for symbol in SYMBOLS for day in DAYS}
 
 
-class Cluster:
-    """``dask scheduler`` + ``dask worker`` subprocesses; :meth:`close` ends every one."""
-
-    def __init__(self, folder: Path, n_workers: int = 2) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.scheduler_file = folder / "scheduler.json"
-        # Workers print numba's cache activity: kernels must be loaded, never compiled.
-        env = {**os.environ, "NUMBA_DEBUG_CACHE": "1", "PYTHONUNBUFFERED": "1"}
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.scheduler = self._start("scheduler", [
-            "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-            "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file)], env)
-        self.address = self._wait_address()
-        self.workers = [self._start(f"worker{i}", [
-            "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-            "--host", "127.0.0.1", "--name", f"w{i}", "--death-timeout", "60"], env)
-            for i in range(n_workers)]
-        self._wait_workers(n_workers)
-
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([str(DASK), *args], cwd=self.folder, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def _wait_address(self, timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.scheduler.poll() is not None:
-                pytest.fail(f"dask scheduler exited: {self.log('scheduler')}")
-            try:
-                return str(json.loads(self.scheduler_file.read_text())["address"])
-            except (FileNotFoundError, ValueError, KeyError):
-                time.sleep(0.1)
-        pytest.fail("dask scheduler did not write its scheduler file")
-
-    def _wait_workers(self, n: int, timeout: float = 180) -> None:
-        from distributed import Client
-
-        with Client(self.address, timeout="60s", set_as_default=False) as client:
-            client.wait_for_workers(n, timeout=timeout)
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster for the tests that keep their workers alive."""
-    started = Cluster(tmp_path_factory.mktemp("cluster"))
+    started = Cluster(tmp_path_factory.mktemp("cluster"), env=NUMBA_CACHE_LOG)
     try:
         yield started
     finally:
@@ -150,7 +92,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of this test alone (it kills a worker)."""
-    started = Cluster(tmp_path / "cluster")
+    started = Cluster(tmp_path / "cluster", env=NUMBA_CACHE_LOG)
     try:
         yield started
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
+from tests.dask_cluster import Cluster
 from tests.s3.conftest import keys
 from vpbatch.build.verify import verify
 from vpbatch.products import resolve_product
@@ -36,7 +36,6 @@ RANGE = ("--symbol", ",".join(SYMBOLS), "--start", "2026-02-04", "--end", "2026-
 ARGS = ("--start-time", "09:30", "--end-time", "10:30", "--K", "10")
 TABLES = ("vp_snapshot", "vp_grid")
 REPO = Path(__file__).parents[2]
-DASK = Path(sys.executable).with_name("dask")
 
 
 @pytest.fixture(scope="module")
@@ -86,68 +85,9 @@ def part_bytes(lake: str | Path) -> dict[str, bytes]:
     return out
 
 
-class Cluster:
-    """``dask scheduler`` + ``dask worker`` subprocesses, each worker in its own empty folder."""
-
-    def __init__(self, folder: Path, n_workers: int = 2) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.scheduler_file = folder / "scheduler.json"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.scheduler = self._start("scheduler", folder, [
-            "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-            "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file)], env)
-        self.address = self._wait_address()
-        self.homes = [folder / f"worker{i}" for i in range(n_workers)]
-        self.workers = []
-        for i, home in enumerate(self.homes):
-            home.mkdir()
-            own = {**env, "TMPDIR": str(home), "XDG_CACHE_HOME": str(home / "cache")}
-            self.workers.append(self._start(f"worker{i}", home, [
-                "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                "--host", "127.0.0.1", "--name", f"w{i}", "--death-timeout", "60"], own))
-        from distributed import Client
-
-        with Client(self.address, timeout="60s", set_as_default=False) as client:
-            client.wait_for_workers(n_workers, timeout=180)
-
-    def _start(self, name: str, cwd: Path, args: list[str],
-               env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([str(DASK), *args], cwd=cwd, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def _wait_address(self, timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.scheduler.poll() is not None:
-                pytest.fail("dask scheduler exited: "
-                            + (self.folder / "scheduler.log").read_text(errors="replace"))
-            try:
-                return str(json.loads(self.scheduler_file.read_text())["address"])
-            except (FileNotFoundError, ValueError, KeyError):
-                time.sleep(0.1)
-        pytest.fail("dask scheduler did not write its scheduler file")
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=3)  # a --no-nanny worker may sit on SIGTERM
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path / "cluster")
+    started = Cluster(tmp_path / "cluster", isolated=True)
     try:
         yield started
     finally:
