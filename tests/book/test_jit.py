@@ -124,3 +124,30 @@ def test_guard_recompiles_a_kernel_whose_constant_changed_in_another_file(tmp_pa
     (tmp_path / "dep.py").write_text("LIMIT = 2\n")
     assert _run(script, tmp_path, cache) == "1 2"
     assert _run(script, tmp_path, cache) == "1 2"
+
+
+def test_load_kernels_loads_what_a_live_session_then_calls() -> None:
+    """``vpbatch live`` loads the kernels before connecting: its first records must not wait
+    for numba (a new specialisation after load_kernels would mean a load or a compile)."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from vpbatch.book import kernels\n"
+        "from vpbatch.book.engine import Engine, load_kernels\n"
+        "from vpbatch.config import EngineConfig\n"
+        "from vpbatch.ingest.reader import open_mbo\n"
+        "load_kernels()\n"
+        "loaded = {k: len(getattr(kernels, k).signatures) for k in "
+        "('process_chunk', 'flush_pending')}\n"
+        "engine = Engine(EngineConfig(), bucket=250_000_000, tick=250_000_000)\n"
+        "for chunk in open_mbo(sys.argv[1]).iter_chunks(symbol='ESM4'):\n"
+        "    frozen = np.frombuffer(chunk.tobytes(), chunk.dtype)  # as a live feed's bytes\n"
+        "    list(engine.stream(frozen))\n"
+        "engine.finish()\n"
+        "after = {k: len(getattr(kernels, k).signatures) for k in loaded}\n"
+        "print(loaded == after == {'process_chunk': 1, 'flush_pending': 1})\n"
+    )
+    esm4 = ROOT / "tests" / "data" / "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
+    out = subprocess.run([sys.executable, "-c", code, str(esm4)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "True"

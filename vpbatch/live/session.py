@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from vpbatch.book.dtypes import MBO_DTYPE
+from vpbatch.book.engine import load_kernels
 from vpbatch.build.request import DEFAULT_WARMUP_NS, BuildRequest
 from vpbatch.clock import NS_PER_SECOND
 from vpbatch.config import EngineConfig
@@ -402,6 +403,7 @@ def run_live(req: LiveRequest, *, feeds: dict[str, LiveFeed] | None = None,
             _refuse_existing_recording(
                 raw_dir(req.lake, product) / live_recording_name(dataset, req.day, symbol),
                 symbol, req.day)
+    load_kernels()  # not when the first record arrives
     runs = [SymbolRun(req, s, products[s], dataset, start_ns, (feeds or {}).get(s), past_end,
                       stop_on_failure) for s in req.symbols]
     connection = Connection(key=key, dataset=dataset, symbols=list(req.symbols),
