@@ -45,6 +45,15 @@ def test_fit_cli_given_a_built_day_writes_the_versioned_model_document(
         assert len(m["mean"]) == len(m["scale"]) == len(m["transforms"]) == p
         assert len(m["coef"]) == (3 if m["target"] == "clock_5s" else 1)
         assert m["regularisation"]["C"] in m["regularisation"]["grid"]
+        # The group penalty (field scale) only where level-1 and field features meet.
+        reg = m["regularisation"]
+        assert ("field_scale" in reg) == (m["name"] == "vp+l1")
+        if m["name"] == "vp+l1":
+            assert reg["field_scale"] in reg["field_scale_grid"]
+            k = reg["field_scale_grid"].index(reg["field_scale"])
+            assert reg["cv_log_loss"] == reg["field_scale_cv_log_loss"][k]
+            if reg["field_scale"] == 0:  # the field's coefficients: exactly 0
+                assert all(c == 0 for row in m["coef"] for c in row[5:])
         assert m["training"]["usable_states"] > 3_000
         assert set(m["in_sample"]) == {"coverage", "hit_rate", "balanced_accuracy", "mcc", "ic"}
         if m["target"].startswith("event"):
@@ -96,6 +105,7 @@ def test_evaluate_cli_given_models_walks_forward_and_reports_the_paired_differen
     # Fitted on day 1, tested on day 2 only: no model sees its test part.
     assert {f["test_day"] for f in doc["fits"]} == {DAY2}
     assert len(doc["fits"]) == 2 * 7
+    assert all(("field_scale" in f) == (f["predictor"] == "fit_vp+l1") for f in doc["fits"])
     assert {r["target"] for r in doc["results"] if r["predictor"] == "fit_vp+l1"} == {
         t["target"] for t in doc["targets"]}
     assert len(doc["differences"]) == 7 * 2

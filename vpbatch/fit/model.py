@@ -150,10 +150,16 @@ class FittedModel:
     def score_design(self, z_all: np.ndarray) -> np.ndarray:
         """:meth:`score` from the transformed features of every column of ``FEATURES``
         (``z_all``, missing values 0): the standardisation folded into the coefficients, so
-        no per-model copy of the matrix is made."""
+        no per-model copy of the matrix is made. Features whose coefficients are all 0 (the
+        field of a ``vp+l1`` model whose cross-validation chose no field) are left out of the
+        intercept's sum, so such a model scores exactly as the model without them."""
         w = np.zeros((len(FEATURES), self.coef.shape[0]))
         w[[FEATURES.index(f) for f in self.features]] = (self.coef / self.scale).T
-        b = self.intercept - (self.mean / self.scale) @ self.coef.T
+        mean, scale, coef = self.mean, self.scale, self.coef
+        used = np.any(coef != 0, axis=0)
+        if not used.all():
+            mean, scale, coef = mean[used], scale[used], coef[:, used]
+        b = self.intercept - (mean / scale) @ coef.T
         return self._score_from(self._from_logits(z_all @ w + b))
 
     def up_probability(self, x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,14 @@ Decisions (docs/fit.md):
   fitted on the fold's training rows. The ``C`` with the lowest mean log-loss over the folds
   wins (ties: the stronger regularisation). Each fold walks the grid from strong to weak
   regularisation, warm-starting from the previous solution.
+* **Group penalty.** A model with level-1 *and* field features (``vp+l1``) has its standardised
+  field columns multiplied by a scale ``s`` of :data:`FIELD_SCALES`, chosen jointly with ``C``
+  by the same cross-validation (lowest mean log-loss; ties: the smaller ``s``, then the smaller
+  ``C``). In an L2 model that is a penalty ``1/s^2`` times heavier on the field group than on the
+  level-1 group; ``s = 0`` is fitted as the level-1 model itself (the field columns left out),
+  so the model can differ from ``l1`` only where the cross-validation sees the field help. The
+  scale is folded into the stored coefficients (field coefficients times ``s``: exactly 0 at
+  ``s = 0``), so a stored model scores as any other.
 * **Solver.** ``newton-cholesky`` (a few hundred rows per feature, under 70 features: Newton's
   method converges in a few steps where lbfgs needs hundreds on these collinear sums).
 * **Determinism.** Newton from a zero start, one BLAS thread: the same data give the same
@@ -63,6 +71,7 @@ from vpbatch.fit.features import (
     FEATURES,
     MODEL_FEATURES,
     MODELS,
+    VP_FEATURES,
     feature_matrix,
 )
 from vpbatch.fit.model import FittedModel, ModelFile
@@ -78,6 +87,14 @@ TARGETS: Final = (*(f"event_{h}" for h in EVENT_HORIZONS),
                   *(f"clock_{s}s" for s in CLOCK_HORIZONS))
 #: Inverse regularisation strengths tried by the cross-validation (standardised features).
 C_GRID: Final = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Scales of the standardised field columns tried jointly with ``C`` in a model with level-1
+#: and field features: an L2 penalty ``1/s^2`` times heavier on the field group (0: none of it).
+FIELD_SCALES: Final[tuple[float, ...]] = (0.0, 0.25, 0.5, 1.0)
+#: A feature whose standard deviation on the training rows is below this (in its transformed
+#: units) is constant to the models and keeps scale 1: the far bands' chains are often only
+#: the decayed remnants of an old burst there (standard deviations down to 1e-46), and dividing
+#: by such a scale turns the next real value into 1e40 standard deviations.
+MIN_SCALE: Final = 1e-6
 #: Time-ordered validation folds inside the training part.
 CV_FOLDS: Final = 3
 #: At most this many training states enter a fit (a stride over the training part) ...
@@ -153,9 +170,11 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 
 def _standardise(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column; a column whose standard deviation is below
+    :data:`MIN_SCALE` is constant to the models (scale 1)."""
     mean = z.mean(axis=0)
     scale = z.std(axis=0)
-    return mean, np.where(scale > 0, scale, 1.0)
+    return mean, np.where(scale >= MIN_SCALE, scale, 1.0)
 
 
 def _logistic(c: float) -> LogisticRegression:
@@ -169,12 +188,14 @@ def _log_loss(model: LogisticRegression, z: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(p[np.arange(y.size), col])))
 
 
-def choose_c(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray
-             ) -> tuple[float, list[float | None], int]:
-    """``(C, mean validation log-loss per C, folds used)`` by time-ordered cross-validation.
+def cv_log_loss(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray,
+                field: np.ndarray | None = None, s: float = 1.0) -> tuple[np.ndarray, int]:
+    """Mean validation log-loss per ``C`` of :data:`C_GRID` by time-ordered cross-validation,
+    and the number of folds used (the losses are NaN with none).
 
+    ``field`` marks the columns of ``z`` multiplied by ``s`` after the fold's standardisation.
     A fold whose training rows lack a class of the whole sample, or whose scored chunk holds a
-    class its training rows lack, is skipped; with no usable fold ``C = 1``.
+    class its training rows lack, is skipped.
     """
     n = y.size
     edges = np.linspace(0, n, CV_FOLDS + 2).astype(np.int64)
@@ -190,6 +211,9 @@ def choose_c(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray
             continue
         mean, scale = _standardise(z[train])
         zt, zv = (z[train] - mean) / scale, (z[start:stop] - mean) / scale
+        if field is not None and s != 1.0:
+            zt[:, field] *= s
+            zv[:, field] *= s
         model = _logistic(C_GRID[0])
         for i, c in enumerate(C_GRID):
             model.set_params(C=c)
@@ -197,10 +221,56 @@ def choose_c(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray
             losses[i] += _log_loss(model, zv, y[start:stop])
         used += 1
     if used == 0:
-        return 1.0, [None] * len(C_GRID), 0
-    mean_loss = losses / used
-    best = int(np.argmin(mean_loss))  # argmin takes the first (strongest) of equal losses
-    return float(C_GRID[best]), [float(v) for v in mean_loss], used
+        return np.full(len(C_GRID), np.nan), 0
+    return losses / used, used
+
+
+def choose_c(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray
+             ) -> tuple[float, list[float | None], int]:
+    """``(C, mean validation log-loss per C, folds used)`` by time-ordered cross-validation
+    (:func:`cv_log_loss`); the lowest loss wins (ties: the stronger regularisation); with no
+    usable fold ``C = 1``."""
+    c, _, loss, used = choose_penalty(z, y, ts, end_ts)
+    return c, loss[0], used
+
+
+def _level1(z: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """The columns outside the field group (``s = 0``)."""
+    return z[:, np.flatnonzero(~field)]
+
+
+def choose_penalty(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray,
+                   field: np.ndarray | None = None, scales: Sequence[float] = (1.0,),
+                   level1: np.ndarray | None = None
+                   ) -> tuple[float, float, list[list[float | None]], int]:
+    """``(C, field scale, mean validation log-loss per scale and C, folds used)``.
+
+    ``field`` marks the columns of ``z`` each of ``scales`` multiplies; at scale 0 the
+    cross-validation is the one of the other columns alone, ``level1`` (default
+    ``z[:, ~field]``; :func:`fit_scored` passes the level-1 model's own array, so that the
+    losses are that model's to the bit).
+
+    The pair with the lowest mean log-loss wins; ties go to the smaller scale, then the smaller
+    ``C`` (the stronger regularisation). With no usable fold: ``C = 1`` and the smallest scale
+    (without evidence for the field, no weight on it).
+    """
+    rows = []
+    used = 0
+    for s in scales:
+        if field is not None and s == 0.0:  # the level-1 model's own cross-validation
+            row, used = cv_log_loss(_level1(z, field) if level1 is None else level1, y, ts,
+                                    end_ts)
+        else:
+            row, used = cv_log_loss(z, y, ts, end_ts, field, s)
+        rows.append(row)
+    if used == 0:
+        return 1.0, float(scales[0]), [[None] * len(C_GRID) for _ in scales], 0
+    losses = np.stack(rows)
+    # argmin takes the first of equal losses: rows run from the smallest scale, columns from
+    # the strongest regularisation.
+    k, i = (int(v) for v in np.unravel_index(int(np.argmin(losses)), losses.shape))
+    return (float(C_GRID[i]), float(scales[k]),
+            [[float(v) for v in row] for row in losses], used)
 
 
 def in_sample_metrics(calls: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -210,6 +280,13 @@ def in_sample_metrics(calls: np.ndarray, score: np.ndarray, y: np.ndarray,
     values = metrics_from_sums(sums, 1, three_class)[0]
     return {m: (float(v) if np.isfinite(v) else None) for m, v in zip(METRICS, values,
                                                                           strict=True)}
+
+
+def group_of(features: Sequence[str]) -> np.ndarray | None:
+    """Which of ``features`` form the field group of the group penalty (None unless the set
+    has both level-1 and field features)."""
+    field = np.array([f in VP_FEATURES for f in features])
+    return field if field.any() and not field.all() else None
 
 
 def fit_model(name: str, target: str, three_class: bool, design: Design, rows: np.ndarray,
@@ -255,17 +332,43 @@ def fit_scored(name: str, target: str, three_class: bool, design: Design, rows: 
     z = design.z[sample][:, cols]
     ys = y[sample]
     cv = slice(None, None, max(1, -(-sample.size // MAX_CV_STATES)))
-    c, cv_loss, folds = choose_c(z[cv], ys[cv], ts[sample][cv], end_ts[sample][cv])
+    field = group_of(features)
+    scales = (1.0,) if field is None else FIELD_SCALES
+    # The level-1 columns exactly as the l1 model selects them (the same layout: the same bits).
+    level1 = None if field is None else design.z[sample][:, np.asarray(cols)[~field]]
+    c, s, cv_loss, folds = choose_penalty(z[cv], ys[cv], ts[sample][cv], end_ts[sample][cv],
+                                          field, scales, None if level1 is None else level1[cv])
     mean, scale = _standardise(z)
-    model = _logistic(c).fit((z - mean) / scale, ys)
+    if field is None or s == 1.0:
+        model = _logistic(c).fit((z - mean) / scale, ys)
+        coef = model.coef_.astype(np.float64)
+    elif s == 0.0:  # the level-1 model itself; the field's coefficients exactly 0
+        assert level1 is not None
+        mean[~field], scale[~field] = _standardise(level1)
+        model = _logistic(c).fit((level1 - mean[~field]) / scale[~field], ys)
+        coef = np.zeros((model.coef_.shape[0], len(features)))
+        coef[:, ~field] = model.coef_
+    else:  # the scale folded into the field's stored coefficients
+        zs = (z - mean) / scale
+        zs[:, field] *= s
+        model = _logistic(c).fit(zs, ys)
+        coef = model.coef_.astype(np.float64)
+        coef[:, field] *= s
     # A clock target whose training part never stays flat gives a two-class model: its
     # score is then P(up), and the band still leaves room for "flat" (no call).
     classes = tuple(int(k) for k in model.classes_)
-    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    intercept = model.intercept_.astype(np.float64)
     transforms = tuple("asinh" if f in ASINH_FEATURES else "none" for f in features)
+    regularisation: dict[str, Any] = {"penalty": "l2", "C": c, "grid": list(C_GRID)}
+    k = scales.index(s)
+    if field is not None:
+        regularisation.update({"field_scale": s, "field_scale_grid": list(FIELD_SCALES)})
+    regularisation.update({"cv_folds": folds, "cv_log_loss": cv_loss[k]})
+    if field is not None:
+        regularisation["field_scale_cv_log_loss"] = cv_loss
+    regularisation["iterations"] = int(np.max(model.n_iter_))
     info: dict[str, Any] = {
-        "regularisation": {"penalty": "l2", "C": c, "grid": list(C_GRID), "cv_folds": folds,
-                           "cv_log_loss": cv_loss, "iterations": int(np.max(model.n_iter_))},
+        "regularisation": regularisation,
         "training": {"states": int(rows.size), "usable_states": int(ok.size),
                      "fit_states": int(sample.size), "stride": int(stride)},
     }

@@ -55,6 +55,8 @@ def _fit_row(predictor: str, tg: Target, day: str, model: FittedModel | None,
     row.update({"C": reg["C"], "cv_folds": reg["cv_folds"], "fit_states": training["fit_states"],
                 "lo": model.lo if np.isfinite(model.lo) else None,
                 "hi": model.hi if np.isfinite(model.hi) else None})
+    if "field_scale" in reg:  # a model with level-1 and field features (group penalty)
+        row["field_scale"] = reg["field_scale"]
     return row
 
 
