@@ -108,14 +108,15 @@ def command(symbol: str | None, day: dt.date | None, start: dt.date | None,
         return
     click.echo(f"{file.symbol} trained on {', '.join(file.training_days)}; "
                f"default model {file.default[0]}/{file.default[1]}")
-    click.echo(f"{'model':<8} {'target':<10} {'C':>8} {'states':>9} {'fitted':>7} "
-               f"{'bal. acc.':>9} {'MCC':>7} {'IC':>7}  (in sample)")
+    click.echo(f"{'model':<8} {'target':<10} {'C':>8} {'field s':>7} {'states':>9} "
+               f"{'fitted':>7} {'bal. acc.':>9} {'MCC':>7} {'IC':>7}  (in sample)")
     for m in file.models:
         ins = m.info.get("in_sample", {})
         reg, tr = m.info["regularisation"], m.info["training"]
         ba, mcc, ic = (_metric(ins.get(k)) for k in ("balanced_accuracy", "mcc", "ic"))
-        click.echo(f"{m.name:<8} {m.target:<10} {reg['C']:>8g} {tr['usable_states']:>9,} "
-                   f"{tr['fit_states']:>7,} {ba:>9} {mcc:>7} {ic:>7}")
+        scale = "-" if "field_scale" not in reg else f"{reg['field_scale']:g}"
+        click.echo(f"{m.name:<8} {m.target:<10} {reg['C']:>8g} {scale:>7} "
+                   f"{tr['usable_states']:>9,} {tr['fit_states']:>7,} {ba:>9} {mcc:>7} {ic:>7}")
 
 
 def _metric(value: float | None) -> str:

@@ -28,6 +28,7 @@ def model_json(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert res.exit_code == 0, res.output
     assert f"wrote {out}" in res.stderr
     assert f"{SYMBOL} trained on {DAY1}; default model vp+l1/event_1" in res.stdout
+    out.with_suffix(".stdout").write_text(res.stdout)
     return out
 
 
@@ -58,6 +59,18 @@ def test_fit_cli_given_a_built_day_writes_the_versioned_model_document(
         assert set(m["in_sample"]) == {"coverage", "hit_rate", "balanced_accuracy", "mcc", "ic"}
         if m["target"].startswith("event"):
             assert m["band"]["lo"] == m["band"]["hi"]  # two classes: every state gets a call
+
+
+def test_fit_cli_prints_each_models_c_and_field_scale(model_json: Path) -> None:
+    doc = json.loads(model_json.read_text())
+    rows = {tuple(line.split()[:2]): line.split() for line in
+            model_json.with_suffix(".stdout").read_text().splitlines()[2:]}
+    assert len(rows) == len(doc["models"])
+    for m in doc["models"]:
+        reg = m["regularisation"]
+        row = rows[(m["name"], m["target"])]
+        assert float(row[2]) == reg["C"]
+        assert row[3] == ("-" if m["name"] == "l1" else f"{reg['field_scale']:g}")
 
 
 def test_fit_cli_given_the_same_days_twice_writes_the_same_bytes(
@@ -114,6 +127,14 @@ def test_evaluate_cli_given_models_walks_forward_and_reports_the_paired_differen
         assert (d["a"], d["b"]) == ("fit_vp+l1", "fit_l1") and d["metric"] in ("mcc", "ic")
     html = page.read_text()
     assert '<section id="differences">' in html and "fit_vp+l1 - fit_l1" in html
+    # The fits table shows each vp+l1 model's field scale (s = 0: the level-1 model).
+    assert "<th>field_scale</th>" in html
+    for f in doc["fits"]:
+        if f["predictor"] == "fit_vp+l1":
+            assert (f"<td>fit_vp+l1</td><td>{f['target']}</td>" in html)
+    scales = [f"<td>{f['field_scale']:.4g}</td>" for f in doc["fits"]
+              if f["predictor"] == "fit_vp+l1"]
+    assert all(cell in html for cell in scales)
 
 
 def test_evaluate_cli_given_models_prints_the_differences_table(lake: Path) -> None:

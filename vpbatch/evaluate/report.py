@@ -264,9 +264,11 @@ blocks). Green: the interval lies above 0 (a is better); red: below 0.</p>"""]
             out.append(f"<tr><td class=l>{html.escape(t['target'])}</td>{''.join(cells)}</tr>")
         out.append("</table>")
     if ev.fits:
-        keys = ("predictor", "target", "test_day", "train_states", "fit_states", "C", "lo", "hi")
-        out.append("<p class=note>The fitted models (regularisation C chosen by time-ordered "
-                   "cross-validation inside each training part; lo/hi: the call band).</p>"
+        keys = ("predictor", "target", "test_day", "train_states", "fit_states", "C",
+                "field_scale", "lo", "hi")
+        out.append("<p class=note>The fitted models (regularisation C, and for fit_vp+l1 the "
+                   "field's scale s, chosen by time-ordered cross-validation inside each "
+                   "training part; s = 0: the level-1 model; lo/hi: the call band).</p>"
                    "<table><tr>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>")
         for row in ev.fits:
             fit_cells = "".join(f"<td>{html.escape(_short(row.get(k)))}</td>" for k in keys)
