@@ -6,6 +6,8 @@ That is what each command's start-up reads later, also on machines that set
 ``PYTHONDONTWRITEBYTECODE=1`` (where nothing would be cached otherwise). It replaces
 compiling every installed package (``uv pip sync --compile-bytecode``: ~25 s on 2 cores,
 most of it test tools and their dependencies, which ``make test`` compiles for itself).
+It also fills numba's cache with the store's column kernels (``grid_columns``), which
+``vpbatch.book.precompile`` may not import (the engine's kernels are its job).
 
     python -m cli.warm
 """
@@ -36,6 +38,9 @@ def main() -> int:
     names = module_names()
     for name in names:
         importlib.import_module(name)
+    from vpbatch.store.grid_columns import load_kernels
+
+    load_kernels()  # the build's column kernels (the engine's: vpbatch.book.precompile)
     print(f"imported {len(names)} vpbatch modules ({len(sys.modules)} in all) in "
           f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +144,24 @@ def test_view_given_first_wave_and_lean_builds_in_one_lake_reads_both(
     assert old[2] == pytest.approx(float(grid["pressure_now"].sum()), rel=1e-12)
     assert new[2] == pytest.approx(float(grid["pressure_now"].sum()), rel=1e-6)
     assert old[3] == new[3] == int(grid["rest_depth"].sum())
+
+
+def test_column_kernels_warmed_at_install_are_the_ones_a_build_calls(tmp_path: Path) -> None:
+    """``make install`` (``python -m cli.warm``) compiles the column kernels into numba's cache
+    with ``load_kernels``; a build must then call exactly those specialisations (one each),
+    else its first run compiles again."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from vpbatch.build.pipeline import build\n"
+        "from vpbatch.build.request import BuildRequest\n"
+        "from vpbatch.store import grid_columns as g\n"
+        "g.load_kernels()\n"
+        "warm = (len(g._split.signatures), len(g._state_times.signatures))\n"
+        "build(BuildRequest(symbol='ESM4', day=None, lake=Path(sys.argv[1]),\n"
+        "                   path=Path(sys.argv[2])))\n"
+        "print(warm == (len(g._split.signatures), len(g._state_times.signatures)) == (1, 1))\n")
+    esm4 = Path(__file__).parents[1] / "data" / "glbx-mdp3-esm4-20240508-0000-0002utc.mbo.dbn.zst"
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(esm4)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
