@@ -55,3 +55,9 @@ def test_arrow_strings_and_chars_equal_pa_array() -> None:
     codes = np.frombuffer(b"AMCRTF\x00BN", dtype=np.uint8)
     expected = pa.array(codes.view("S1"), type=pa.binary()).cast(pa.string())
     assert _chars(codes).equals(expected)
+
+
+def test_arrow_array_given_a_dtype_arrow_stores_in_other_width_refuses() -> None:
+    """numpy's datetime64[D] is 8 bytes, Arrow's date32 4: wrapping the buffer would misread."""
+    with pytest.raises(TypeError, match="datetime64"):
+        arrow_array(np.array(["2026-02-06"], dtype="datetime64[D]"), pa.date32())

@@ -191,6 +191,8 @@ def arrow_array(values: np.ndarray, type: pa.DataType,
         data = pa.py_buffer(np.packbits(values, bitorder="little"))
     else:
         own = pa.from_numpy_dtype(values.dtype)
+        if own.bit_width != 8 * values.dtype.itemsize:  # datetime64[D] is date32 on 8 bytes
+            raise TypeError(f"arrow_array: {values.dtype} is not stored as {own} as it is")
         data = pa.py_buffer(values)
     validity, nulls = None, 0
     if mask is not None:
