@@ -16,7 +16,8 @@ and ``fit`` commands (lakes under ``DIR/lakes``, default ``/tmp/fitwork``; a lak
 document already there is reused), the shuffled-future and detached-field checks through the
 Python API, and writes every table and count to ``DIR/<scales>/evidence.md``. With
 ``--field-scales 1`` the ``vp+l1`` fits use no group penalty (the fit before it existed), for
-the before/after comparison; with ``--cv-score brier`` the cross-validation of every model
+the before/after comparison (``--clip inf``: no clipping of the standardised features, the fit
+before it); with ``--cv-score brier`` the cross-validation of every model
 scores its folds by the Brier score instead of the log-loss (an alternative, not the
 default: docs/fit.md).
 """
@@ -144,6 +145,8 @@ REAL: Final = (
 )
 FIELD_SCALES_ENV: Final = "BENCH_FIELD_SCALES"
 CV_SCORE_ENV: Final = "BENCH_CV_SCORE"
+#: The fits' clipping of standardised features (``inf``: none, the fit before clipping).
+CLIP_ENV: Final = "BENCH_FIT_CLIP"
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -169,6 +172,8 @@ def _apply_scales(scales: str | None = None, cv_score: str | None = None) -> Non
         train.FIELD_SCALES = _scales(scales)  # type: ignore[misc]
     if cv_score == "brier":
         train._log_loss = _brier  # type: ignore[assignment]
+    if os.environ.get(CLIP_ENV):
+        train.CLIP = float(os.environ[CLIP_ENV])  # type: ignore[misc]
 
 
 def _vpbatch(*args: str, out: Path | None = None, scales: str | None = None,
@@ -500,7 +505,9 @@ def evidence(directory: Path, scales: str, cv_score: str = "log_loss") -> Path:
     """Run every command of docs/fit.md's evidence (reusing what ``directory`` holds) and
     write the tables to ``directory/s=<scales>[,cv=<score>]/evidence.md``."""
     lakes = directory / "lakes"
-    out = directory / ("s=" + scales + ("" if cv_score == "log_loss" else f",cv={cv_score}"))
+    clip = os.environ.get(CLIP_ENV)
+    out = directory / ("s=" + scales + ("" if cv_score == "log_loss" else f",cv={cv_score}")
+                       + (f",clip={clip}" if clip else ""))
     lakes.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     _evidence_days(lakes, out, scales, cv_score)
@@ -527,7 +534,11 @@ if __name__ == "__main__":
         parser.add_argument("directory", nargs="?", type=Path, default=Path("/tmp/fitwork"))
         parser.add_argument("--field-scales", default=",".join(f"{v:g}" for v in FIELD_SCALES))
         parser.add_argument("--cv-score", choices=("log_loss", "brier"), default="log_loss")
+        parser.add_argument("--clip", type=float, help="clip standardised features at this "
+                            "(default: vpbatch's; inf: no clipping, the fit before it)")
         ns = parser.parse_args(sys.argv[2:])
+        if ns.clip is not None:
+            os.environ[CLIP_ENV] = f"{ns.clip:g}"
         print(evidence(ns.directory, ns.field_scales, ns.cv_score).read_text())
     else:
         main()

@@ -138,7 +138,7 @@ def test_build_given_a_model_adds_its_call_and_probability_equal_to_fits_scoring
     assert entry == {
         "path": str(model_json.absolute()),
         "sha256": hashlib.sha256(model_json.read_bytes()).hexdigest(),
-        "format": "vpbatch-model", "format_version": 1, "name": name, "target": target,
+        "format": "vpbatch-model", "format_version": 2, "name": name, "target": target,
         "symbol": SYMBOL, "training_days": [DAY1.isoformat()], "columns": MODEL_COLUMNS,
         "probability": "P(up)"}
     assert manifest(built_lake)["tables"]["vp_snapshot"]["columns"] == table.schema.names

@@ -35,7 +35,7 @@ def model_json(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_cli_given_a_built_day_writes_the_versioned_model_document(
         model_json: Path) -> None:
     doc = json.loads(model_json.read_text())
-    assert doc["format"] == "vpbatch-model" and doc["format_version"] == 1
+    assert doc["format"] == "vpbatch-model" and doc["format_version"] == 2
     assert doc["symbol"] == SYMBOL and doc["training_days"] == [DAY1]
     assert doc["vpbatch_version"]
     assert [(m["name"], m["target"]) for m in doc["models"]] == [

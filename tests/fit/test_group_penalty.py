@@ -106,7 +106,7 @@ def test_vp_l1_given_a_field_scale_folds_it_into_the_stored_coefficients(
     assert reg["field_scale"] == 0.5
     cols = [FEATURES.index(f) for f in both.features]
     z = Design.of(x).z[:, cols]
-    zs = (z - both.mean) / both.scale
+    zs = np.clip((z - both.mean) / both.scale, -train.CLIP, train.CLIP)
     zs[:, len(L1_FEATURES):] *= 0.5
     with fitting():
         ref = LogisticRegression(C=reg["C"], solver="newton-cholesky", max_iter=100, tol=1e-3
@@ -169,6 +169,23 @@ def test_fit_given_a_feature_with_only_decayed_remnants_keeps_it_at_unit_scale()
     assert np.all((scores[4_000:] > 0.01) & (scores[4_000:] < 0.99))
 
 
+@pytest.mark.parametrize("clip", [5.0, float("inf")])
+def test_vp_l1_given_a_few_wild_states_in_a_validation_chunk_still_finds_the_field(
+        clip: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A far band quiet through the early states bursts in 100 states of a validation chunk,
+    thousands of standard deviations out (as on a planted day, docs/fit.md). Clipped at 5, the
+    cross-validation still sees the field that drives the outcome; unclipped (the fit before
+    clipping), those 100 states' log-loss hid it and the model fell back to level 1."""
+    monkeypatch.setattr(train, "CLIP", clip)
+    x, y, ts, end = with_field_signal(20_000, seed=3, weight=1.0)
+    j = FEATURES.index("v_fill_below_11_25")
+    x[:, j] = np.random.default_rng(4).normal(0, 1e-3, y.size)
+    x[12_000:12_100, j] = 3_000.0
+    (_, _), (both, _) = _fit_both(x, y, ts, end)
+    chosen = both.info["regularisation"]["field_scale"]
+    assert (chosen > 0) == np.isfinite(clip)
+
+
 def test_group_of_given_one_kind_of_feature_has_no_group() -> None:
     assert group_of(L1_FEATURES) is None and group_of(VP_FEATURES) is None
 
@@ -191,15 +208,15 @@ def test_vp_l1_given_planted_days_keeps_the_field(lake: Path) -> None:
 
 def test_model_file_given_a_document_without_the_field_scale_reads_and_scores_the_same(
         tmp_path: Path) -> None:
-    """A document written before the group penalty (no field-scale keys: the format is
-    unchanged, version 1) is read and scores as the one with them."""
+    """A document written before the group penalty (no field-scale keys, which did not change
+    the format) is read and scores as the one with them."""
     x, y, ts, end = with_field_signal(3_000, seed=8, weight=2.0)
     (l1, _), (both, _) = _fit_both(x, y, ts, end)
     file = ModelFile(symbol=SYMBOL, training_days=("2026-02-05",), vpbatch_version="0.1.0",
                      models=(l1, both), default=("vp+l1", "event_1"))
     new = write_model_file(file, tmp_path / "new.json")
     doc = json.loads(new.read_text())
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert set(NEW_KEYS) <= set(doc["models"][1]["regularisation"])
     for m in doc["models"]:
         for key in NEW_KEYS:

@@ -108,10 +108,44 @@ def test_predict_given_feature_table_matches_the_logistic_formula_written_out() 
         for j, name in enumerate(model.features):
             v = x[i, FEATURES.index(name)]
             v = math.asinh(v) if model.transforms[j] == "asinh" else v
-            logit += model.coef[0, j] * (v - model.mean[j]) / model.scale[j]
+            zj = min(max((v - model.mean[j]) / model.scale[j], -5.0), 5.0)
+            logit += model.coef[0, j] * zj
         p = 1 / (1 + math.exp(-logit))
         assert prob[i] == pytest.approx(p, rel=1e-12)
         assert call[i] == (1 if p > model.hi else -1 if p < model.lo else 0)
+
+
+def _at_standard_deviations(model: FittedModel, j: int, k: float) -> float:
+    """The raw value of model feature ``j`` that standardises to ``k``."""
+    v = model.mean[j] + k * model.scale[j]
+    return math.sinh(v) if model.transforms[j] == "asinh" else v
+
+
+def test_predict_given_features_far_outside_training_clips_them_at_five_deviations() -> None:
+    """A state whose features lie thousands of standard deviations outside the training rows
+    scores as if they lay at 5 (the far bands' bursts after a quiet training part): a bounded
+    score, the same from the per-state loop, the design path evaluate uses and the feature
+    table."""
+    x, y, ts, end = synthetic(3_000, seed=5, weight=2.0)
+    model = _fit(x, y, ts, end, "vp+l1")
+    assert model.clip == 5.0
+    cols = [FEATURES.index(f) for f in model.features]
+    wild = x[:40].copy()
+    at_edge = wild.copy()
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        for j in rng.choice(len(cols), 6, replace=False):
+            sign = 1 if rng.random() < 0.5 else -1
+            wild[i, cols[j]] = sign * 1e12
+            at_edge[i, cols[j]] = _at_standard_deviations(model, j, sign * 5.0)
+    np.testing.assert_allclose(model.probabilities(wild[:, cols]),
+                               model.probabilities(at_edge[:, cols]), rtol=1e-9)
+    design = Design.of(wild)
+    np.testing.assert_allclose(design.scores(model), model.score(wild[:, cols]), rtol=1e-9)
+    unclipped = dataclasses.replace(model, clip=math.inf)
+    assert not np.allclose(unclipped.score(wild[:, cols]), model.score(wild[:, cols]))
+    table = pl.DataFrame({name: wild[:, i] for i, name in enumerate(FEATURES)})
+    np.testing.assert_array_equal(model.predict(table)[1], model.up_probability(wild[:, cols]))
 
 
 def test_predict_given_three_classes_and_a_missing_feature_gives_up_probability_and_no_call(
@@ -154,10 +188,11 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_model_file_given_round_trip_scores_exactly_as_before(model_file: Path) -> None:
     doc = json.loads(model_file.read_text())
-    assert doc["format"] == "vpbatch-model" and doc["format_version"] == 1
+    assert doc["format"] == "vpbatch-model" and doc["format_version"] == 2
     assert {"vpbatch_version", "symbol", "training_days", "default", "models"} <= set(doc)
     entry = doc["models"][1]
-    for key in ("features", "transforms", "mean", "scale", "coef", "intercept", "band",
+    assert entry["clip"] == 5.0
+    for key in ("features", "transforms", "mean", "scale", "coef", "intercept", "band", "clip",
                 "regularisation", "training", "in_sample"):
         assert key in entry, key
     model = load_model(model_file)
@@ -169,6 +204,31 @@ def test_model_file_given_round_trip_scores_exactly_as_before(model_file: Path) 
     np.testing.assert_array_equal(model.predict(table)[1], again.predict(table)[1])
     l1 = load_model(model_file, "l1", "event_1")
     assert l1.features == L1
+
+
+def test_model_file_given_version_1_document_scores_without_clipping(model_file: Path,
+                                                                     tmp_path: Path) -> None:
+    """A document written before clipping (version 1, no ``clip``) keeps scoring as it was
+    fitted: unclipped; version 2 requires the key."""
+    doc = json.loads(model_file.read_text())
+    doc["format_version"] = 1
+    for m in doc["models"]:
+        del m["clip"]
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(doc))
+    model = load_model(old, "l1", "event_1")
+    assert model.clip == math.inf and "clip" not in model.info
+    x = np.random.default_rng(2).normal(0, 1, (5, len(L1)))
+    x[:, 0] = 1e6  # queue imbalance far outside
+    want = [1 / (1 + math.exp(-(model.intercept[0] + sum(
+        model.coef[0, j] * ((math.asinh(v) if model.transforms[j] == "asinh" else v)
+                            - model.mean[j]) / model.scale[j] for j, v in enumerate(row)))))
+        for row in x]
+    np.testing.assert_allclose(model.up_probability(x), want, rtol=1e-12)
+    doc["format_version"] = 2
+    (tmp_path / "v2.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"v2\.json: models\[0\]\.clip: missing"):
+        read_model_file(tmp_path / "v2.json")
 
 
 def _corrupt(doc: dict[str, Any], how: str) -> Any:
@@ -189,6 +249,8 @@ def _corrupt(doc: dict[str, Any], how: str) -> Any:
         m["band"] = {"lo": 0.9, "hi": 0.1}
     elif how == "default":
         doc["default"]["target"] = "clock_5s"
+    elif how == "clip":
+        m["clip"] = -1
     return doc
 
 
@@ -201,6 +263,7 @@ def _corrupt(doc: dict[str, Any], how: str) -> Any:
     ("nan", r"models\[0\].mean: expected 5 finite numbers"),
     ("band", r"models\[0\].band: lo 0.9 is above hi 0.1"),
     ("default", "default: no model 'vp\\+l1' for target 'clock_5s'"),
+    ("clip", r"models\[0\].clip: must be positive \(or null: none\), got -1"),
 ])
 def test_read_model_file_given_a_bad_field_names_the_file_and_the_field(
         model_file: Path, tmp_path: Path, how: str, message: str) -> None:

@@ -34,21 +34,24 @@ from vpbatch.fit.features import FEATURES
 
 #: ``format`` of the document.
 FORMAT: Final = "vpbatch-model"
-#: Version of the document's layout (a reader refuses a newer one).
-FORMAT_VERSION: Final = 1
+#: Version of the document's layout (a reader refuses a newer one). 2 added each model's
+#: ``clip``: a version-1 reader would have scored such a model without it.
+FORMAT_VERSION: Final = 2
+#: Rows scored per block by :meth:`FittedModel.score_design` (bounds its copy of the features).
+SCORE_BLOCK: Final = 1 << 16
 #: Feature transforms a model may apply before standardising.
 TRANSFORMS: Final = ("none", "asinh")
 
 
 @njit(cache=True, nogil=True)
 def model_probabilities(x: np.ndarray, asinh: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-                        coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+                        clip: float, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     """``(n, classes)`` probabilities of a logistic model, one state (row of ``x``) at a time.
 
     ``x``: raw features in model order; ``asinh``: which enter as ``asinh(x)``; then
-    ``(z - mean) / scale``; one logit per row of ``coef`` (one row: the up class's log-odds of
-    two classes; three: multinomial down/flat/up), summed over the features in order. A row
-    with a missing (NaN) feature is all NaN.
+    ``(z - mean) / scale`` clipped to ``±clip``; one logit per row of ``coef`` (one row: the up
+    class's log-odds of two classes; three: multinomial down/flat/up), summed over the features
+    in order. A row with a missing (NaN) feature is all NaN.
     """
     n, p = x.shape
     rows = coef.shape[0]
@@ -64,7 +67,7 @@ def model_probabilities(x: np.ndarray, asinh: np.ndarray, mean: np.ndarray, scal
                 missing = True
             if asinh[j]:
                 v = math.asinh(v)
-            z[j] = (v - mean[j]) / scale[j]
+            z[j] = min(max((v - mean[j]) / scale[j], -clip), clip)
         if missing:
             out[i, :] = np.nan
             continue
@@ -112,6 +115,8 @@ class FittedModel:
     lo: float
     hi: float
     info: dict[str, Any] = field(default_factory=dict)
+    #: Standardised features are clipped to ``±clip`` (``inf``: a version-1 document's model).
+    clip: float = math.inf
 
     @property
     def three_class(self) -> bool:
@@ -122,7 +127,7 @@ class FittedModel:
         z = np.array(x, dtype=np.float64, copy=True)
         cols = [j for j, transform in enumerate(self.transforms) if transform == "asinh"]
         z[:, cols] = np.arcsinh(z[:, cols])
-        return (z - self.mean) / self.scale
+        return np.clip((z - self.mean) / self.scale, -self.clip, self.clip)
 
     def _from_logits(self, logits: np.ndarray) -> np.ndarray:
         if self.coef.shape[0] == 1:
@@ -144,23 +149,29 @@ class FittedModel:
         """
         asinh = np.array([t == "asinh" for t in self.transforms])
         return model_probabilities(np.ascontiguousarray(x, dtype=np.float64), asinh,
-                                   self.mean, self.scale, np.ascontiguousarray(self.coef),
-                                   self.intercept)
+                                   self.mean, self.scale, float(self.clip),
+                                   np.ascontiguousarray(self.coef), self.intercept)
 
     def score_design(self, z_all: np.ndarray) -> np.ndarray:
         """:meth:`score` from the transformed features of every column of ``FEATURES``
-        (``z_all``, missing values 0): the standardisation folded into the coefficients, so
-        no per-model copy of the matrix is made. Features whose coefficients are all 0 (the
-        field of a ``vp+l1`` model whose cross-validation chose no field) are left out of the
-        intercept's sum, so such a model scores exactly as the model without them."""
-        w = np.zeros((len(FEATURES), self.coef.shape[0]))
-        w[[FEATURES.index(f) for f in self.features]] = (self.coef / self.scale).T
-        mean, scale, coef = self.mean, self.scale, self.coef
-        used = np.any(coef != 0, axis=0)
-        if not used.all():
-            mean, scale, coef = mean[used], scale[used], coef[:, used]
+        (``z_all``, missing values 0), a block of rows at a time: each block's features are
+        clipped to ``mean ± clip * scale`` (the same as clipping the standardised ones) and
+        the standardisation is folded into the coefficients. Features whose coefficients are
+        all 0 (the field of a ``vp+l1`` model whose cross-validation chose no field) are left
+        out, so such a model scores exactly as the model without them."""
+        used = np.any(self.coef != 0, axis=0)
+        cols = [FEATURES.index(f) for f, u in zip(self.features, used, strict=True) if u]
+        mean, scale, coef = self.mean[used], self.scale[used], self.coef[:, used]
+        w = (coef / scale).T
         b = self.intercept - (mean / scale) @ coef.T
-        return self._score_from(self._from_logits(z_all @ w + b))
+        lo, hi = mean - self.clip * scale, mean + self.clip * scale
+        logits = np.empty((z_all.shape[0], coef.shape[0]))
+        for start in range(0, z_all.shape[0], SCORE_BLOCK):
+            stop = start + SCORE_BLOCK
+            block = z_all[start:stop, cols]  # a copy (a list of columns)
+            np.clip(block, lo, hi, out=block)
+            np.matmul(block, w, out=logits[start:stop])
+        return self._score_from(self._from_logits(logits + b))
 
     def up_probability(self, x: np.ndarray) -> np.ndarray:
         """``P(up)`` per state (NaN where a feature is missing)."""
@@ -237,7 +248,7 @@ def model_to_dict(m: FittedModel) -> dict[str, Any]:
         "mean": [float(v) for v in m.mean], "scale": [float(v) for v in m.scale],
         "coef": [[float(v) for v in row] for row in m.coef],
         "intercept": [float(v) for v in m.intercept],
-        "band": {"lo": _num(m.lo), "hi": _num(m.hi)},
+        "band": {"lo": _num(m.lo), "hi": _num(m.hi)}, "clip": _num(m.clip),
         **m.info,
     }
 
@@ -295,7 +306,7 @@ class _Reader:
         return default if value is None else float(value)
 
 
-def _read_model(r: _Reader, obj: Any, where: str) -> FittedModel:
+def _read_model(r: _Reader, obj: Any, where: str, version: int) -> FittedModel:
     if not isinstance(obj, dict):
         raise r.fail(where, "expected an object")
     name = r.get(obj, "name", where, str)
@@ -328,11 +339,16 @@ def _read_model(r: _Reader, obj: Any, where: str) -> FittedModel:
     hi = r.bound(band, "hi", f"{where}.band", math.inf)
     if lo > hi:
         raise r.fail(f"{where}.band", f"lo {lo} is above hi {hi}")
+    clip = math.inf  # version 1: no clipping
+    if version >= 2:
+        clip = r.bound(obj, "clip", where, math.inf)
+        if not clip > 0:
+            raise r.fail(f"{where}.clip", f"must be positive (or null: none), got {clip}")
     known = {"name", "target", "classes", "features", "transforms", "mean", "scale", "coef",
-             "intercept", "band"}
+             "intercept", "band", "clip"}
     info = {k: v for k, v in obj.items() if k not in known}
     return FittedModel(name, target, classes, tuple(features), tuple(transforms), mean, scale,
-                       coef, intercept, lo, hi, info)
+                       coef, intercept, lo, hi, info, clip=clip)
 
 
 def _read_build_parameters(r: _Reader, doc: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -380,7 +396,7 @@ def read_model_file(path: Path, data: bytes | None = None) -> ModelFile:
     models = r.get(doc, "models", "", list)
     if not models:
         raise r.fail("models", "empty")
-    parsed = tuple(_read_model(r, m, f"models[{i}]") for i, m in enumerate(models))
+    parsed = tuple(_read_model(r, m, f"models[{i}]", version) for i, m in enumerate(models))
     default = r.get(doc, "default", "", dict)
     file = ModelFile(symbol=r.get(doc, "symbol", "", str),
                      training_days=tuple(r.get(doc, "training_days", "", list)),

@@ -167,7 +167,8 @@ class DayModel:
             return np.zeros(n, np.int8), np.full(n, np.nan)
         x = self.features(snaps, grid)[:, self.columns]
         m = self.model
-        p = model_probabilities(x, self._asinh, m.mean, m.scale, self._coef, m.intercept)
+        p = model_probabilities(x, self._asinh, m.mean, m.scale, float(m.clip), self._coef,
+                                  m.intercept)
         up = p[:, self._up]
         call = apply_thresholds(up - p[:, self._down] if m.three_class else up, m.lo, m.hi)
         if snaps is snapshots:

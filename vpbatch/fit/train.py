@@ -27,6 +27,11 @@ Decisions (docs/fit.md):
   so the model can differ from ``l1`` only where the cross-validation sees the field help. The
   scale is folded into the stored coefficients (field coefficients times ``s``: exactly 0 at
   ``s = 0``), so a stored model scores as any other.
+* **Clipping.** Standardised features are clipped to ``±CLIP`` (:data:`CLIP`), in every fit,
+  every fold and every score: a far band that was quiet through the training rows can later
+  take values thousands of standard deviations out, and one such state then dominated a
+  fold's mean log-loss (the cross-validation gave the field no weight on a planted day) and
+  pinned its own score at 0 or 1.
 * **Solver.** ``newton-cholesky`` (a few hundred rows per feature, under 70 features: Newton's
   method converges in a few steps where lbfgs needs hundreds on these collinear sums).
 * **Determinism.** Newton from a zero start, one BLAS thread: the same data give the same
@@ -95,6 +100,9 @@ FIELD_SCALES: Final[tuple[float, ...]] = (0.0, 0.25, 0.5, 1.0)
 #: the decayed remnants of an old burst there (standard deviations down to 1e-46), and dividing
 #: by such a scale turns the next real value into 1e40 standard deviations.
 MIN_SCALE: Final = 1e-6
+#: Standardised features are clipped to ``[-CLIP, CLIP]`` (the training rows' mean ± 5 standard
+#: deviations) before they enter a fit or a score; stored with each model.
+CLIP: Final = 5.0
 #: Time-ordered validation folds inside the training part.
 CV_FOLDS: Final = 3
 #: At most this many training states enter a fit (a stride over the training part) ...
@@ -177,6 +185,11 @@ def _standardise(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale >= MIN_SCALE, scale, 1.0)
 
 
+def _standardised(z: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(z - mean) / scale`` clipped to ``±CLIP``: what every fit and score reads."""
+    return np.clip((z - mean) / scale, -CLIP, CLIP)
+
+
 def _logistic(c: float) -> LogisticRegression:
     return LogisticRegression(C=c, solver="newton-cholesky", max_iter=MAX_ITER, tol=TOL,
                               warm_start=True)
@@ -210,7 +223,7 @@ def cv_log_loss(z: np.ndarray, y: np.ndarray, ts: np.ndarray, end_ts: np.ndarray
         if train.size == 0 or not np.array_equal(np.unique(y[train]), classes):
             continue
         mean, scale = _standardise(z[train])
-        zt, zv = (z[train] - mean) / scale, (z[start:stop] - mean) / scale
+        zt, zv = _standardised(z[train], mean, scale), _standardised(z[start:stop], mean, scale)
         if field is not None and s != 1.0:
             zt[:, field] *= s
             zv[:, field] *= s
@@ -340,16 +353,16 @@ def fit_scored(name: str, target: str, three_class: bool, design: Design, rows: 
                                           field, scales, None if level1 is None else level1[cv])
     mean, scale = _standardise(z)
     if field is None or s == 1.0:
-        model = _logistic(c).fit((z - mean) / scale, ys)
+        model = _logistic(c).fit(_standardised(z, mean, scale), ys)
         coef = model.coef_.astype(np.float64)
     elif s == 0.0:  # the level-1 model itself; the field's coefficients exactly 0
         assert level1 is not None
         mean[~field], scale[~field] = _standardise(level1)
-        model = _logistic(c).fit((level1 - mean[~field]) / scale[~field], ys)
+        model = _logistic(c).fit(_standardised(level1, mean[~field], scale[~field]), ys)
         coef = np.zeros((model.coef_.shape[0], len(features)))
         coef[:, ~field] = model.coef_
     else:  # the scale folded into the field's stored coefficients
-        zs = (z - mean) / scale
+        zs = _standardised(z, mean, scale)
         zs[:, field] *= s
         model = _logistic(c).fit(zs, ys)
         coef = model.coef_.astype(np.float64)
@@ -373,7 +386,7 @@ def fit_scored(name: str, target: str, three_class: bool, design: Design, rows: 
                      "fit_states": int(sample.size), "stride": int(stride)},
     }
     fitted = FittedModel(name, target, classes, features, transforms, mean, scale, coef,
-                         intercept, -np.inf, np.inf, info)
+                         intercept, -np.inf, np.inf, info, clip=CLIP)
     scores = design.scores(fitted)
     lo, hi = fit_thresholds(scores[ok], y[ok], three_class)
     fitted = dataclasses.replace(fitted, lo=lo, hi=hi)
