@@ -14,8 +14,8 @@ day. Appends one entry to BENCHMARKS.md.
 of docs/fit.md (sections 1-5): it runs the documented ``vpbatch synth``, ``build``, ``evaluate``
 and ``fit`` commands (lakes under ``DIR/lakes``, default ``/tmp/fitwork``; a lake or a JSON
 document already there is reused), the shuffled-future and detached-field checks through the
-Python API, and writes every table and count to ``DIR/<scales>/evidence.md``. With
-``--field-scales 1`` the ``vp+l1`` fits use no group penalty (the fit before it existed), for
+Python API, and writes every table and count to ``DIR/s=<scales>,clip=<clip>/evidence.md``.
+With ``--field-scales 1`` the ``vp+l1`` fits use no group penalty (the fit before it existed), for
 the before/after comparison (``--clip inf``: no clipping of the standardised features, the fit
 before it); with ``--cv-score brier`` the cross-validation of every model
 scores its folds by the Brier score instead of the log-loss (an alternative, not the
@@ -503,11 +503,14 @@ def _evidence_report(out: Path, scales: str) -> str:
 
 def evidence(directory: Path, scales: str, cv_score: str = "log_loss") -> Path:
     """Run every command of docs/fit.md's evidence (reusing what ``directory`` holds) and
-    write the tables to ``directory/s=<scales>[,cv=<score>]/evidence.md``."""
+    write the tables to ``directory/s=<scales>[,cv=<score>],clip=<clip>/evidence.md``."""
     lakes = directory / "lakes"
-    clip = os.environ.get(CLIP_ENV)
+    from vpbatch.fit.train import CLIP
+
+    # The clip is always in the name: documents of a fit with another clip are never reused.
+    clip = os.environ.get(CLIP_ENV) or f"{CLIP:g}"
     out = directory / ("s=" + scales + ("" if cv_score == "log_loss" else f",cv={cv_score}")
-                       + (f",clip={clip}" if clip else ""))
+                       + f",clip={clip}")
     lakes.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     _evidence_days(lakes, out, scales, cv_score)
