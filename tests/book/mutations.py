@@ -132,11 +132,11 @@ MUTANTS: tuple[Mutant, ...] = (
            "        resync_rest_memory(st)\n"
            "\n"
            "\n"
-           "@njit(cache=True, inline=\"always\")\n"
+           "@hot_stage\n"
            "def apply_record(",
            "\n"
            "\n"
-           "@njit(cache=True, inline=\"always\")\n"
+           "@hot_stage\n"
            "def apply_record("),
     Mutant("packets_at_one_time_not_coalesced", "several packets at one timestamp",
            "kernels",

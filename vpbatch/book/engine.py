@@ -14,6 +14,7 @@ import numpy as np
 
 from vpbatch.book import kernels
 from vpbatch.book.borrow import kernel_array
+from vpbatch.book.coldstart import compile_engine, stage_calls
 from vpbatch.book.dtypes import (
     GRID_DTYPE,
     MBO_DTYPE,
@@ -43,6 +44,8 @@ DEFAULT_BATCH_STATES = 512
 #: ``GridSink``: called with (snapshot rows, their grid rows) of every drained batch; the
 #: arrays are the engine's own buffers, valid only during the call.
 GridSink = Callable[[np.ndarray, np.ndarray], None]
+#: ``process_chunk`` compiled or loaded in this process (``coldstart.compile_engine`` ran).
+_COMPILED = False
 #: Scalars carried by an exported book (everything else is rebuilt from the orders).
 _BOOK_SCALARS = ("n", "t", "t0", "started", "consistent", "in_snapshot", "spot_defined", "spot",
                  "mid2", "last_ts_recv")
@@ -128,7 +131,12 @@ class Engine:
         return prm.epoch + (last + 1) * prm.sample_ns
 
     def _run(self, records: np.ndarray) -> Iterator[Emitted]:
+        global _COMPILED
         records = kernel_records(records)
+        if not _COMPILED:  # once per process: a cold cache compiles in two processes
+            compile_engine((kernels.process_chunk, (self._st, self.params, records, 0, self._out)),
+                           stage_calls(self._st, self.params, self._out))
+            _COMPILED = True
         start = 0
         while True:
             start, status = kernels.process_chunk(self._st, self.params, records, start,

@@ -113,6 +113,12 @@ TOUCH_DTYPE = np.dtype(
 
 #: Entry point called from Python: compiled once (one argument type) and cached.
 kernel = njit(cache=True, nogil=True, forceinline=False)
+#: A part of ``process_chunk`` compiled (once, one argument type) and cached on its own, so
+#: that a cold start can compile the parts in two processes at once (``coldstart``);
+#: ``process_chunk`` then links them in. A hot stage is inlined there by LLVM, a cold one
+#: called (like ``inlined`` and ``called`` helpers).
+hot_stage = njit(cache=True, nogil=True, forceinline=True)
+cold_stage = njit(cache=True, nogil=True)
 
 
 def inlined(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -521,7 +527,7 @@ def rebuild_bucket_depths(st, prm) -> None:
             change_bucket_depth(st, o.side, bucket_of(o.price, prm.bucket), o.size)
 
 
-@called
+@cold_stage
 def catch_up(st, prm) -> None:
     """Entering the full engine after the book-only path (or an imported book)."""
     rebuild_bucket_depths(st, prm)
@@ -642,7 +648,7 @@ def recompute_cell(c, prm, depth_now: int) -> None:
     c.pressure, c.vacuum = forces(prm, c.v_add, c.a_add, c.v_pull, c.a_pull, c.v_fill, c.v_rest)
 
 
-@called
+@cold_stage
 def touch_bucket(st, prm, bucket: int, pre: int, d_add: float, d_pull: float,
                  d_fill: float) -> None:
     """SPEC §7: coalesce into the cell's time group and recompute the whole cell."""
@@ -909,7 +915,7 @@ def filtered_regime(prm, regime: int, bull: float, bear: float, bound: float) ->
     return next_regime(prm, regime, score, intensity)
 
 
-@called
+@cold_stage
 def step_regime(st, prm, boundary: int) -> None:
     """One step of the machine at ``boundary``: filtered when it can be, exact otherwise.
 
@@ -932,7 +938,7 @@ def step_regime(st, prm, boundary: int) -> None:
 # --------------------------------------------------------------------------- emission
 
 
-@called
+@cold_stage
 def write_state(st, prm, out) -> None:
     """Append the engine's current state (1 snapshot row + 2K+1 grid rows) to ``out``.
 
@@ -1020,7 +1026,7 @@ def walk_side(st, prm, side: int, row: np.ndarray, col: int) -> None:
         row[col + 2 * levels + f] = 0
 
 
-@called
+@cold_stage
 def write_mbp(st, prm, rec, out) -> None:
     """One raw MBP row in ``mbp_layout.RAW_HEADER`` order, then the book's level blocks."""
     i = out.counts[1]
@@ -1066,7 +1072,7 @@ def advance_clock(st, prm, ts_event: int, out) -> None:
         resync_rest_memory(st)
 
 
-@njit(cache=True, inline="always")
+@hot_stage
 def apply_record(st, prm, rec, tch) -> int:
     """Dispatch one record to its book handler; returns the number of touches made."""
     sc = st.sc[0]
@@ -1214,4 +1220,6 @@ COMPILED_FROM: Final = tuple(sys.modules[name] for name in (
     "vpbatch.book.dtypes", "vpbatch.book.mbp_layout", "vpbatch.clock"))
 #: The cached entry points, all compiled by ``python -m vpbatch.book.precompile``.
 KERNELS: Final = (process_chunk, flush_pending, current_state, rebuild_book, level_size, rehash)
+#: The parts ``process_chunk`` links in (each also compiled by the precompile).
+STAGES: Final = (apply_record, step_regime, write_state, write_mbp, touch_bucket, catch_up)
 guard("book", COMPILED_FROM)

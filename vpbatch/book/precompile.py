@@ -9,31 +9,32 @@ argument types the facade passes, without running anything, and numba caches it 
 first run will look (``vpbatch/book/__pycache__``, or ``$NUMBA_CACHE_DIR`` when set: set it the
 same way for the install and the runs). A kernel already cached is only loaded.
 
-With ``--jobs 2`` (the default) ``process_chunk`` compiles in one process and the other kernels
-in another: each kernel in exactly one of them, so no two processes write the same cache entry,
-but the helpers they share are compiled twice. ``make install`` runs ``--jobs 1`` because a
-``vpbatch synth`` compiles the generator's kernels on the other core meanwhile.
+With ``--jobs 2`` (the default) ``process_chunk`` compiles as a cold ``build`` compiles it
+(``coldstart``: its stages in two processes at once), then the other kernels. ``make install``
+runs ``--jobs 1`` because a ``vpbatch synth`` compiles the generator's kernels on the other core
+meanwhile. ``--stages NAME...`` compiles only those stages of ``process_chunk`` (what
+``coldstart`` runs in its second process).
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Final
 
 import numpy as np
 
-#: Kernels compiled by one process each (``process_chunk`` takes as long as all the others).
-GROUPS: Final = (("process_chunk",),
+#: Every kernel and stage, in compile order: ``process_chunk``'s stages and itself, then the rest.
+GROUPS: Final = (("apply_record", "step_regime", "write_state", "write_mbp", "touch_bucket",
+                  "catch_up", "process_chunk"),
                  ("flush_pending", "current_state", "rebuild_book", "level_size", "rehash"))
 
 
 def kernel_calls() -> dict[str, tuple[Any, tuple[Any, ...]]]:
     """Each kernel with arguments of the types ``Engine`` passes it (nothing is run)."""
     from vpbatch.book import kernels
+    from vpbatch.book.coldstart import stage_calls
     from vpbatch.book.dtypes import MBO_DTYPE
     from vpbatch.book.engine import Engine, kernel_records
     from vpbatch.book.state import BUCKET_DTYPE, LEVEL_DTYPE, ORDER_DTYPE, empty_table
@@ -46,6 +47,7 @@ def kernel_calls() -> dict[str, tuple[Any, tuple[Any, ...]]]:
     columns = tuple(np.ascontiguousarray(book[k], dtype=np.int64)
                     for k in ("order_id", "side", "price", "size", "pending"))
     calls: dict[str, tuple[Any, tuple[Any, ...]]] = {
+        **stage_calls(st, prm, out),
         "process_chunk": (kernels.process_chunk,
                           (st, prm, kernel_records(np.zeros(0, MBO_DTYPE)), 0, out)),
         "flush_pending": (kernels.flush_pending, (st, prm, out)),
@@ -60,32 +62,25 @@ def kernel_calls() -> dict[str, tuple[Any, tuple[Any, ...]]]:
 
 
 def compile_kernels(names: Sequence[str]) -> dict[str, float]:
-    """Compile (or load from the cache) the named kernels; seconds each."""
-    from numba import typeof
+    """Compile (or load from the cache) the named kernels and stages; seconds each."""
+    from vpbatch.book.coldstart import compile_calls
 
     calls = kernel_calls()
-    seconds = {}
-    for key, (kernel, args) in calls.items():
-        if key.split("/")[0] not in names:
-            continue
-        started = time.perf_counter()
-        if hasattr(kernel, "compile"):  # not under NUMBA_DISABLE_JIT=1
-            kernel.compile(tuple(typeof(a) for a in args))
-        seconds[key] = time.perf_counter() - started
-    return seconds
+    return compile_calls(calls, [key for key in calls if key.split("/")[0] in names])
 
 
 def precompile(jobs: int = 2, report: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Every kernel of :data:`GROUPS`, ``jobs`` processes at a time; seconds per kernel."""
+    """Every kernel of :data:`GROUPS`; with ``jobs`` > 1 ``process_chunk``'s stages compile in
+    two processes (``coldstart``). Seconds per kernel."""
     seconds: dict[str, float] = {}
-    if jobs <= 1:
-        for group in GROUPS:
-            seconds.update(compile_kernels(group))
-    else:
-        context = multiprocessing.get_context("spawn")  # a clean numba in each worker
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            for done in pool.map(compile_kernels, GROUPS):
-                seconds.update(done)
+    if jobs > 1:
+        from vpbatch.book.coldstart import compile_engine
+
+        calls = kernel_calls()
+        stages = {name: calls[name] for name in GROUPS[0] if name != "process_chunk"}
+        seconds.update(compile_engine(calls["process_chunk"], stages))
+    for group in GROUPS:
+        seconds.update({k: s for k, s in compile_kernels(group).items() if k not in seconds})
     if report is not None:
         for key, s in seconds.items():
             report(f"{key}: {s:.1f} s")
@@ -98,7 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Fill numba's cache with the engine's kernels (make install runs it).")
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("-v", "--verbose", action="store_true", help="seconds per kernel")
+    parser.add_argument("--stages", nargs="+", metavar="NAME", choices=GROUPS[0][:-1],
+                        help="compile only these stages of process_chunk (coldstart's helper)")
     args = parser.parse_args(argv)
+    if args.stages:
+        compile_kernels(args.stages)
+        return 0
     started = time.perf_counter()
     precompile(args.jobs, report=(lambda line: print(line, file=sys.stderr))
                if args.verbose else None)
