@@ -96,7 +96,8 @@ _TINY = textwrap.dedent("""
         return stage_a(x) + stage_b(x)
 """)
 
-#: compile_engine over tiny kernels; ``spawn`` starts a process that fails at once.
+#: compile_engine over tiny kernels; ``spawn`` starts a process that fails at once (before
+#: it has printed the name of any stage it was to compile).
 _COMPILE_TINY = textwrap.dedent("""
     import json, subprocess, sys
     from vpbatch.book import coldstart
@@ -106,7 +107,8 @@ _COMPILE_TINY = textwrap.dedent("""
 
     def spawn():
         spawned.append(1)
-        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"],
+                                stdout=subprocess.PIPE)
 
     coldstart.OTHER_PROCESS = ("stage_b",)
     stages = {"stage_a": (tiny.stage_a, (1,)), "stage_b": (tiny.stage_b, (1,))}

@@ -7,7 +7,8 @@ dispatchers of their own, so here, when ``process_chunk`` is not in numba's cach
 
 * a second Python process compiles the emission and regime stages into the cache;
 * this process compiles the book stage (``apply_record``, the larger part) meanwhile;
-* then ``process_chunk`` loads the other process's stages from the cache and links them in.
+* then ``process_chunk`` loads the other process's stages from the cache and links them in,
+  while the other process goes on with ``flush_pending`` (a build's last call).
 
 The machine code differs from a one-process compile only in where LLVM inlined; the outputs
 are the same bytes (tests/book/test_coldstart.py). When the second process cannot be started
@@ -16,8 +17,10 @@ or fails, numba compiles its stages here, as it always did: slower, never differ
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -30,6 +33,9 @@ from vpbatch.book.dtypes import MBO_DTYPE
 
 #: The stages the other process compiles; this one compiles the rest (book stage first).
 OTHER_PROCESS: Final = ("step_regime", "write_state", "write_mbp", "touch_bucket", "catch_up")
+#: Kernels the other process compiles next, once this one has its stages: a build calls
+#: ``flush_pending`` at its end, by when it is in the cache.
+OTHER_AFTER: Final = ("flush_pending",)
 #: Longest wait for the other process (it takes ~5 s); then this one compiles what is missing.
 WAIT_SECONDS: Final = 300.0
 
@@ -99,22 +105,44 @@ def compile_engine(chunk_call: Call, stages: Mapping[str, Call],
     seconds = compile_calls(stages, [n for n in stages if n not in OTHER_PROCESS or other is None])
     if other is not None:
         started = time.perf_counter()
-        try:
-            other.wait(WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            other.kill()
-            other.wait()
+        _await_stages(other)
         seconds["waited"] = time.perf_counter() - started
         seconds.update(compile_calls(stages, OTHER_PROCESS))  # loaded, or compiled here
     seconds.update(compile_calls({"process_chunk": chunk_call}, ["process_chunk"]))
     return seconds
 
 
+def _await_stages(other: subprocess.Popen[bytes]) -> None:
+    """Wait until the other process has printed every name of OTHER_PROCESS (compiled), or
+    ended, or WAIT_SECONDS passed (then it is stopped); it is reaped in the background."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    pending = set(OTHER_PROCESS)
+    while pending:
+        left = deadline - time.monotonic()
+        if other.stdout is None:  # no names to read: its end says it is done
+            try:
+                other.wait(max(left, 0.0))
+            except subprocess.TimeoutExpired:
+                other.kill()
+            break
+        if left <= 0 or not select.select([other.stdout], [], [], left)[0]:
+            other.kill()
+            break
+        line = other.stdout.readline()
+        if not line:  # ended (or failed): what it did not compile is compiled here
+            break
+        pending.discard(line.decode(errors="replace").strip())
+    threading.Thread(target=other.communicate, name="vpbatch-coldstart-reap",
+                     daemon=True).start()
+
+
 def _spawn_other() -> subprocess.Popen[bytes] | None:
-    """``python -m vpbatch.book.precompile --stages`` (same interpreter and NUMBA_CACHE_DIR)."""
+    """``python -m vpbatch.book.precompile --only …`` (same interpreter and NUMBA_CACHE_DIR):
+    prints each name once compiled."""
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "vpbatch.book.precompile", "--stages", *OTHER_PROCESS],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "vpbatch.book.precompile", "--only", *OTHER_PROCESS,
+             *OTHER_AFTER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL)
     except OSError:
         return None

@@ -12,8 +12,8 @@ same way for the install and the runs). A kernel already cached is only loaded.
 With ``--jobs 2`` (the default) ``process_chunk`` compiles as a cold ``build`` compiles it
 (``coldstart``: its stages in two processes at once), then the other kernels. ``make install``
 runs ``--jobs 1`` because a ``vpbatch synth`` compiles the generator's kernels on the other core
-meanwhile. ``--stages NAME...`` compiles only those stages of ``process_chunk`` (what
-``coldstart`` runs in its second process).
+meanwhile. ``--only NAME...`` compiles only those kernels or stages (what ``coldstart`` runs in
+its second process).
 """
 from __future__ import annotations
 
@@ -93,11 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Fill numba's cache with the engine's kernels (make install runs it).")
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("-v", "--verbose", action="store_true", help="seconds per kernel")
-    parser.add_argument("--stages", nargs="+", metavar="NAME", choices=GROUPS[0][:-1],
-                        help="compile only these stages of process_chunk (coldstart's helper)")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        choices=[n for group in GROUPS for n in group],
+                        help="compile only these kernels or stages, in order, printing each "
+                             "name once compiled (coldstart's second process)")
     args = parser.parse_args(argv)
-    if args.stages:
-        compile_kernels(args.stages)
+    if args.only:
+        from vpbatch.book.coldstart import compile_calls
+
+        calls = kernel_calls()
+        for name in args.only:
+            compile_calls(calls, [key for key in calls if key.split("/")[0] == name])
+            print(name, flush=True)
         return 0
     started = time.perf_counter()
     precompile(args.jobs, report=(lambda line: print(line, file=sys.stderr))
