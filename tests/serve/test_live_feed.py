@@ -364,6 +364,12 @@ class Viewers:
             self.proc.wait()
 
 
+#: Interleaved one-viewer/ten-viewer runs whose median ratio is asserted. With 3, one stall of
+#: the shared 2-core machine could decide: a fresh clone's CI once measured 0.66 and a rerun
+#: 0.70, where the same code's other runs gave 0.85-1.05 (before and after commit 8e5ece8).
+ATTEMPTS = 5
+
+
 @pytest.mark.timing
 def test_ten_viewers_one_slow_never_slow_the_publisher(serve_lake: Path,
                                                        mnq_records: np.ndarray) -> None:
@@ -393,13 +399,13 @@ def test_ten_viewers_one_slow_never_slow_the_publisher(serve_lake: Path,
                                                            socket.SO_SNDBUF, 16384)
             # Interleaved, so that the machine's other load hits both alike: one viewer (the
             # conversion's cost) then ten viewers, 8 fast and 1 not reading (the fan-out's).
-            for attempt in range(3):
+            for attempt in range(ATTEMPTS):
                 one.append(run())
                 wait_until(lambda: not feed.pending)
                 group = Viewers(server, fast=8, slow=1)
                 wait_until(lambda: viewers() == 10)
                 ten.append(run())
-                if attempt < 2:
+                if attempt < ATTEMPTS - 1:
                     group.kill()
                     wait_until(lambda: viewers() == 1)
             children.append(group)

@@ -7,6 +7,7 @@ adapter (``process`` one record at a time): one math path whatever the chunking.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -46,6 +47,7 @@ DEFAULT_BATCH_STATES = 512
 GridSink = Callable[[np.ndarray, np.ndarray], None]
 #: ``process_chunk`` compiled or loaded in this process (``coldstart.compile_engine`` ran).
 _COMPILED = False
+_COMPILING = threading.Lock()
 #: Scalars carried by an exported book (everything else is rebuilt from the orders).
 _BOOK_SCALARS = ("n", "t", "t0", "started", "consistent", "in_snapshot", "spot_defined", "spot",
                  "mid2", "last_ts_recv")
@@ -134,9 +136,12 @@ class Engine:
         global _COMPILED
         records = kernel_records(records)
         if not _COMPILED:  # once per process: a cold cache compiles in two processes
-            compile_engine((kernels.process_chunk, (self._st, self.params, records, 0, self._out)),
-                           stage_calls(self._st, self.params, self._out))
-            _COMPILED = True
+            with _COMPILING:  # engines of several threads (live symbols) start one compile
+                if not _COMPILED:
+                    compile_engine((kernels.process_chunk,
+                                    (self._st, self.params, records, 0, self._out)),
+                                   stage_calls(self._st, self.params, self._out))
+                    _COMPILED = True
         start = 0
         while True:
             start, status = kernels.process_chunk(self._st, self.params, records, start,
