@@ -94,6 +94,27 @@ def test_lock_given_attempt_of_killed_process_removes_its_temp_folder_keeps_live
     assert live.is_dir() and not dead.exists()
 
 
+def test_lock_given_fresh_attempt_of_killed_process_without_owner_removes_it(
+        tmp_path: Path) -> None:
+    """Killed between ``mkdir`` of its attempt and its owner file (or mid-write): the name
+    says which process of this machine it was, so it goes at once, not after the stale time."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mine = locks._machine_tag()
+    no_owner = tmp_path / f".p.lock.{'a' * 32}.{mine}-{gone.pid}.new"
+    no_owner.mkdir()
+    half_written = tmp_path / f".p.lock.{'b' * 32}.{mine}-{gone.pid}.new"
+    half_written.mkdir()
+    (half_written / f"{'b' * 32}{OWNER_SUFFIX}").write_text('{"host": "')
+    contender = tmp_path / f".p.lock.{'c' * 32}.{mine}-{os.getpid()}.new"  # alive: between
+    contender.mkdir()                                                        # mkdir and write
+    elsewhere = tmp_path / f".p.lock.{'d' * 32}.0badc0de-{gone.pid}.new"  # another machine
+    elsewhere.mkdir()
+    with DirLock(tmp_path / "p.lock", "x") as lock:
+        assert (tmp_path / "p.lock" / f"{lock.token}{OWNER_SUFFIX}").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([contender.name, elsewhere.name])
+
+
 def test_lock_given_other_host_with_fresh_heartbeat_refuses(tmp_path: Path) -> None:
     path = tmp_path / "p.lock"
     fake_owner(path, "worker-7", age=5)

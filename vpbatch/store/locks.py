@@ -9,7 +9,9 @@ on every POSIX filesystem, NFS included, so the lock is the existence of a direc
 Protocol (``lake/gold/.locks/<product_type>.<symbol>.<dt>.lock/``):
 
 * **acquire**: write ``<token>.owner`` (JSON: host, boot id, pid, process start time, time)
-  into a private temp directory, then ``rename`` it onto the lock name. The rename fails with
+  into a private temp directory (``.<lock>.<token>.<machine>-<pid>.new``: a process killed
+  before its owner file is written is still known by name), then ``rename`` it onto the lock
+  name. The rename fails with
   ``EEXIST``/``ENOTEMPTY`` when someone holds the lock; a held lock is never empty.
 * **heartbeat**: while held, a daemon thread touches the owner file every
   :data:`HEARTBEAT_SECONDS`.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -126,6 +129,21 @@ def stale_seconds() -> float:
     return value
 
 
+def _machine_tag() -> str:
+    """8 hex digits naming this machine (host and boot id) in attempt folder names."""
+    return hashlib.sha256(f"{socket.gethostname()}\0{_boot_id()}".encode()).hexdigest()[:8]
+
+
+def _attempt_process_gone(name: str) -> bool:
+    """True when the attempt folder ``name`` (``.<lock>.<token>.<machine>-<pid>.new``) is of
+    a process of this machine that is gone; False when it may live, is elsewhere or unnamed."""
+    tag = name.removesuffix(".new").rsplit(".", 1)[-1]
+    machine, _, pid = tag.partition("-")
+    if not _boot_id() or machine != _machine_tag() or not pid.isdigit():
+        return False
+    return not _pid_alive(int(pid))
+
+
 def _read_owner(path: Path) -> tuple[Path, Owner | None] | None:
     """(owner file, parsed owner or None if unreadable) of the lock at ``path``, None if free."""
     try:
@@ -200,6 +218,7 @@ class DirLock:
         #: Owners of stale locks this lock broke on the way in (for logs and tests).
         self.broken: list[str] = []
         self._file = self.path / f"{self.token}{OWNER_SUFFIX}"
+        self._attempt_name = f".{self.path.name}.{self.token}.{_machine_tag()}-{os.getpid()}.new"
         self._stop = threading.Event()
         self._lost = False
         self._beat: threading.Thread | None = None
@@ -235,7 +254,7 @@ class DirLock:
 
     def _try_rename(self) -> bool:
         parent = self.path.parent
-        tmp = parent / f".{self.path.name}.{self.token}.new"
+        tmp = parent / self._attempt_name
         try:
             tmp.mkdir()
             owner = Owner.me(self.token)
@@ -265,20 +284,24 @@ class DirLock:
     def _sweep_dead_attempts(self) -> None:
         """Remove temp folders that died before their rename (a process killed mid-acquire).
 
-        A temp folder is dead when its owner is stale by the same rule as a held lock, or when
-        it holds no owner file and is older than the stale time; a live contender's is kept.
+        A temp folder is dead when its owner is stale by the same rule as a held lock; one
+        without a readable owner file (killed before or while writing it) when its name's
+        process is gone from this machine, or else when it is older than the stale time. A live
+        contender's is kept.
         """
         for tmp in self.path.parent.glob(f".{self.path.name}.*.new"):
-            if tmp.name == f".{self.path.name}.{self.token}.new":
+            if tmp.name == self._attempt_name:
                 continue
             held = _read_owner(tmp)
-            if held is None:
+            if held is not None and held[1] is not None:
+                dead = stale_reason(*held) is not None
+            elif _attempt_process_gone(tmp.name):
+                dead = True
+            else:
                 try:
                     dead = time.time() - tmp.stat().st_mtime > stale_seconds()
                 except FileNotFoundError:
                     continue
-            else:
-                dead = stale_reason(*held) is not None
             if dead:
                 shutil.rmtree(tmp, ignore_errors=True)
 
