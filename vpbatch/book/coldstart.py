@@ -114,17 +114,12 @@ def compile_engine(chunk_call: Call, stages: Mapping[str, Call],
 
 def _await_stages(other: subprocess.Popen[bytes]) -> None:
     """Wait until the other process has printed every name of OTHER_PROCESS (compiled), or
-    ended, or WAIT_SECONDS passed (then it is stopped); it is reaped in the background."""
+    ended, or WAIT_SECONDS passed (then it is stopped); it is reaped in the background. A
+    process without a stdout pipe says nothing: its stages are compiled here."""
     deadline = time.monotonic() + WAIT_SECONDS
     pending = set(OTHER_PROCESS)
-    while pending:
+    while pending and other.stdout is not None:
         left = deadline - time.monotonic()
-        if other.stdout is None:  # no names to read: its end says it is done
-            try:
-                other.wait(max(left, 0.0))
-            except subprocess.TimeoutExpired:
-                other.kill()
-            break
         if left <= 0 or not select.select([other.stdout], [], [], left)[0]:
             other.kill()
             break

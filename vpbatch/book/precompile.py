@@ -61,11 +61,14 @@ def kernel_calls() -> dict[str, tuple[Any, tuple[Any, ...]]]:
     return calls
 
 
-def compile_kernels(names: Sequence[str]) -> dict[str, float]:
-    """Compile (or load from the cache) the named kernels and stages; seconds each."""
+def compile_kernels(names: Sequence[str],
+                    calls: dict[str, tuple[Any, tuple[Any, ...]]] | None = None
+                    ) -> dict[str, float]:
+    """Compile (or load from the cache) the named kernels and stages (of ``calls``, default
+    :func:`kernel_calls`), in order; seconds each."""
     from vpbatch.book.coldstart import compile_calls
 
-    calls = kernel_calls()
+    calls = kernel_calls() if calls is None else calls
     return compile_calls(calls, [key for key in calls if key.split("/")[0] in names])
 
 
@@ -73,14 +76,15 @@ def precompile(jobs: int = 2, report: Callable[[str], None] | None = None) -> di
     """Every kernel of :data:`GROUPS`; with ``jobs`` > 1 ``process_chunk``'s stages compile in
     two processes (``coldstart``). Seconds per kernel."""
     seconds: dict[str, float] = {}
+    calls = kernel_calls()
     if jobs > 1:
         from vpbatch.book.coldstart import compile_engine
 
-        calls = kernel_calls()
         stages = {name: calls[name] for name in GROUPS[0] if name != "process_chunk"}
         seconds.update(compile_engine(calls["process_chunk"], stages))
     for group in GROUPS:
-        seconds.update({k: s for k, s in compile_kernels(group).items() if k not in seconds})
+        seconds.update({k: s for k, s in compile_kernels(group, calls).items()
+                        if k not in seconds})
     if report is not None:
         for key, s in seconds.items():
             report(f"{key}: {s:.1f} s")
@@ -99,11 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "name once compiled (coldstart's second process)")
     args = parser.parse_args(argv)
     if args.only:
-        from vpbatch.book.coldstart import compile_calls
-
         calls = kernel_calls()
         for name in args.only:
-            compile_calls(calls, [key for key in calls if key.split("/")[0] == name])
+            compile_kernels([name], calls)
             print(name, flush=True)
         return 0
     started = time.perf_counter()

@@ -168,7 +168,7 @@ class DayModel:
         x = self.features(snaps, grid)[:, self.columns]
         m = self.model
         p = model_probabilities(x, self._asinh, m.mean, m.scale, float(m.clip), self._coef,
-                                  m.intercept)
+                                m.intercept)
         up = p[:, self._up]
         call = apply_thresholds(up - p[:, self._down] if m.three_class else up, m.lo, m.hi)
         if snaps is snapshots:
