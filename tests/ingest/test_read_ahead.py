@@ -53,3 +53,40 @@ def test_leaving_early_stops_the_thread_and_closes_the_source() -> None:
     assert _threads() == 0
     assert closed.is_set()
     assert len(produced) <= 3 + 2 + 1  # consumed + queued + the one in production
+
+
+def test_meanwhile_runs_once_while_the_first_item_is_produced() -> None:
+    """A build loads its kernels while the reader decodes the first chunk: both at once."""
+    started = threading.Event()
+    overlapped = []
+
+    def items() -> Iterator[int]:
+        started.set()
+        time.sleep(0.05)
+        yield 1
+        yield 2
+
+    def meanwhile() -> None:
+        overlapped.append(started.wait(5))  # the producer is running while this runs
+
+    assert list(read_ahead(items(), name="test-ahead", meanwhile=meanwhile)) == [1, 2]
+    assert overlapped == [True]
+    assert _threads() == 0
+
+
+def test_meanwhile_error_stops_the_thread_and_closes_the_source() -> None:
+    closed = threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            yield from range(10**9)
+        finally:
+            closed.set()
+
+    def meanwhile() -> None:
+        raise RuntimeError("kernels failed to load")
+
+    with pytest.raises(RuntimeError, match="kernels failed to load"):
+        next(read_ahead(items(), name="test-ahead", meanwhile=meanwhile))
+    assert _threads() == 0
+    assert closed.is_set()

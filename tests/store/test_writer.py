@@ -24,7 +24,7 @@ from tests.fakes import DAY, FakeBuild, empty_levels, fake_build
 from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE, UNDEF_PRICE
 from vpbatch.book.mbp_layout import levels_of, mbp_columns, mbp_dtype, mbp_kernel_dtype
 from vpbatch.errors import ConfigError, OutputError
-from vpbatch.store.grid_columns import StoredGridBuffer
+from vpbatch.store.grid_columns import FLOAT_ORDER, StoredGridBuffer, split_grid
 from vpbatch.store.lake import GOLD_TABLES, MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.store.partitions import (
     InputFile,
@@ -269,6 +269,38 @@ def test_grid_through_stored_columns_gives_the_file_of_write_grid(
         buffer.flush()
     got = gold_partition(base / "cols", "vp_grid", build.product, DAY) / PART_FILE
     assert got.read_bytes() == ref.read_bytes()
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+#: Values a float field can hold, with the edges of float32 and the non-finite ones.
+_GRID_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([_F32_MAX, -_F32_MAX, np.nextafter(_F32_MAX, np.inf), 3.4028235e38,
+                     3.4028236e38, 1e39, -1e300, np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-46]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(min_value=0, max_value=40))
+def test_split_grid_equals_numpy_field_by_field(data: st.DataObject, n: int) -> None:
+    """The compiled split gives each stored column as numpy's own per-field cast does, and
+    the first row (over every float field) that does not fit float32."""
+    rows = np.zeros(n, GRID_DTYPE)
+    for name in GRID_DTYPE.names:
+        kind = GRID_DTYPE[name].kind
+        values = st.integers(-(2 ** 62), 2 ** 62) if kind == "i" else _GRID_VALUES
+        if kind == "i" and GRID_DTYPE[name].itemsize == 4:
+            values = st.integers(-(2 ** 31), 2 ** 31 - 1)
+        rows[name] = data.draw(st.lists(values, min_size=n, max_size=n), label=name)
+    columns, bad = split_grid(rows)
+    for name, column in columns.items():
+        with np.errstate(over="ignore"):
+            want = rows[name].astype(np.float32) if name in FLOAT_ORDER else rows[name]
+        assert column.dtype == want.dtype and column.tobytes() == want.tobytes(), name
+    too_big = np.zeros(n, bool)
+    for name in FLOAT_ORDER:
+        x = np.abs(rows[name])
+        too_big |= (x > _F32_MAX) & np.isfinite(x)
+    assert bad == (int(np.argmax(too_big)) if too_big.any() else -1)
 
 
 def test_stored_grid_buffer_given_value_beyond_float32_raises_output_error() -> None:

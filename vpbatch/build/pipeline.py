@@ -36,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 
 from vpbatch.book.dtypes import F_SNAPSHOT, F_TOB, GRID_DTYPE, SNAPSHOT_DTYPE
-from vpbatch.book.engine import Emitted, Engine, GridSink
+from vpbatch.book.engine import Emitted, Engine, GridSink, load_kernels
 from vpbatch.book.mbp_layout import records_from_raw
 from vpbatch.book.state import BOOK_FORMAT_VERSION
 from vpbatch.build.request import BuildRequest, BuildResult, check_request, infer_session_day
@@ -163,7 +163,7 @@ class BuildJob:
 
     def chunks(self) -> Iterator[np.ndarray]:
         reader = self.source.iter_selection(self.selection, chunk_records=self.req.chunk_records)
-        for chunk in read_ahead(reader, name="vpbatch-reader"):
+        for chunk in read_ahead(reader, name="vpbatch-reader", meanwhile=load_kernels):
             self.records_read += len(chunk)
             self.tob_records += int(np.count_nonzero(chunk["flags"] & F_TOB))
             yield chunk

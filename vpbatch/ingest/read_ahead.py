@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, TypeVar
 
 _T = TypeVar("_T")
@@ -18,9 +18,12 @@ _T = TypeVar("_T")
 _POLL: Final = 0.05
 
 
-def read_ahead(items: Iterable[_T], depth: int = 1,
-               name: str = "vpbatch-read-ahead") -> Iterator[_T]:
+def read_ahead(items: Iterable[_T], depth: int = 1, name: str = "vpbatch-read-ahead",
+               meanwhile: Callable[[], object] | None = None) -> Iterator[_T]:
     """Yield ``items`` in order while a thread produces up to ``depth`` items ahead.
+
+    ``meanwhile`` runs here once the thread has started, before the first item is awaited:
+    a build loads its compiled kernels while its first chunk is decoded.
 
     An exception of the producer is raised here, at the item where it happened. Closing
     this generator (or leaving it early) stops the thread before it returns: it finishes
@@ -55,6 +58,8 @@ def read_ahead(items: Iterable[_T], depth: int = 1,
     thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
+        if meanwhile is not None:
+            meanwhile()
         while True:
             ok, item = slots.get()
             if ok:

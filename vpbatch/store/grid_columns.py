@@ -9,6 +9,7 @@ never imports numba.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -25,30 +26,69 @@ INT_ORDER = ("event_id", "bid_depth", "ask_depth", "last_event_id", "last_ts")
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _copy(src: np.ndarray, dst: np.ndarray, at: int) -> None:
+    for i in range(src.shape[0]):
+        dst[at + i] = src[i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _narrow(src: np.ndarray, dst: np.ndarray, at: int, f32_max: float) -> int:
+    """float64 field -> float32 column from ``at``; first row too large for float32, else -1.
+
+    The check reads the narrowed column (contiguous, one compare a value) and looks at the
+    field again only where a value came out as inf or float32's largest.
+    """
+    n = src.shape[0]
+    for i in range(n):
+        dst[at + i] = np.float32(src[i])
+    edge = np.float32(f32_max)
+    near = False
+    for i in range(n):
+        near |= abs(dst[at + i]) >= edge
+    if near:
+        for i in range(n):
+            if f32_max < abs(src[i]) < np.inf:
+                return i
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _first(bad: int, row: int) -> int:
+    return row if row >= 0 and (bad < 0 or row < bad) else bad
+
+
 @njit(cache=True, nogil=True)
-def _split(rows: np.ndarray, ints: np.ndarray, k: np.ndarray, price: np.ndarray,
+def _split(rows: Any, ints: np.ndarray, k: np.ndarray, price: np.ndarray,
            floats: np.ndarray, f32_max: float, at: int) -> int:
-    """Fill the column arrays from index ``at``; first row too large for float32, else -1."""
-    bad = -1
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        o = at + i
-        ints[0, o] = r.event_id
-        ints[1, o] = r.bid_depth
-        ints[2, o] = r.ask_depth
-        ints[3, o] = r.last_event_id
-        ints[4, o] = r.last_ts
-        k[o] = r.k
-        price[o] = r.price
-        values = (r.add_mass, r.pull_mass, r.fill_mass, r.v_add, r.v_pull, r.v_fill,
-                  r.v_rest_depth, r.a_add, r.a_pull, r.a_fill, r.a_rest_depth, r.j_add,
-                  r.j_pull, r.j_fill, r.j_rest_depth)
-        for j in range(15):
-            x = values[j]
-            if bad < 0 and abs(x) > f32_max and abs(x) < np.inf:
-                bad = i
-            floats[j, o] = np.float32(x)
-    return bad
+    """Fill the column arrays from index ``at``; first row too large for float32, else -1.
+
+    ``rows`` are ``GRID_DTYPE`` records (``Any``: numba reads their fields as attributes,
+    which mypy does not know). A field at a time: each pass reads one field of the (cache-resident) rows and writes one
+    column in order; row by row, the same work wrote 23 columns at once and took 3x as long.
+    """
+    _copy(rows.event_id, ints[0], at)
+    _copy(rows.bid_depth, ints[1], at)
+    _copy(rows.ask_depth, ints[2], at)
+    _copy(rows.last_event_id, ints[3], at)
+    _copy(rows.last_ts, ints[4], at)
+    _copy(rows.k, k, at)
+    _copy(rows.price, price, at)
+    bad = _narrow(rows.add_mass, floats[0], at, f32_max)
+    bad = _first(bad, _narrow(rows.pull_mass, floats[1], at, f32_max))
+    bad = _first(bad, _narrow(rows.fill_mass, floats[2], at, f32_max))
+    bad = _first(bad, _narrow(rows.v_add, floats[3], at, f32_max))
+    bad = _first(bad, _narrow(rows.v_pull, floats[4], at, f32_max))
+    bad = _first(bad, _narrow(rows.v_fill, floats[5], at, f32_max))
+    bad = _first(bad, _narrow(rows.v_rest_depth, floats[6], at, f32_max))
+    bad = _first(bad, _narrow(rows.a_add, floats[7], at, f32_max))
+    bad = _first(bad, _narrow(rows.a_pull, floats[8], at, f32_max))
+    bad = _first(bad, _narrow(rows.a_fill, floats[9], at, f32_max))
+    bad = _first(bad, _narrow(rows.a_rest_depth, floats[10], at, f32_max))
+    bad = _first(bad, _narrow(rows.j_add, floats[11], at, f32_max))
+    bad = _first(bad, _narrow(rows.j_pull, floats[12], at, f32_max))
+    bad = _first(bad, _narrow(rows.j_fill, floats[13], at, f32_max))
+    return _first(bad, _narrow(rows.j_rest_depth, floats[14], at, f32_max))
 
 
 @njit(cache=True, nogil=True)
