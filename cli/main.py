@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import threading
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -89,6 +93,32 @@ def main() -> None:
     """Entry point of the ``vpbatch`` script (``[project.scripts]``) and ``python -m cli``.
 
     Errors are converted by :class:`VpbatchGroup` (so ``CliRunner`` tests see the same exit
-    codes); click's own usage errors exit 2.
+    codes); click's own usage errors exit 2. The process then ends by :func:`fast_exit`.
     """
-    cli.main(prog_name="vpbatch")
+    try:
+        cli.main(prog_name="vpbatch")
+    except SystemExit as done:
+        fast_exit(done.code)
+
+
+def fast_exit(code: object) -> NoReturn:
+    """End the process without the interpreter's teardown, as mypy does by default.
+
+    Tearing down numba's and pyarrow's objects took 0.15-0.2 s after every command (the
+    last collections walk every object the imports made): 6% of a 3 s build. Everything a
+    command writes is closed and committed before it returns; the exit handlers still run
+    (``atexit``, ``weakref.finalize``: temporary folders, coverage data), then stdout and
+    stderr are flushed. While a non-daemon thread still runs, the exit is the usual one.
+    """
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    if not isinstance(code, int | None):
+        print(code, file=sys.stderr)
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (vpbatch sql | head) or stream
+            status = status or 1
+    os._exit(status)
