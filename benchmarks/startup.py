@@ -53,13 +53,12 @@ class Compiles(event.Listener):
             stack[-1][2] += took
 
 event.register("numba:compile", Compiles())
+import atexit  # the CLI ends by cli.main.fast_exit, which runs exit handlers
+atexit.register(lambda: print(json.dumps({k: [excl[k], incl[k], count[k]] for k in incl}),
+                              file=sys.stderr))
 from cli.main import main
 sys.argv = ["vpbatch", *sys.argv[1:]]
-try:
-    main()
-except SystemExit:
-    pass
-print(json.dumps({k: [excl[k], incl[k], count[k]] for k in incl}), file=sys.stderr)
+main()
 """
 
 

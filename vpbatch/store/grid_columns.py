@@ -64,8 +64,9 @@ def _split(rows: Any, ints: np.ndarray, k: np.ndarray, price: np.ndarray,
     """Fill the column arrays from index ``at``; first row too large for float32, else -1.
 
     ``rows`` are ``GRID_DTYPE`` records (``Any``: numba reads their fields as attributes,
-    which mypy does not know). A field at a time: each pass reads one field of the (cache-resident) rows and writes one
-    column in order; row by row, the same work wrote 23 columns at once and took 3x as long.
+    which mypy does not know). A field at a time: each pass reads one field of the
+    (cache-resident) rows and writes one column in order; row by row, the same work wrote
+    23 columns at once and took 3x as long.
     """
     _copy(rows.event_id, ints[0], at)
     _copy(rows.bid_depth, ints[1], at)
