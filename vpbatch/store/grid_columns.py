@@ -26,13 +26,13 @@ INT_ORDER = ("event_id", "bid_depth", "ask_depth", "last_event_id", "last_ts")
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _copy(src: np.ndarray, dst: np.ndarray, at: int) -> None:
     for i in range(src.shape[0]):
         dst[at + i] = src[i]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _narrow(src: np.ndarray, dst: np.ndarray, at: int, f32_max: float) -> int:
     """float64 field -> float32 column from ``at``; first row too large for float32, else -1.
 
@@ -53,7 +53,7 @@ def _narrow(src: np.ndarray, dst: np.ndarray, at: int, f32_max: float) -> int:
     return -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _first(bad: int, row: int) -> int:
     return row if row >= 0 and (bad < 0 or row < bad) else bad
 
