@@ -322,9 +322,10 @@ def _chars(values: np.ndarray) -> pa.Array:
     present = codes != 0
     offsets = np.zeros(len(codes) + 1, dtype=np.int32)
     np.cumsum(present, out=offsets[1:])
-    binary = pa.Array.from_buffers(pa.binary(), len(codes), [
+    strings = pa.Array.from_buffers(pa.string(), len(codes), [
         None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(codes[present]))])
-    return binary.cast(pa.string())
+    strings.validate(full=True)  # UTF-8, as a cast from binary checks (without pyarrow.compute)
+    return strings
 
 
 def _prices(values: np.ndarray, empty: np.ndarray | None = None) -> pa.Array:
