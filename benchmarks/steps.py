@@ -154,9 +154,32 @@ def step_cli(path: str, runs: str = "5") -> dict[str, Any]:
     return out
 
 
+def step_split(batches: str = "1211") -> dict[str, Any]:
+    """Engine grid rows -> stored columns (``StoredGridBuffer.add``) as a build converts them:
+    batches of 64 states (101 rows each, random values), 1,211 of them being the 5M-record
+    day at 1 s sampling (7,829,520 rows). Best of 3, after a first call loads the kernels."""
+    from vpbatch.book.dtypes import GRID_DTYPE, SNAPSHOT_DTYPE
+    from vpbatch.store.grid_columns import StoredGridBuffer
+
+    rng = np.random.default_rng(1)
+    rows = np.zeros(64 * 101, GRID_DTYPE)
+    for name in GRID_DTYPE.names:
+        rows[name] = rng.normal(0, 100, len(rows)).astype(GRID_DTYPE[name])
+    snapshots = np.zeros(64, SNAPSHOT_DTYPE)
+    StoredGridBuffer(len(rows), lambda columns: None).add(snapshots, rows)
+    best = float("inf")
+    for _ in range(3):
+        buffer = StoredGridBuffer(262_144, lambda columns: None)
+        started = time.perf_counter()
+        for _ in range(int(batches)):
+            buffer.add(snapshots, rows)
+        best = min(best, time.perf_counter() - started)
+    return {"rows": int(batches) * len(rows), "seconds": best}
+
+
 STEPS: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": step_synth, "read": step_read, "engine": step_engine, "reference": step_reference,
-    "build": step_build, "cli": step_cli}
+    "build": step_build, "cli": step_cli, "split": step_split}
 
 
 def main() -> None:

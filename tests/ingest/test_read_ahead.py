@@ -57,20 +57,20 @@ def test_leaving_early_stops_the_thread_and_closes_the_source() -> None:
 
 def test_meanwhile_runs_once_while_the_first_item_is_produced() -> None:
     """A build loads its kernels while the reader decodes the first chunk: both at once."""
-    started = threading.Event()
-    overlapped = []
+    started, ran = threading.Event(), threading.Event()
+    calls = []
 
-    def items() -> Iterator[int]:
+    def items() -> Iterator[bool]:
         started.set()
-        time.sleep(0.05)
-        yield 1
-        yield 2
+        yield ran.wait(5)  # True only if meanwhile ran before the first item was awaited
+        yield True
 
     def meanwhile() -> None:
-        overlapped.append(started.wait(5))  # the producer is running while this runs
+        calls.append(started.wait(5))  # the producer is running while this runs
+        ran.set()
 
-    assert list(read_ahead(items(), name="test-ahead", meanwhile=meanwhile)) == [1, 2]
-    assert overlapped == [True]
+    assert list(read_ahead(items(), name="test-ahead", meanwhile=meanwhile)) == [True, True]
+    assert calls == [True]
     assert _threads() == 0
 
 

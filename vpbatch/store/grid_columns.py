@@ -1,9 +1,9 @@
-"""One compiled pass from engine grid rows (``GRID_DTYPE``, 212-byte records) to stored columns.
+"""Engine grid rows (``GRID_DTYPE``, 212-byte records) -> the stored columns of
+:func:`vpbatch.store.schema.grid_schema` (floats narrowed to float32), compiled.
 
-Pulling 20 fields out of a record array with numpy reads every record once per field; this
-reads each record once and writes all the stored columns of :func:`vpbatch.store.schema.grid_schema`
-(floats narrowed to float32). Kept apart from :mod:`vpbatch.store.schema` so that reading the lake
-never imports numba.
+A build hands each batch here while it is still in the CPU's cache; a compiled pass per field
+then writes each column in order (see ``_split``). Kept apart from :mod:`vpbatch.store.schema`
+so that reading the lake never imports numba.
 """
 
 from __future__ import annotations
