@@ -11,7 +11,9 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import boto3
@@ -205,6 +207,35 @@ def test_writer_killed_before_its_commit_leaves_nothing_visible_and_rerun_commit
     write(lake_url, build)  # the lease of a dead process on this machine is taken at once
     assert is_complete(lake_url, build.product, DAY, GOLD_TABLES)
     assert len(attempts(lake_url)) == 1 and keys(lake_url, "gold/.locks") == []
+
+
+def test_verify_on_bucket_reads_each_file_once_and_leaves_no_copy(
+        lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3fs
+
+    from vpbatch.build.verify import verify
+
+    write(lake_url, fake_build())
+    fetched: Counter[str] = Counter()
+    read_range = s3fs.core.S3File._fetch_range
+
+    def counted(self: s3fs.core.S3File, start: int, end: int) -> bytes:
+        data = read_range(self, start, end)
+        fetched[f"s3://{self.path}"] += len(data)
+        return bytes(data)
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counted)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    report = verify(lake_url, "MNQH6", DAY)
+    assert report.passed, report.format()
+    lake = open_lake(lake_url)
+    parts = {}
+    for table in GOLD_TABLES:
+        part = find_partition(lake_url, table, *KEY)
+        assert part is not None
+        parts[part.part_url] = lake.info(part.part_url).size
+    assert {url: n for url, n in fetched.items() if url.endswith(PART_FILE)} == parts
+    assert list(tmp_path.iterdir()) == []  # the copies are gone
 
 
 def test_verify_on_bucket_passes_and_names_a_replaced_object(lake_url: str) -> None:

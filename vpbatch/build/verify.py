@@ -64,6 +64,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,11 @@ class _Partition:
         self.sample = ""
         self.bucket = 0
         self.tick = 0
+        #: Object store: each table's part, downloaded once while its sha256 was checked, so
+        #: that the row counts and the SQL checks read those bytes locally (a dozen queries
+        #: would otherwise fetch the part a dozen times).
+        self.copies: dict[str, Path] = {}
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     def add(self, name: str, violations: int, example: str = "") -> None:
         self.results.append(CheckResult(self.label, name, violations == 0, int(violations),
@@ -284,17 +290,32 @@ class _Partition:
     def part_sha256(self, table: str) -> str:
         if self.lake.local:
             return file_sha256(Path(self.part(table)))
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="vpbatch-verify-")
+        copy = Path(self._scratch.name) / f"{table}.parquet"
         digest = hashlib.sha256()
-        with self.lake.open_input(self.part(table)) as fh:
+        with self.lake.open_input(self.part(table)) as fh, open(copy, "wb") as out:
             while block := fh.read(_HASH_BLOCK):
                 digest.update(block)
+                out.write(block)
+        self.copies[table] = copy
         return digest.hexdigest()
+
+    def source(self, table: str) -> str:
+        """Where the checks read the table: its local copy when there is one."""
+        copy = self.copies.get(table)
+        return str(copy) if copy is not None else self.part(table)
 
     def parquet(self, table: str) -> tuple[str, pafs.FileSystem | None]:
         """``(path, filesystem)`` for pyarrow's readers."""
-        if self.lake.local:
-            return self.part(table), None
+        if self.lake.local or table in self.copies:
+            return self.source(table), None
         return self.lake.arrow_path(self.part(table)), self.lake.arrow_filesystem()
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     # -- manifest, files and counts (Python) ----------------------------------------------------
 
@@ -430,7 +451,7 @@ class _Partition:
         for table, name in (("vp_snapshot", "v_snap"), ("vp_grid", "v_grid"), ("mbp", "v_mbp")):
             if table in self.tables and self.has_part(table):
                 var = f"verify_{name}"
-                con.execute(SET_FILES_SQL.format(var=var), {"files": [self.part(table)]})
+                con.execute(SET_FILES_SQL.format(var=var), {"files": [self.source(table)]})
                 if table == "vp_grid":  # the view's columns, whatever the file layout
                     layout, params = grid_parameters(self.manifest)
                     select = grid_select(con, "verify_grid_params", layout, params,
@@ -498,15 +519,18 @@ def verify_partition(lake: Path | str | Lake, product_type: str, symbol: str,
                      day: str) -> list[CheckResult]:
     """Run every check on one partition (see the module docstring)."""
     part = _Partition(open_lake(lake), _Key(product_type, symbol, day))
-    if part.check_manifest():
-        files_ok = part.check_files()
-        part.check_row_counts()
-        if files_ok:
-            try:
-                part.run_sql_checks()
-            except duckdb.Error as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                part.add("event_order", 1, f"DuckDB could not read the partition: {message}")
+    try:
+        if part.check_manifest():
+            files_ok = part.check_files()
+            part.check_row_counts()
+            if files_ok:
+                try:
+                    part.run_sql_checks()
+                except duckdb.Error as exc:
+                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                    part.add("event_order", 1, f"DuckDB could not read the partition: {message}")
+    finally:
+        part.close()
     return part.results
 
 
@@ -518,7 +542,8 @@ def verify(lake: Path | str | Lake, symbol: str | None = None,
     ----------
     lake : Path, str or Lake
         Lake root: a folder or an object-store URL (``s3://bucket/prefix``; there the
-        committed attempt of each partition is checked, read with range requests).
+        committed attempt of each partition is checked: each part is downloaded once, into a
+        temporary folder, while its sha256 is checked, and queried there).
     symbol : str, optional
         Contract or ticker (``MNQH6``); with ``day`` one partition, alone every day.
     day : datetime.date or str, optional
