@@ -1,7 +1,7 @@
 """The property test kills every mutant of tests/book/mutations.py (issue 8).
 
 Two subprocesses, each with half of the mutants (the kernels run as plain Python under
-``NUMBA_DISABLE_JIT=1``, so no mutant needs compiling); about 20 s on 2 cores.
+``NUMBA_DISABLE_JIT=1``, so no mutant needs compiling); about 10 s on 2 cores.
 """
 
 from __future__ import annotations
