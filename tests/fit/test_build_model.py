@@ -27,7 +27,7 @@ from tests.serve.conftest import ServerThread, stream_all
 from tests.serve.conftest import browser as browser  # the module's Chromium (fixture)
 from vpbatch.build.verify import verify
 from vpbatch.evaluate.evaluation import load_states
-from vpbatch.fit import day_features, fit_models, load_model, write_model_file
+from vpbatch.fit import day_features, load_model
 from vpbatch.fit.features import feature_matrix
 from vpbatch.fit.model import read_model_file
 from vpbatch.fit.walkforward import saved_predictors
@@ -63,11 +63,8 @@ def manifest(lake: Path, day: Any = DAY2) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def model_json(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``vp+l1`` and ``l1`` for ``event_1`` and ``clock_5s`` fitted on the first day."""
-    file = fit_models(lake, SYMBOL, DAY1, models=["vp+l1", "l1"],
-                      targets=["event_1", "clock_5s"])
-    return write_model_file(file, tmp_path_factory.mktemp("build-model") / "model.json")
+def model_json(day1_model: Path) -> Path:
+    return day1_model
 
 
 @pytest.fixture(scope="module")

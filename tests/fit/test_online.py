@@ -21,7 +21,6 @@ from vpbatch.clock import NS_PER_SECOND
 from vpbatch.config import EngineConfig
 from vpbatch.errors import ConfigError, InputError, VpbatchWarning
 from vpbatch.evaluate.evaluation import States, level1_signals, states_from_frame
-from vpbatch.fit import fit_models, write_model_file
 from vpbatch.fit.model import read_model_file
 from vpbatch.fit.online import Level1Window, ModelScorer, usable_books
 from vpbatch.ingest.reader import find_input, open_mbo
@@ -91,11 +90,8 @@ def test_usable_books_given_each_kind_of_unusable_state_keeps_what_evaluate_keep
 
 
 @pytest.fixture(scope="module")
-def model_path(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``vp+l1`` and ``l1`` for ``event_1`` and ``clock_5s``, fitted on the first day."""
-    file = fit_models(lake, SYMBOL, DAYS[0], models=["vp+l1", "l1"],
-                      targets=["event_1", "clock_5s"])
-    return write_model_file(file, tmp_path_factory.mktemp("online") / "model.json")
+def model_path(day1_model: Path) -> Path:
+    return day1_model
 
 
 def _engine_batches(lake: Path, batch_states: int) -> list[tuple[np.ndarray, np.ndarray]]:
