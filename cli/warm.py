@@ -6,8 +6,9 @@ That is what each command's start-up reads later, also on machines that set
 ``PYTHONDONTWRITEBYTECODE=1`` (where nothing would be cached otherwise). It replaces
 compiling every installed package (``uv pip sync --compile-bytecode``: ~25 s on 2 cores,
 most of it test tools and their dependencies, which ``make test`` compiles for itself).
-It also fills numba's cache with the store's column kernels (``grid_columns``), which
-``vpbatch.book.precompile`` may not import (the engine's kernels are its job).
+It also fills numba's cache with every kernel outside the engine (the store's columns, the
+viewer's forces, evaluate's bootstrap, fit's bands and scoring; the engine's kernels are
+``vpbatch.book.precompile``'s job), so that no command's first run compiles one.
 
     python -m cli.warm
 """
@@ -18,6 +19,7 @@ import importlib
 import pkgutil
 import sys
 import time
+from typing import Any
 
 
 def module_names() -> list[str]:
@@ -33,14 +35,27 @@ def module_names() -> list[str]:
     return sorted(names)
 
 
+def load_kernels() -> None:
+    """Fill numba's cache with every kernel outside the engine (the engine's:
+    ``vpbatch.book.precompile``), for the argument types the commands pass."""
+    from vpbatch.book.dtypes import GRID_DTYPE
+
+    def load(name: str) -> Any:  # (``vpbatch.fit.features`` is also a function of vpbatch.fit)
+        return importlib.import_module(f"vpbatch.{name}").load_kernels
+
+    load("store.grid_columns")()  # build, live
+    load("serve.view_numpy")()  # serve
+    load("evaluate.stats")()  # evaluate
+    load("fit.features")(GRID_DTYPE)  # fit, evaluate --models, build/live --model
+    load("fit.model")()
+
+
 def main() -> int:
     started = time.perf_counter()
     names = module_names()
     for name in names:
         importlib.import_module(name)
-    from vpbatch.store.grid_columns import load_kernels
-
-    load_kernels()  # the build's column kernels (the engine's: vpbatch.book.precompile)
+    load_kernels()
     print(f"imported {len(names)} vpbatch modules ({len(sys.modules)} in all) in "
           f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

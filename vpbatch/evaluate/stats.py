@@ -290,6 +290,13 @@ def _distinct_columns(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[:, first], inverse
 
 
+def load_kernels() -> None:
+    """Compile (into numba's cache) or load :func:`_sum_drawn_blocks` as
+    :func:`block_bootstrap` calls it: ``make install`` runs it (``python -m cli.warm``), so
+    that a first ``vpbatch evaluate`` does not spend seconds compiling its parallel loop."""
+    block_bootstrap(np.ones((8, 2)), Bootstrap(resamples=2), np.random.default_rng(0))
+
+
 def block_bootstrap(cell_sums: np.ndarray, settings: Bootstrap,
                     rng: np.random.Generator) -> np.ndarray:
     """Summed columns of each resample, ``(R, columns)``, from per-cell sums ``(cells, columns)``.

@@ -43,6 +43,16 @@ SCORE_BLOCK: Final = 1 << 16
 TRANSFORMS: Final = ("none", "asinh")
 
 
+def load_kernels() -> None:
+    """Compile (into numba's cache) or load :func:`model_probabilities` for the arguments
+    scoring passes (C-ordered float64 features, a bool per transform): ``make install`` runs it
+    (``python -m cli.warm``), so that a first ``fit``, ``build --model`` or ``live --model``
+    does not compile it."""
+    n, k = 1, 2
+    model_probabilities(np.zeros((n, k)), np.zeros(k, dtype=np.bool_), np.zeros(k), np.ones(k),
+                        1.0, np.zeros((1, k)), np.zeros(1))
+
+
 @njit(cache=True, nogil=True)
 def model_probabilities(x: np.ndarray, asinh: np.ndarray, mean: np.ndarray, scale: np.ndarray,
                         clip: float, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:

@@ -165,7 +165,8 @@ class DayModel:
             snaps = snapshots[usable]
         else:
             return np.zeros(n, np.int8), np.full(n, np.nan)
-        x = self.features(snaps, grid)[:, self.columns]
+        # C order, as :meth:`FittedModel.probabilities` passes it (one compiled version).
+        x = np.ascontiguousarray(self.features(snaps, grid)[:, self.columns])
         m = self.model
         p = model_probabilities(x, self._asinh, m.mean, m.scale, float(m.clip), self._coef,
                                 m.intercept)

@@ -44,6 +44,7 @@ from vpbatch.errors import InputError, OutputError
 from vpbatch.serve import protocol
 from vpbatch.serve.protocol import State
 from vpbatch.serve.view_kernel import (
+    PARAM_ORDER,
     PRESSURE,
     PRESSURE_NOW,
     VACUUM,
@@ -86,6 +87,31 @@ def _checked(total: np.ndarray, a: np.ndarray | int, b: np.ndarray, what: str,
     return total
 
 
+def _read_only(a: np.ndarray, dtype: type) -> np.ndarray:
+    """A contiguous read-only view (a copy only when the type or layout differs)."""
+    view: np.ndarray = np.ascontiguousarray(a, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
+
+
+def _grid_forces(chains: np.ndarray, last_ts: np.ndarray, ns: np.ndarray,
+                 params: np.ndarray, forces: np.ndarray) -> int:
+    """:func:`grid_forces` with the times always read-only (numba compiles one version per
+    combination of read-only and writable arrays: Arrow's columns are read-only, computed
+    ones are not). ``chains`` is a fresh stack: writable, float32 as stored."""
+    return int(grid_forces(chains, _read_only(last_ts, np.int64), _read_only(ns, np.int64),
+                           params, forces))
+
+
+def load_kernels() -> None:
+    """Compile (into numba's cache) or load the view's force kernel as :func:`view_columns`
+    calls it: ``make install`` runs it (``python -m cli.warm``), so that the first frames of a
+    ``vpbatch serve`` stream do not wait for numba."""
+    n = 2
+    _grid_forces(np.zeros((len(FORCE_CHAINS), n), np.float32), np.zeros(n, np.int64),
+                 np.zeros(1, np.int64), np.ones(len(PARAM_ORDER)), np.empty((4, n)))
+
+
 def view_columns(stored: Mapping[str, np.ndarray], params: Mapping[str, float],
                  ts_event: np.ndarray | int, ts_valid: np.ndarray | None = None,
                  ) -> dict[str, np.ndarray]:
@@ -119,8 +145,7 @@ def view_columns(stored: Mapping[str, np.ndarray], params: Mapping[str, float],
         ns = np.where(ts_valid, ns, last_ts)  # a null age: not > 0, never overflows
     chains = np.stack([stored[name] for name in FORCE_CHAINS])
     forces = np.empty((4, len(last_ts)), dtype=np.float64)
-    bad = grid_forces(chains, np.ascontiguousarray(last_ts, dtype=np.int64), ns,
-                      _param_vector(params), forces)
+    bad = _grid_forces(chains, last_ts, ns, _param_vector(params), forces)
     if bad >= 0:
         raise InputError(f"vp_grid: ts_event - last_ts overflows int64 at row {bad}")
     out = {"rest_depth": rest_depth}
