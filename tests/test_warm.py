@@ -50,7 +50,7 @@ _SCRIPT = textwrap.dedent("""
     from vpbatch.config import EngineConfig
     from vpbatch.fit.online import ModelScorer
     from vpbatch.fit import fit_models, write_model_file
-    from vpbatch.serve.view_numpy import NumpyGridView
+    from vpbatch.serve.view_numpy import NumpyGridView, StateConverter
     from vpbatch.book.engine import Engine
     from vpbatch.ingest.reader import open_mbo
     from vpbatch.store.schema import GRID_LAYOUT, grid_to_arrow, state_times
@@ -73,6 +73,7 @@ _SCRIPT = textwrap.dedent("""
     view(grid_to_arrow(emitted.grid, state_times(emitted.grid["event_id"],
                                                  emitted.snapshots["event_id"],
                                                  emitted.snapshots["ts_event"])))
+    StateConverter(cfg).warm()  # the live viewer's states
     stats.block_bootstrap(np.random.default_rng(1).normal(size=(64, 5)),
                           stats.Bootstrap(resamples=50), np.random.default_rng(2))
     print(json.dumps({"warmed": warmed, "after": versions()}))

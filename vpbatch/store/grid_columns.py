@@ -175,6 +175,8 @@ def load_kernels() -> None:
     out = engine._allocate_output(1)
     rows = 2 * engine.params.K + 1
     StoredGridBuffer(rows, lambda columns: None).add(out.snap[:1], out.grid[:rows])
+    # and read-only rows, as the live viewer converts each state from its bytes
+    split_grid(np.frombuffer(out.grid[:rows].tobytes(), GRID_DTYPE))
 
 
 def split_grid(rows: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
