@@ -265,8 +265,8 @@ def stored_rows(draw: st.DrawFn) -> tuple[pa.Table, EngineConfig]:
     # and anything at all.
     edges = [min(age, NS) for age in (0, 1, -1, 999, 10**9, int(50 * tau_v * 1e9),
                                       int(50 * tau_a * 1e9), int(50 * tau_v * 1e9) + 1)]
-    ages = np.array([draw(st.sampled_from(edges) | st.integers(-NS, NS)) for _ in range(n)],
-                    dtype=np.int64)
+    age = st.sampled_from(edges) | st.integers(-NS, NS)
+    ages = np.array([draw(age) for _ in range(n)], dtype=np.int64)
     last_ts = ts - ages
     if draw(st.booleans()):
         last_ts[draw(st.integers(0, n - 1))] = 0  # a never-touched cell
