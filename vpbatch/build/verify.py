@@ -288,6 +288,8 @@ class _Partition:
         return self.lake.is_file(self.part(table))
 
     def part_sha256(self, table: str) -> str:
+        """The part's sha256; on an object store it also keeps the bytes read as the table's
+        local copy (:attr:`copies`), which the later checks read."""
         if self.lake.local:
             return file_sha256(Path(self.part(table)))
         if self._scratch is None:

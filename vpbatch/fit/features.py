@@ -35,6 +35,7 @@ from vpbatch.sql import (
     connect,
     execute,
 )
+from vpbatch.store.schema import read_only
 
 #: Every feature, in column order (level-1, regime, band sums).
 FEATURES: Final = FEATURE_COLUMNS
@@ -227,14 +228,6 @@ def add_band_sums_of_rows(out: np.ndarray, event_id: np.ndarray, ts: np.ndarray,
               prm, 0, n)
 
 
-def _read_only(column: np.ndarray) -> np.ndarray:
-    """A contiguous read-only view of a batch column: Arrow's are read-only unless converting
-    copied them, and numba compiles one version of :func:`add_band_sums` per mix."""
-    view = np.ascontiguousarray(column).view()
-    view.flags.writeable = False
-    return view
-
-
 def load_kernels(grid_dtype: np.dtype) -> None:
     """Compile (into numba's cache) or load the band kernels for the arguments
     :func:`band_sums` and :class:`vpbatch.fit.online.ModelScorer` pass (``grid_dtype``: the
@@ -244,7 +237,7 @@ def load_kernels(grid_dtype: np.dtype) -> None:
     ints, floats = np.zeros(n, np.int64), np.zeros(n)
     prm = np.ones(len(FEATURE_PARAM_NAMES))
     states = StateRefs(ints.copy(), ints.copy(), floats.copy())
-    cells = Cells(*(_read_only(c) for c in (ints, *[floats] * 7, ints)))
+    cells = Cells(*(read_only(c) for c in (ints, *[floats] * 7, ints)))
     add_band_sums(np.zeros((n, len(BAND_FEATURES))), states, cells, prm,
                   np.array([0, n], np.int64))
     add_band_sums_of_rows(np.zeros((n, len(BAND_FEATURES))), ints.copy(), ints.copy(),
@@ -275,7 +268,7 @@ def band_sums(con: duckdb.DuckDBPyConnection, symbol: str, day: dt.date,
         BATCH_ROWS)
     for batch in reader:
         cols = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(batch.num_columns)]
-        cells = Cells(*(_read_only(c) for c in cols))
+        cells = Cells(*(read_only(c) for c in cols))
         add_band_sums(out, states, cells, prm, _run_bounds(cells.event_id,
                                                         RUNS_PER_THREAD * get_num_threads()))
     return out

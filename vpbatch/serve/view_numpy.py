@@ -56,6 +56,7 @@ from vpbatch.store.schema import (
     GRID_LAYOUT,
     GRID_STORED_FLOATS,
     grid_view_schema,
+    read_only,
     snapshot_schema,
 )
 
@@ -87,19 +88,11 @@ def _checked(total: np.ndarray, a: np.ndarray | int, b: np.ndarray, what: str,
     return total
 
 
-def _read_only(a: np.ndarray, dtype: type) -> np.ndarray:
-    """A contiguous read-only view (a copy only when the type or layout differs)."""
-    view: np.ndarray = np.ascontiguousarray(a, dtype=dtype).view()
-    view.flags.writeable = False
-    return view
-
-
 def _grid_forces(chains: np.ndarray, last_ts: np.ndarray, ns: np.ndarray,
                  params: np.ndarray, forces: np.ndarray) -> int:
-    """:func:`grid_forces` with the times always read-only (numba compiles one version per
-    combination of read-only and writable arrays: Arrow's columns are read-only, computed
-    ones are not). ``chains`` is a fresh stack: writable, float32 as stored."""
-    return int(grid_forces(chains, _read_only(last_ts, np.int64), _read_only(ns, np.int64),
+    """:func:`grid_forces` with the times always read-only (:func:`read_only`); ``chains``
+    is a fresh stack: writable, float32 as stored."""
+    return int(grid_forces(chains, read_only(last_ts, np.int64), read_only(ns, np.int64),
                            params, forces))
 
 

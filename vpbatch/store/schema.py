@@ -175,6 +175,18 @@ def check_dtype(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     return arr.reshape(-1)
 
 
+def read_only(values: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A contiguous read-only view of a column (a copy only when the type or layout differs).
+
+    Columns read from Arrow are read-only, computed ones are not, and numba compiles one
+    version of a kernel per mix: kernels fed both (the viewer's forces, fit's band sums) get
+    every such column read-only, so that one version, warmed at install, serves every path.
+    """
+    view: np.ndarray = np.ascontiguousarray(values, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
+
+
 def arrow_array(values: np.ndarray, type: pa.DataType,
                 mask: np.ndarray | None = None) -> pa.Array:
     """``pa.array(values, type=type, mask=mask)`` for a numpy column, without importing pandas.
