@@ -161,3 +161,22 @@ def test_every_test_file_is_collected() -> None:
     assert collected, out
     on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")}
     assert on_disk - collected == set()
+
+
+def _marks_timing(path: Path) -> bool:
+    """Whether the file uses ``pytest.mark.timing`` (on a test, a class or ``pytestmark``)."""
+    return any(isinstance(node, ast.Attribute) and node.attr == "timing"
+               and isinstance(node.value, ast.Attribute) and node.value.attr == "mark"
+               for node in ast.walk(ast.parse(path.read_text())))
+
+
+def test_make_test_runs_every_file_with_wall_clock_tests() -> None:
+    """``make test`` runs ``-m timing`` over the Makefile's ``TIMING_TESTS`` only (the suite
+    deselects them everywhere): a timing test in any other file would never run."""
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines()
+                if line.startswith("TIMING_TESTS :="))
+    listed = set(line.split(":=", 1)[1].split())
+    marked = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
+              if _marks_timing(p)}
+    assert marked, "no file marks a test pytest.mark.timing"
+    assert marked == listed, f"add to or remove from the Makefile's TIMING_TESTS: {marked ^ listed}"
