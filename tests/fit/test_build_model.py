@@ -63,25 +63,20 @@ def manifest(lake: Path, day: Any = DAY2) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def model_json(day1_model: Path) -> Path:
-    return day1_model
-
-
-@pytest.fixture(scope="module")
-def scored_lake(lake: Path, model_json: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scored_lake(lake: Path, day1_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The second day built with ``--model`` (the file's default model, vp+l1/event_1)."""
     root = raw_copy(lake, tmp_path_factory.mktemp("scored"))
     run("build", "-q", "--symbol", SYMBOL, "--dt", DAY2.isoformat(), "--lake", root,
-        "--model", model_json, ok=True)
+        "--model", day1_model, ok=True)
     return root
 
 
-def assert_scored_like_fit(built: pl.DataFrame, lake: Path, model_json: Path, day: Any,
+def assert_scored_like_fit(built: pl.DataFrame, lake: Path, day1_model: Path, day: Any,
                            name: str, target: str) -> None:
     """The build's columns against ``FittedModel.predict`` of ``day_features`` and against
     ``evaluate --model``'s scoring (``saved_predictors`` over ``feature_matrix``)."""
     features = day_features(lake, SYMBOL, day)
-    call, probability = load_model(model_json, name, target).predict(features)
+    call, probability = load_model(day1_model, name, target).predict(features)
     usable = built.join(features.select("event_id"), on="event_id", how="semi")
     assert usable.height == features.height > 1_000
     assert np.array_equal(usable["model_call"].fill_null(0).to_numpy(), call)
@@ -94,7 +89,7 @@ def assert_scored_like_fit(built: pl.DataFrame, lake: Path, model_json: Path, da
     assert others["model_probability"].null_count() == others.height
     states = load_states(lake, SYMBOL, day, day)
     (predictor,), _ = saved_predictors(states, feature_matrix(lake, SYMBOL, states),
-                                       _only(model_json, name, target), str(model_json),
+                                       _only(day1_model, name, target), str(day1_model),
                                        test_days=[])
     ev_call, ev_score = predictor.per_target[target]
     assert np.array_equal(usable["model_call"].fill_null(0).to_numpy(), ev_call)
@@ -103,23 +98,23 @@ def assert_scored_like_fit(built: pl.DataFrame, lake: Path, model_json: Path, da
         assert np.array_equal(usable["model_probability"].to_numpy(), ev_score, equal_nan=True)
 
 
-def _only(model_json: Path, name: str, target: str) -> Any:
+def _only(day1_model: Path, name: str, target: str) -> Any:
     import dataclasses
 
-    file = read_model_file(model_json)
+    file = read_model_file(day1_model)
     return dataclasses.replace(file, models=(file.get(name, target),))
 
 
 @pytest.mark.parametrize(("name", "target"), [(None, None), ("vp+l1", "clock_5s")])
 def test_build_given_a_model_adds_its_call_and_probability_equal_to_fits_scoring(
-        lake: Path, model_json: Path, scored_lake: Path, tmp_path: Path, name: str | None,
+        lake: Path, day1_model: Path, scored_lake: Path, tmp_path: Path, name: str | None,
         target: str | None) -> None:
     if name is None:
         built_lake, name, target = scored_lake, "vp+l1", "event_1"  # the file's default
     else:
         built_lake = raw_copy(lake, tmp_path / "lake")
         run("build", "-q", "--symbol", SYMBOL, "--dt", DAY2.isoformat(), "--lake", built_lake,
-            "--model", model_json, "--model-name", name, "--model-target", target, ok=True)
+            "--model", day1_model, "--model-name", name, "--model-target", target, ok=True)
     assert target is not None
     table = pq.read_table(part(built_lake, "vp_snapshot"))
     plain = pq.read_table(part(lake, "vp_snapshot"))
@@ -129,12 +124,12 @@ def test_build_given_a_model_adds_its_call_and_probability_equal_to_fits_scoring
     assert table.schema.field("model_probability").type == pa.float64()
     assert table.drop_columns(MODEL_COLUMNS).equals(plain)
     assert part(built_lake, "vp_grid").read_bytes() == part(lake, "vp_grid").read_bytes()
-    assert_scored_like_fit(pl.from_arrow(table), built_lake, model_json, DAY2, name, target)
+    assert_scored_like_fit(pl.from_arrow(table), built_lake, day1_model, DAY2, name, target)
 
     entry = manifest(built_lake)["model"]
     assert entry == {
-        "path": str(model_json.absolute()),
-        "sha256": hashlib.sha256(model_json.read_bytes()).hexdigest(),
+        "path": str(day1_model.absolute()),
+        "sha256": hashlib.sha256(day1_model.read_bytes()).hexdigest(),
         "format": "vpbatch-model", "format_version": 2, "name": name, "target": target,
         "symbol": SYMBOL, "training_days": [DAY1.isoformat()], "columns": MODEL_COLUMNS,
         "probability": "P(up)"}
@@ -143,10 +138,10 @@ def test_build_given_a_model_adds_its_call_and_probability_equal_to_fits_scoring
 
 
 def test_build_given_a_model_again_writes_the_same_bytes_and_without_it_the_plain_ones(
-        lake: Path, model_json: Path, scored_lake: Path, tmp_path: Path) -> None:
+        lake: Path, day1_model: Path, scored_lake: Path, tmp_path: Path) -> None:
     again = raw_copy(lake, tmp_path / "again")
     args = ("build", "-q", "--symbol", SYMBOL, "--dt", DAY2.isoformat(), "--lake", again)
-    run(*args, "--model", model_json, ok=True)
+    run(*args, "--model", day1_model, ok=True)
     for table in ("vp_snapshot", "vp_grid"):
         assert part(again, table).read_bytes() == part(scored_lake, table).read_bytes()
     run(*args, "--force", ok=True)  # the same day without the model: as it always was
@@ -155,15 +150,15 @@ def test_build_given_a_model_again_writes_the_same_bytes_and_without_it_the_plai
     assert "model" not in manifest(again)
 
 
-def _bad_bucket(model_json: Path, where: Path) -> Path:
-    doc = json.loads(model_json.read_text())
+def _bad_bucket(day1_model: Path, where: Path) -> Path:
+    doc = json.loads(day1_model.read_text())
     doc["build_parameters"]["bucket"] *= 2
     where.write_text(json.dumps(doc))
     return where
 
 
-def _bad_coef(model_json: Path, where: Path) -> Path:
-    doc = json.loads(model_json.read_text())
+def _bad_coef(day1_model: Path, where: Path) -> Path:
+    doc = json.loads(day1_model.read_text())
     doc["models"][0]["coef"][0] = doc["models"][0]["coef"][0][:-1]
     where.write_text(json.dumps(doc))
     return where
@@ -183,11 +178,11 @@ def _bad_coef(model_json: Path, where: Path) -> Path:
     ("range", 1, r"{model}: build_parameters.config.K: "),
 ])
 def test_build_given_a_model_that_does_not_fit_exits_with_one_line_and_writes_nothing(
-        lake: Path, model_json: Path, tmp_path: Path, case: str, code: int,
+        lake: Path, day1_model: Path, tmp_path: Path, case: str, code: int,
         message: str) -> None:
     root = raw_copy(lake, tmp_path / "lake")
     bad = tmp_path / "bad.json"
-    model: Path = model_json
+    model: Path = day1_model
     extra: tuple[str, ...] = ()
     days: tuple[str, ...] = ("--dt", DAY2.isoformat())
     if case in ("K", "range"):
@@ -195,9 +190,9 @@ def test_build_given_a_model_that_does_not_fit_exits_with_one_line_and_writes_no
     elif case == "sample":
         extra = ("--sample", "event")
     elif case == "bucket":  # checked by the build itself, with the day's own bucket
-        model = _bad_bucket(model_json, bad)
+        model = _bad_bucket(day1_model, bad)
     elif case == "coef":
-        model = _bad_coef(model_json, bad)
+        model = _bad_coef(day1_model, bad)
     elif case == "missing":
         model = bad
     elif case == "name":
@@ -207,7 +202,7 @@ def test_build_given_a_model_that_does_not_fit_exits_with_one_line_and_writes_no
     result = run("build", "-q", "--symbol", SYMBOL, *days, "--lake", root, "--model", model,
                  *extra)
     assert result.exit_code == code, result.output
-    pattern = message.format(model=model_json.absolute() if case != "name" else model_json,
+    pattern = message.format(model=day1_model.absolute() if case != "name" else day1_model,
                              bad=bad.absolute() if case == "bucket" else bad)
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
@@ -216,10 +211,10 @@ def test_build_given_a_model_that_does_not_fit_exits_with_one_line_and_writes_no
 
 
 def test_build_given_a_model_skips_a_day_built_before_and_says_force_scores_it(
-        lake: Path, model_json: Path) -> None:
+        lake: Path, day1_model: Path) -> None:
     before = part(lake, "vp_snapshot").read_bytes()
     result = run("build", "--symbol", SYMBOL, "--dt", DAY2.isoformat(), "--lake", lake,
-                 "--model", model_json, ok=True)
+                 "--model", day1_model, ok=True)
     assert result.stdout == (f"{SYMBOL} {DAY2.isoformat()}: skipped — partition already built "
                              "(use --force to rebuild it with the model)\n")
     assert part(lake, "vp_snapshot").read_bytes() == before  # untouched: no model columns
@@ -232,17 +227,17 @@ def test_build_given_model_options_without_a_model_is_a_usage_error(tmp_path: Pa
 
 
 def test_build_given_a_range_with_jobs_2_scores_each_day_as_a_one_day_build(
-        lake: Path, model_json: Path, scored_lake: Path, tmp_path: Path) -> None:
+        lake: Path, day1_model: Path, scored_lake: Path, tmp_path: Path) -> None:
     root = raw_copy(lake, tmp_path / "range")
     result = run("build", "-q", "--symbol", SYMBOL, "--start", DAY1.isoformat(), "--end",
-                 DAY2.isoformat(), "--jobs", "2", "--lake", root, "--model", model_json,
+                 DAY2.isoformat(), "--jobs", "2", "--lake", root, "--model", day1_model,
                  "--json", ok=True)
     assert [(r["dt"], r["status"]) for r in json.loads(result.stdout)] == [
         (DAY1.isoformat(), "built"), (DAY2.isoformat(), "built")]
     for table in ("vp_snapshot", "vp_grid"):
         assert part(root, table).read_bytes() == part(scored_lake, table).read_bytes()
     built = pl.read_parquet(part(root, "vp_snapshot", DAY1))
-    assert_scored_like_fit(built, root, model_json, DAY1, "vp+l1", "event_1")
+    assert_scored_like_fit(built, root, day1_model, DAY1, "vp+l1", "event_1")
     assert manifest(root, DAY1)["model"]["sha256"] == manifest(scored_lake)["model"]["sha256"]
 
 

@@ -89,11 +89,6 @@ def test_usable_books_given_each_kind_of_unusable_state_keeps_what_evaluate_keep
     assert np.flatnonzero(usable_books(snaps)).tolist() == kept.tolist()
 
 
-@pytest.fixture(scope="module")
-def model_path(day1_model: Path) -> Path:
-    return day1_model
-
-
 def _engine_batches(lake: Path, batch_states: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The second day's states as the engine drains them, ``batch_states`` at most each."""
     source = open_mbo(find_input(lake, SYMBOL, DAYS[1]))
@@ -115,9 +110,9 @@ def _engine_batches(lake: Path, batch_states: int) -> list[tuple[np.ndarray, np.
 
 @pytest.mark.parametrize(("name", "target"), [("vp+l1", "event_1"), ("vp+l1", "clock_5s")])
 def test_day_model_given_batches_of_one_or_many_scores_every_state_the_same(
-        lake: Path, model_path: Path, name: str, target: str) -> None:
+        lake: Path, day1_model: Path, name: str, target: str) -> None:
     """A live session drains other batches than a build of its recording: same bits."""
-    scorer = ModelScorer.from_file(model_path, name, target)
+    scorer = ModelScorer.from_file(day1_model, name, target)
     many = _engine_batches(lake, 64)
     snaps = np.concatenate([s for s, _ in many])
     grid = np.concatenate([g for _, g in many])
@@ -150,14 +145,14 @@ def test_day_model_given_batches_of_one_or_many_scores_every_state_the_same(
 
 
 def test_model_file_records_the_build_parameters_and_the_scorer_checks_them(
-        model_path: Path, tmp_path: Path) -> None:
-    doc = json.loads(model_path.read_text())
+        day1_model: Path, tmp_path: Path) -> None:
+    doc = json.loads(day1_model.read_text())
     assert doc["build_parameters"] == {"bucket": PRODUCT.bucket,
                                        "config": EngineConfig().to_dict()}
-    scorer = ModelScorer.from_file(model_path)
+    scorer = ModelScorer.from_file(day1_model)
     assert (scorer.model.name, scorer.model.target) == ("vp+l1", "event_1")
     scorer.check(EngineConfig(), PRODUCT.bucket)  # as trained: fine
-    with pytest.raises(ConfigError, match=rf"^{model_path.absolute()}: "
+    with pytest.raises(ConfigError, match=rf"^{day1_model.absolute()}: "
                        r"build_parameters.config.K: .*K = 50, this build has 40 \(--K\)"):
         scorer.check(EngineConfig(K=40), PRODUCT.bucket)
     with pytest.raises(ConfigError, match=r"build_parameters.config.forces.vacuum_a_pull"):
@@ -181,8 +176,8 @@ def test_model_file_records_the_build_parameters_and_the_scorer_checks_them(
         read_model_file(old)
 
 
-def test_day_model_given_a_batch_without_usable_state_gives_no_score(model_path: Path) -> None:
-    day = ModelScorer.from_file(model_path).day(EngineConfig(), PRODUCT.bucket)
+def test_day_model_given_a_batch_without_usable_state_gives_no_score(day1_model: Path) -> None:
+    day = ModelScorer.from_file(day1_model).day(EngineConfig(), PRODUCT.bucket)
     snaps = np.zeros(2, SNAPSHOT_DTYPE)
     call, prob = day.score(snaps, np.zeros(2 * 101, GRID_DTYPE))
     assert call.tolist() == [0, 0] and np.isnan(prob).all()
