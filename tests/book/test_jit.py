@@ -24,7 +24,8 @@ from vpbatch.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 #: vpbatch modules the jitted code never sees (used from Python only).
-PYTHON_ONLY = {"vpbatch.book.jit", "vpbatch.book.pure_python", "vpbatch.config", "vpbatch.errors"}
+PYTHON_ONLY = {"vpbatch.book.jit", "vpbatch.book.numba_math", "vpbatch.book.pure_python",
+               "vpbatch.config", "vpbatch.errors"}
 
 
 def _vpbatch_imports(module_name: str) -> set[str]:
@@ -152,3 +153,24 @@ def test_load_kernels_loads_what_a_live_session_then_calls() -> None:
     out = subprocess.run([sys.executable, "-c", code, str(esm4)], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+def test_loading_the_kernels_skips_numbas_blas_probe_and_np_dot_still_compiles() -> None:
+    """numba's BLAS probe imports ``scipy.linalg`` (0.12-0.3 s before a build's first record):
+    loading the engine's kernels skips it, numba still knows BLAS is there, and a jitted
+    ``np.dot`` (which needs it) compiles afterwards, through numba's own check, and computes."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from numba import njit\n"
+        "from vpbatch.book.engine import load_kernels\n"
+        "load_kernels()\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "from numba.np import arraymath\n"
+        "print(arraymath._HAVE_BLAS)\n"
+        "dot = njit(lambda a, b: np.dot(a, b))\n"
+        "print(dot(np.arange(3.0), np.arange(1.0, 4.0)), 'scipy.linalg' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "True", "8.0", "True"]

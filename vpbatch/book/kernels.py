@@ -63,6 +63,7 @@ from vpbatch.book.dtypes import (
 from vpbatch.book.hashtable import delete_slot, find, find_or_insert, rehash
 from vpbatch.book.jit import guard
 from vpbatch.book.mbp_layout import RAW_FIXED
+from vpbatch.book.numba_math import import_numba_math
 from vpbatch.book.state import (
     AN_CANCEL_UNKNOWN,
     AN_DUPLICATE_ID,
@@ -82,6 +83,8 @@ from vpbatch.book.state import (
     EngineState,
 )
 from vpbatch.clock import NS_PER_SECOND
+
+import_numba_math()  # before any kernel loads (vpbatch.book.numba_math)
 
 #: alpha(dt, tau) is exactly 1 beyond this many time constants (SPEC §7).
 ALPHA_SATURATION = 50.0

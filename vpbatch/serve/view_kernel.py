@@ -21,6 +21,8 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+from vpbatch.book.numba_math import import_numba_math
+
 #: The parameters in the kernel's order (:func:`vpbatch.sql.grid_parameters`'s names).
 PARAM_ORDER: Final = ("tau_v", "tau_a", "pressure_v_add", "pressure_v_rest_pos",
                       "pressure_a_add", "vacuum_v_pull", "vacuum_v_fill", "vacuum_v_rest_neg",
@@ -30,6 +32,8 @@ PRESSURE, VACUUM, PRESSURE_NOW, VACUUM_NOW = 0, 1, 2, 3
 #: ``dt / tau`` above which the SQL's ``vp_alpha`` is exactly 1.
 ALPHA_SATURATION: Final = 50.0
 NS_PER_SECOND_F: Final = 1e9
+
+import_numba_math()  # before any kernel loads (vpbatch.book.numba_math)
 
 
 def param_vector(params: Mapping[str, float]) -> np.ndarray:

@@ -38,6 +38,7 @@ from vpbatch.book.dtypes import (
     SIDE_BID,
 )
 from vpbatch.book.jit import guard
+from vpbatch.book.numba_math import import_numba_math
 from vpbatch.synth.book import (
     clamp_passive,
     del_order,
@@ -108,6 +109,8 @@ from vpbatch.synth.state import (
     Simulation,
 )
 from vpbatch.synth.timing import advance_clock, in_delta, update_scale
+
+import_numba_math()  # before any kernel loads (vpbatch.book.numba_math)
 
 
 # Compiled into ``simulate`` once, not once per combination of literal flags and actions.
