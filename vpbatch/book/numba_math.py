@@ -17,12 +17,15 @@ import sys
 
 def import_numba_math() -> None:
     """Import ``numba.np.arraymath`` with BLAS taken as present (once per process; nothing
-    when numba imported it already or scipy is not installed)."""
+    when numba imported it already or scipy is not installed; a plain import on a numba
+    without ``numba.np.linalg.ensure_blas``)."""
     if "numba.np.arraymath" in sys.modules or importlib.util.find_spec("scipy") is None:
         return
     from numba.np import linalg
 
-    probe = linalg.ensure_blas
+    probe = getattr(linalg, "ensure_blas", None)
+    if probe is None:
+        return
     linalg.ensure_blas = _blas_is_there
     try:
         import numba.np.arraymath  # noqa: F401  (binds the stand-in, for its probe alone)
