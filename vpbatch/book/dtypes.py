@@ -146,3 +146,17 @@ def copy_rows(rows: np.ndarray) -> np.ndarray:
     out = np.empty_like(rows, order="C")
     out.view(np.uint8)[...] = np.ascontiguousarray(rows).view(np.uint8)
     return out
+
+
+def read_only(values: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A contiguous read-only view of a column (a copy only when the type or layout differs).
+
+    Columns read from Arrow are read-only, computed ones are not (and a live feed's records
+    are read-only, a build's decoded chunks are not), and numba compiles one version of a
+    kernel per mix: kernels fed both (the engine's records, the viewer's forces, fit's band
+    sums) get every such array read-only, so that one version, warmed at install, serves
+    every path.
+    """
+    view: np.ndarray = np.ascontiguousarray(values, dtype=dtype).view()
+    view.flags.writeable = False
+    return view

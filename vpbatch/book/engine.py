@@ -22,6 +22,7 @@ from vpbatch.book.dtypes import (
     SNAPSHOT_DTYPE,
     as_kernel_records,
     copy_rows,
+    read_only,
 )
 from vpbatch.book.hashtable import rehash
 from vpbatch.book.mbp_layout import raw_columns
@@ -368,11 +369,7 @@ def kernel_records(records: np.ndarray) -> np.ndarray:
     build's decoded chunks are writable, a live feed's bytes are not. One type means one
     compilation (and one cache entry) whatever the records come from.
     """
-    records = np.ascontiguousarray(records)
-    if records.flags.writeable:
-        records = records.view()
-        records.flags.writeable = False
-    return kernel_array(records)
+    return kernel_array(read_only(records))
 
 
 def _concat(parts: list[Emitted], mbp_levels: int) -> Emitted:

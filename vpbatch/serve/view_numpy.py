@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from vpbatch import sql
-from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE
+from vpbatch.book.dtypes import GRID_DTYPE, REGIME_NAMES, SNAPSHOT_DTYPE, read_only
 from vpbatch.config import EngineConfig
 from vpbatch.errors import InputError, OutputError
 from vpbatch.serve import protocol
@@ -56,7 +56,6 @@ from vpbatch.store.schema import (
     GRID_LAYOUT,
     GRID_STORED_FLOATS,
     grid_view_schema,
-    read_only,
     snapshot_schema,
 )
 

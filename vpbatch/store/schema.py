@@ -44,6 +44,7 @@ from vpbatch.book.dtypes import (
     SNAPSHOT_DTYPE,
     UNDEF_PRICE,
 )
+from vpbatch.book.dtypes import read_only as read_only  # fit's way to it (fit imports no book)
 from vpbatch.book.mbp_layout import (
     DEFAULT_LEVELS,
     LEVEL_COLUMN_PREFIXES,
@@ -173,18 +174,6 @@ def check_dtype(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
         got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
         raise TypeError(f"{what}: expected an array of the {what} dtype, got {got}")
     return arr.reshape(-1)
-
-
-def read_only(values: np.ndarray, dtype: type | None = None) -> np.ndarray:
-    """A contiguous read-only view of a column (a copy only when the type or layout differs).
-
-    Columns read from Arrow are read-only, computed ones are not, and numba compiles one
-    version of a kernel per mix: kernels fed both (the viewer's forces, fit's band sums) get
-    every such column read-only, so that one version, warmed at install, serves every path.
-    """
-    view: np.ndarray = np.ascontiguousarray(values, dtype=dtype).view()
-    view.flags.writeable = False
-    return view
 
 
 def arrow_array(values: np.ndarray, type: pa.DataType,
