@@ -177,9 +177,23 @@ def step_split(batches: str = "1211") -> dict[str, Any]:
     return {"rows": int(batches) * len(rows), "seconds": best}
 
 
+def step_load() -> dict[str, Any]:
+    """What a build pays before its first record, in this fresh process: importing the engine
+    and the column split, and loading their compiled kernels from numba's cache (run it once
+    first, so that the cache is filled)."""
+    started = time.perf_counter()
+    from vpbatch.book.engine import load_kernels
+    from vpbatch.store.grid_columns import load_kernels as load_column_kernels
+
+    load_kernels()
+    load_column_kernels()
+    return {"seconds": time.perf_counter() - started,
+            "scipy_linalg_imported": "scipy.linalg" in sys.modules}
+
+
 STEPS: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": step_synth, "read": step_read, "engine": step_engine, "reference": step_reference,
-    "build": step_build, "cli": step_cli, "split": step_split}
+    "build": step_build, "cli": step_cli, "split": step_split, "load": step_load}
 
 
 def main() -> None:
