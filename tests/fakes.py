@@ -162,9 +162,10 @@ def fake_build(n_states: int = 40, *, K: int = 5, band: int = 12, sample: str = 
     return FakeBuild(snaps, grid, mbp, config, product, levels=levels)
 
 
-def _untouched_cell(build: FakeBuild) -> tuple[int, int]:
-    """``(state index, row in state)`` of a cell present in the previous window, untouched."""
-    for i in range(1, len(build.snapshots)):
+def _untouched_cell(build: FakeBuild, after: int = 0) -> tuple[int, int]:
+    """``(state index, row in state)`` of a cell present in the previous window, untouched
+    (in the first such state after state ``after``)."""
+    for i in range(after + 1, len(build.snapshots)):
         prev_eid = int(build.snapshots["event_id"][i - 1])
         prev_prices = set(np.round(build.state(i - 1)["price"], 9))
         state = build.state(i)

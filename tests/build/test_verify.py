@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli.verify import command
-from tests.fakes import CORRUPTIONS, DAY, FakeBuild, corrupt, fake_build
-from vpbatch.build.verify import CHECKS, select_partitions, verify
+from tests.fakes import CORRUPTIONS, DAY, STORED, FakeBuild, _untouched_cell, corrupt, fake_build
+from vpbatch.build.verify import CHECKS, _Key, _Partition, select_partitions, verify
+from vpbatch.build.verify_sql import CONTINUITY_HASH_SQL, CONTINUITY_SQL
 from vpbatch.errors import ConfigError, InputError, VerifyError
+from vpbatch.store.fs import open_lake
 from vpbatch.store.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
 from vpbatch.store.writer import PartitionWriter
 
@@ -210,3 +213,37 @@ def test_verify_cli_json_and_usage_errors(tmp_path: Path) -> None:
     assert both.exit_code == 2
     missing = CliRunner().invoke(command, ["--symbol", "ESH6", "--lake", str(tmp_path)])
     assert isinstance(missing.exception, InputError) and missing.exception.exit_code == 3
+
+
+def test_continuity_hash_pass_flags_exactly_the_cells_the_value_comparison_flags(
+        tmp_path: Path) -> None:
+    """A passing build runs only the hashed pass of the continuity check: it must count every
+    changed stored value of an untouched cell (each column, one cell each), and nothing more
+    (here a cell whose 0.0 became -0.0, equal by value)."""
+    build = fake_build(n_states=120)
+    g, rows = build.grid, build.rows
+    changed = 0
+    for name in (*STORED, "last_event_id", "last_ts"):
+        i, j = _untouched_cell(build, after=changed * 4)
+        cell = i * rows + j
+        g[name][cell] = g[name][cell] - 1 if name.startswith("last_") else g[name][cell] + 1.0
+        changed += 1
+    # a never touched cell of a state whose window is the previous one's (spot did not move)
+    blank = next(i * rows + j for i in range(changed * 4 + 1, len(build.snapshots))
+                 if np.array_equal(build.state(i)["price"], build.state(i - 1)["price"])
+                 for j in range(rows) if build.state(i)["last_event_id"][j] == 0)
+    assert g["a_add"][blank] == 0.0
+    g["a_add"][blank] = -0.0
+    write(tmp_path, build)
+    part = _Partition(open_lake(tmp_path), _Key("future_mbo", "MNQH6", DAY.isoformat()))
+    assert part.check_manifest()
+    con = part.open()
+    try:
+        (hashed,) = con.execute(CONTINUITY_HASH_SQL, part.params(CONTINUITY_HASH_SQL)).fetchone()
+        exact, example = part.query(con, [CONTINUITY_SQL])
+    finally:
+        con.close()
+    assert exact >= changed and example.startswith("event_id=")
+    assert hashed == exact
+    result = next(r for r in verify(tmp_path, "MNQH6", DAY).results if r.name == "continuity")
+    assert (result.violations, result.example) == (exact, example)
