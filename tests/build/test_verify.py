@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from cli.verify import command
 from tests.fakes import CORRUPTIONS, DAY, STORED, FakeBuild, _untouched_cell, corrupt, fake_build
 from vpbatch.build.verify import CHECKS, _Key, _Partition, select_partitions, verify
-from vpbatch.build.verify_sql import CONTINUITY_HASH_SQL, CONTINUITY_SQL
+from vpbatch.build.verify_sql import (
+    COMPLETENESS_ORDERED_SQL,
+    COMPLETENESS_SQL,
+    CONTINUITY_HASH_SQL,
+    CONTINUITY_SQL,
+    GRID_ORDER_SQL,
+)
 from vpbatch.errors import ConfigError, InputError, VerifyError
 from vpbatch.store.fs import open_lake
 from vpbatch.store.lake import MANIFEST_FILE, PART_FILE, SUCCESS_FILE, gold_partition
@@ -246,4 +252,32 @@ def test_continuity_hash_pass_flags_exactly_the_cells_the_value_comparison_flags
     assert exact >= changed and example.startswith("event_id=")
     assert hashed == exact
     result = next(r for r in verify(tmp_path, "MNQH6", DAY).results if r.name == "continuity")
+    assert (result.violations, result.example) == (exact, example)
+
+
+def test_completeness_without_distinct_counts_the_states_the_distinct_count_finds(
+        tmp_path: Path) -> None:
+    """With the grid in ``(event_id, k)`` order, check (2) counts rows, min and max only: it
+    must find the same states as ``count(DISTINCT k)`` (a state missing a row, a state whose
+    ``k`` run is shifted by one), and the report must read as the exact query's."""
+    build = fake_build(n_states=30)
+    rows, K = build.rows, build.config.K
+    build.grid["k"][5 * rows:6 * rows] += 1  # -K+1..K+1: ordered, 2K+1 rows, wrong range
+    drop = 12 * rows + 4
+    build.grid = np.delete(build.grid, drop)
+    write(tmp_path, build)
+    part = _Partition(open_lake(tmp_path), _Key("future_mbo", "MNQH6", DAY.isoformat()))
+    assert part.check_manifest()
+    con = part.open()
+    try:
+        (ordered,) = con.execute(COMPLETENESS_ORDERED_SQL,
+                                 part.params(COMPLETENESS_ORDERED_SQL)).fetchone()
+        exact, example = part.query(con, [COMPLETENESS_SQL])
+        assert part.query(con, [GRID_ORDER_SQL])[0] == 0
+    finally:
+        con.close()
+    assert ordered == exact == 2
+    assert example == (f"event_id={build.snapshots['event_id'][5]}: {rows} distinct k in "
+                       f"[{-K + 1}, {K + 1}] over {rows} rows, expected each of -{K}..{K} once")
+    result = next(r for r in verify(tmp_path, "MNQH6", DAY).results if r.name == "completeness")
     assert (result.violations, result.example) == (exact, example)

@@ -76,6 +76,7 @@ import pyarrow.parquet as pq
 
 from vpbatch.build.verify_sql import (
     CARDINALITY_SQL,
+    COMPLETENESS_ORDERED_SQL,
     COMPLETENESS_SQL,
     CONSECUTIVE_SQL,
     CONTINUITY_HASH_SQL,
@@ -481,6 +482,16 @@ class _Partition:
             total += n
         return total, example
 
+    def completeness(self, con: duckdb.DuckDBPyConnection, grid_ordered: bool
+                     ) -> tuple[int, str]:
+        """Check (2): without ``count(DISTINCT k)`` when the grid's order check passed."""
+        if grid_ordered:
+            bad = con.execute(COMPLETENESS_ORDERED_SQL,
+                              self.params(COMPLETENESS_ORDERED_SQL)).fetchone()
+            if not bad or not bad[0]:
+                return 0, ""
+        return self.query(con, [COMPLETENESS_SQL])
+
     def continuity(self, con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
         """Check (4): the hashed pass, then the exact one only where a hash changed."""
         changed = con.execute(CONTINUITY_HASH_SQL, self.params(CONTINUITY_HASH_SQL)).fetchone()
@@ -492,10 +503,12 @@ class _Partition:
         con = self.open()
         has_mbp = "mbp" in self.tables and self.has_part("mbp")
         try:
-            order = [SNAPSHOT_ORDER_SQL, GRID_ORDER_SQL] + ([MBP_ORDER_SQL] if has_mbp else [])
-            self.add("event_order", *self.query(con, order))
+            order = [self.query(con, [sql]) for sql in
+                     [SNAPSHOT_ORDER_SQL, GRID_ORDER_SQL] + ([MBP_ORDER_SQL] if has_mbp else [])]
+            self.add("event_order", sum(n for n, _ in order),
+                     next((example for n, example in order if n and example), ""))
             self.add("cardinality", *self.query(con, [CARDINALITY_SQL]))
-            self.add("completeness", *self.query(con, [COMPLETENESS_SQL]))
+            self.add("completeness", *self.completeness(con, grid_ordered=order[1][0] == 0))
             self.add("finite", *self.query(con, [FINITE_GRID_SQL, FINITE_SNAPSHOT_SQL]))
             self.add("continuity", *self.continuity(con))
             if self.sample == "event":

@@ -82,6 +82,16 @@ FROM (SELECT event_id, count(DISTINCT k) AS nk, min(k) AS lo, max(k) AS hi, coun
 WHERE nk <> $rows OR lo <> -$K OR hi <> $K OR n <> nk
 """
 
+#: Check (2) once ``GRID_ORDER_SQL`` found ``(event_id, k)`` strictly increasing: no ``k`` can
+#: repeat within a state, so count, min and max decide it without ``count(DISTINCT k)`` (the
+#: 5M-record day: 0.06 s against 0.9-1.3 s). A count above 0 hands over to
+#: :data:`COMPLETENESS_SQL`, which names the first state.
+COMPLETENESS_ORDERED_SQL: Final = """
+SELECT count(*)
+FROM (SELECT event_id, min(k) AS lo, max(k) AS hi, count(*) AS n FROM v_grid GROUP BY event_id)
+WHERE n <> $rows OR lo <> -$K OR hi <> $K
+"""
+
 
 def _not_finite(col: str) -> str:
     return f"NOT coalesce(isfinite({col}), false)"
