@@ -56,6 +56,12 @@ check              what is verified
                    ``|regime_score| <= 1``, ``regime_intensity >= 0``, volumes >= 0,
                    ``n_records >= 1`` and ``n_records == event_id - previous event_id``.
 =================  ==========================================================================
+
+Two checks run a cheap pass first and their exact query only when it finds something, so a
+passing build pays the cheap one and a failing one reads as it always did: ``continuity``
+compares one hash of each cell's stored values (DuckDB's ``hash`` takes ``-0.0`` and ``0.0``, and
+every NaN, as equal, as the value comparison does), and ``completeness`` counts rows, min and
+max of ``k`` when ``event_order`` found the grid strictly ordered (no ``k`` can repeat then).
 """
 
 from __future__ import annotations
