@@ -162,7 +162,7 @@ def fake_build(n_states: int = 40, *, K: int = 5, band: int = 12, sample: str = 
     return FakeBuild(snaps, grid, mbp, config, product, levels=levels)
 
 
-def _untouched_cell(build: FakeBuild, after: int = 0) -> tuple[int, int]:
+def untouched_cell(build: FakeBuild, after: int = 0) -> tuple[int, int]:
     """``(state index, row in state)`` of a cell present in the previous window, untouched
     (in the first such state after state ``after``)."""
     for i in range(after + 1, len(build.snapshots)):
@@ -192,7 +192,7 @@ def corrupt(build: FakeBuild, kind: str) -> FakeBuild:
     elif kind == "inf":
         g["j_add"][row] = np.inf
     elif kind == "continuity":
-        i, j = _untouched_cell(out)
+        i, j = untouched_cell(out)
         g["add_mass"][i * out.rows + j] += 1.0
     elif kind == "negative_depth":
         g["bid_depth"][row] = -2
@@ -217,7 +217,7 @@ def corrupt(build: FakeBuild, kind: str) -> FakeBuild:
         s["crossed"][mid] = True
     elif kind == "band_reset":
         # a carried-over cell comes back fresh although no record lies between the states
-        i, j = _untouched_cell(out)
+        i, j = untouched_cell(out)
         cell = i * out.rows + j
         for name in (*GRID_FLOAT_FIELDS, "last_event_id", "last_ts"):
             g[name][cell] = 0

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.verify import command
-from tests.fakes import CORRUPTIONS, DAY, STORED, FakeBuild, _untouched_cell, corrupt, fake_build
+from tests.fakes import CORRUPTIONS, DAY, STORED, FakeBuild, corrupt, fake_build, untouched_cell
 from vpbatch.build.verify import CHECKS, _Key, _Partition, select_partitions, verify
 from vpbatch.build.verify_sql import (
     COMPLETENESS_ORDERED_SQL,
@@ -230,7 +230,7 @@ def test_continuity_hash_pass_flags_exactly_the_cells_the_value_comparison_flags
     g, rows = build.grid, build.rows
     changed = 0
     for name in (*STORED, "last_event_id", "last_ts"):
-        i, j = _untouched_cell(build, after=changed * 4)
+        i, j = untouched_cell(build, after=changed * 4)
         cell = i * rows + j
         g[name][cell] = g[name][cell] - 1 if name.startswith("last_") else g[name][cell] + 1.0
         changed += 1

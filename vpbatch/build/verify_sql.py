@@ -140,9 +140,9 @@ CONTINUITY_SQL: Final = (
 #: The continuity check's first pass (a passing build runs only this one): per cell, one hash of
 #: its stored values instead of each value, so the window's sort carries 8 columns, not 25
 #: (the 5M-record day: 1.5 s and 0.6 GB against 3.5-4 s and 1.8 GB). It counts the cells whose
-#: hash changed where :data:`CONTINUITY_SQL` compares the values; a count above 0 (a changed
-#: value, or bits that differ between equal values, such as -0.0 and 0.0) hands the partition
-#: to :data:`CONTINUITY_SQL`, which counts and names the violations exactly.
+#: hash changed where :data:`CONTINUITY_SQL` compares the values (DuckDB hashes -0.0 as 0.0 and
+#: every NaN alike, as that comparison treats them); a count above 0 hands the partition to
+#: :data:`CONTINUITY_SQL`, which counts and names the violations exactly.
 CONTINUITY_HASH_SQL: Final = (
     "WITH s AS (SELECT event_id, lag(event_id) OVER (ORDER BY event_id) AS prev_id FROM v_snap),"
     " g AS (SELECT g.event_id, s.prev_id, " + _BUCKET_OF_PRICE.format(col="g.price") + " AS b,"
