@@ -479,44 +479,36 @@ class _Partition:
         return {name: value for name, value in values.items() if name in used}
 
     def query(self, con: duckdb.DuckDBPyConnection, sqls: Sequence[str]) -> tuple[int, str]:
-        total, example = 0, ""
-        for sql in sqls:
-            row = con.execute(sql, self.params(sql)).fetchone()
-            n = int(row[0]) if row and row[0] is not None else 0
-            if n and not example:
-                example = str(row[1]) if row and row[1] is not None else ""
-            total += n
-        return total, example
+        return _combined([self._one(con, sql) for sql in sqls])
 
-    def completeness(self, con: duckdb.DuckDBPyConnection, grid_ordered: bool
-                     ) -> tuple[int, str]:
-        """Check (2): without ``count(DISTINCT k)`` when the grid's order check passed."""
-        if grid_ordered:
-            bad = con.execute(COMPLETENESS_ORDERED_SQL,
-                              self.params(COMPLETENESS_ORDERED_SQL)).fetchone()
-            if not bad or not bad[0]:
-                return 0, ""
-        return self.query(con, [COMPLETENESS_SQL])
+    def _one(self, con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, str]:
+        """A query's violations and its example (``""`` when it gives none)."""
+        row = con.execute(sql, self.params(sql)).fetchone() or (None,)
+        n = int(row[0]) if row[0] is not None else 0
+        return n, (str(row[1]) if n and len(row) > 1 and row[1] is not None else "")
 
-    def continuity(self, con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
-        """Check (4): the hashed pass, then the exact one only where a hash changed."""
-        changed = con.execute(CONTINUITY_HASH_SQL, self.params(CONTINUITY_HASH_SQL)).fetchone()
-        if not changed or not changed[0]:
+    def exact_if_needed(self, con: duckdb.DuckDBPyConnection, cheap: str | None, exact: str
+                        ) -> tuple[int, str]:
+        """``exact``'s result, unless the ``cheap`` pass (a count) finds nothing: then none."""
+        if cheap is not None and self._one(con, cheap)[0] == 0:
             return 0, ""
-        return self.query(con, [CONTINUITY_SQL])
+        return self._one(con, exact)
 
     def run_sql_checks(self) -> None:
         con = self.open()
         has_mbp = "mbp" in self.tables and self.has_part("mbp")
         try:
-            order = [self.query(con, [sql]) for sql in
+            order = [self._one(con, sql) for sql in
                      [SNAPSHOT_ORDER_SQL, GRID_ORDER_SQL] + ([MBP_ORDER_SQL] if has_mbp else [])]
-            self.add("event_order", sum(n for n, _ in order),
-                     next((example for n, example in order if n and example), ""))
+            self.add("event_order", *_combined(order))
             self.add("cardinality", *self.query(con, [CARDINALITY_SQL]))
-            self.add("completeness", *self.completeness(con, grid_ordered=order[1][0] == 0))
+            # once the grid is in (event_id, k) order no k can repeat: count, min and max decide
+            grid_ordered = order[1][0] == 0
+            self.add("completeness", *self.exact_if_needed(
+                con, COMPLETENESS_ORDERED_SQL if grid_ordered else None, COMPLETENESS_SQL))
             self.add("finite", *self.query(con, [FINITE_GRID_SQL, FINITE_SNAPSHOT_SQL]))
-            self.add("continuity", *self.continuity(con))
+            self.add("continuity", *self.exact_if_needed(con, CONTINUITY_HASH_SQL,
+                                                         CONTINUITY_SQL))
             if self.sample == "event":
                 update = [CONSECUTIVE_SQL] + ([TOUCH_EXPECTED_SQL, NO_TOUCH_SQL] if has_mbp
                                               else [])
@@ -542,6 +534,11 @@ class _Partition:
         path, fs = self.parquet("mbp")
         names = pq.read_schema(path, filesystem=fs).names
         return sum(1 for name in names if name.startswith("bid_px_"))
+
+
+def _combined(results: Sequence[tuple[int, str]]) -> tuple[int, str]:
+    """Several queries' results as one check's: their total and the first example."""
+    return sum(n for n, _ in results), next((example for n, example in results if example), "")
 
 
 def verify_partition(lake: Path | str | Lake, product_type: str, symbol: str,

@@ -117,44 +117,49 @@ FINITE_SNAPSHOT_SQL: Final = (
 )
 
 _STORED: Final = (*STORED_FLOATS, "last_event_id", "last_ts")
-CONTINUITY_SQL: Final = (
+#: Continuity's shared part: each state's previous ``event_id`` (``s``), and each grid cell with
+#: its absolute bucket ``b`` and stored values (``g``).
+_CELLS_AFTER_PREVIOUS: Final = (
     "WITH s AS (SELECT event_id, lag(event_id) OVER (ORDER BY event_id) AS prev_id FROM v_snap),"
     " g AS (SELECT g.event_id, g.k, s.prev_id, "
     + _BUCKET_OF_PRICE.format(col="g.price") + " AS b, g.last_event_id, "
     "epoch_ns(g.last_ts) AS last_ts, " + ", ".join(f"g.{c}" for c in STORED_FLOATS)
     + " FROM v_grid g JOIN s ON g.event_id = s.event_id),"
-    " w AS (SELECT *, lag(event_id) OVER win AS p_event_id, "
-    + ", ".join(f"lag({c}) OVER win AS p_{c}" for c in _STORED)
-    + " FROM g WINDOW win AS (PARTITION BY b ORDER BY event_id))"
+)
+#: Lags over each bucket's cells in state order.
+_BY_BUCKET: Final = " WINDOW win AS (PARTITION BY b ORDER BY event_id)"
+#: The cell was in the previous state's window and nothing touched it since.
+_CARRIED: Final = "p_event_id = prev_id AND last_event_id <= prev_id"
+#: The band-reset exemption (see :mod:`vpbatch.build.verify`), on the current cell.
+_NOT_RESET: Final = ("NOT (event_id - prev_id > 1 AND last_event_id = 0 AND last_ts = 0 AND "
+                     + " AND ".join(f"{c} = 0" for c in STORED_FLOATS) + ")")
+
+CONTINUITY_SQL: Final = (
+    _CELLS_AFTER_PREVIOUS
+    + " w AS (SELECT *, lag(event_id) OVER win AS p_event_id, "
+    + ", ".join(f"lag({c}) OVER win AS p_{c}" for c in _STORED) + " FROM g" + _BY_BUCKET + ")"
     " SELECT count(*), arg_min(format('event_id={} k={}: {} changed since event_id={} although "
     "last_event_id={}', event_id, k, concat_ws(', ', "
     + ", ".join(f"CASE WHEN {c} IS DISTINCT FROM p_{c} THEN '{c} ' || CAST(p_{c} AS VARCHAR) "
                 f"|| ' -> ' || CAST({c} AS VARCHAR) END" for c in _STORED)
     + "), prev_id, last_event_id), event_id) FROM w"
-    " WHERE p_event_id = prev_id AND last_event_id <= prev_id AND ("
-    + " OR ".join(f"{c} IS DISTINCT FROM p_{c}" for c in _STORED)
-    + ") AND NOT (event_id - prev_id > 1 AND last_event_id = 0 AND last_ts = 0 AND "
-    + " AND ".join(f"{c} = 0" for c in STORED_FLOATS) + ")"
+    " WHERE " + _CARRIED + " AND (" + " OR ".join(f"{c} IS DISTINCT FROM p_{c}" for c in _STORED)
+    + ") AND " + _NOT_RESET
 )
 
 #: The continuity check's first pass (a passing build runs only this one): per cell, one hash of
-#: its stored values instead of each value, so the window's sort carries 8 columns, not 25
+#: its stored values instead of each value, so the window's sort carries a few columns, not 25
 #: (the 5M-record day: 1.5 s and 0.6 GB against 3.5-4 s and 1.8 GB). It counts the cells whose
 #: hash changed where :data:`CONTINUITY_SQL` compares the values (DuckDB hashes -0.0 as 0.0 and
 #: every NaN alike, as that comparison treats them); a count above 0 hands the partition to
 #: :data:`CONTINUITY_SQL`, which counts and names the violations exactly.
 CONTINUITY_HASH_SQL: Final = (
-    "WITH s AS (SELECT event_id, lag(event_id) OVER (ORDER BY event_id) AS prev_id FROM v_snap),"
-    " g AS (SELECT g.event_id, s.prev_id, " + _BUCKET_OF_PRICE.format(col="g.price") + " AS b,"
-    " g.last_event_id, hash(" + ", ".join(
-        ["g.last_event_id", "epoch_ns(g.last_ts)", *(f"g.{c}" for c in STORED_FLOATS)])
-    + ") AS h, (g.last_event_id = 0 AND epoch_ns(g.last_ts) = 0 AND "
-    + " AND ".join(f"g.{c} = 0" for c in STORED_FLOATS) + ") AS blank"
-    " FROM v_grid g JOIN s ON g.event_id = s.event_id),"
-    " w AS (SELECT *, lag(event_id) OVER win AS p_event_id, lag(h) OVER win AS p_h"
-    " FROM g WINDOW win AS (PARTITION BY b ORDER BY event_id))"
-    " SELECT count(*) FROM w WHERE p_event_id = prev_id AND last_event_id <= prev_id"
-    " AND h <> p_h AND NOT (event_id - prev_id > 1 AND blank)"
+    _CELLS_AFTER_PREVIOUS
+    + " hashed AS (SELECT event_id, prev_id, b, last_event_id, hash(" + ", ".join(_STORED)
+    + ") AS h, " + _NOT_RESET + " AS kept FROM g),"
+    " w AS (SELECT *, lag(event_id) OVER win AS p_event_id, lag(h) OVER win AS p_h FROM hashed"
+    + _BY_BUCKET + ")"
+    " SELECT count(*) FROM w WHERE " + _CARRIED + " AND h <> p_h AND kept"
 )
 
 CONSECUTIVE_SQL: Final = """
