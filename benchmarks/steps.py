@@ -191,9 +191,33 @@ def step_load() -> dict[str, Any]:
             "scipy_linalg_imported": "scipy.linalg" in sys.modules}
 
 
+def step_verify(lake: str, symbol: str = SYMBOL, day: str = SESSION_DAY.isoformat()
+                ) -> dict[str, Any]:
+    """``vpbatch verify`` of one partition, with the seconds of each check (each from the end
+    of the one before it: the first check also carries opening the partition)."""
+    from vpbatch.build import verify as verify_module
+
+    checks: dict[str, float] = {}
+    add = verify_module._Partition.add
+    last = time.perf_counter()
+
+    def timed_add(part: Any, name: str, *args: Any) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        checks[name] = round(now - last, 3)
+        last = now
+        add(part, name, *args)
+
+    verify_module._Partition.add = timed_add  # type: ignore[method-assign]
+    started = time.perf_counter()
+    report = verify_module.verify(lake, symbol, day)
+    return {"seconds": time.perf_counter() - started, "passed": report.passed, "checks": checks}
+
+
 STEPS: dict[str, Callable[..., dict[str, Any]]] = {
     "synth": step_synth, "read": step_read, "engine": step_engine, "reference": step_reference,
-    "build": step_build, "cli": step_cli, "split": step_split, "load": step_load}
+    "build": step_build, "cli": step_cli, "split": step_split, "load": step_load,
+    "verify": step_verify}
 
 
 def main() -> None:
