@@ -221,6 +221,17 @@ def test_verify_cli_json_and_usage_errors(tmp_path: Path) -> None:
     assert isinstance(missing.exception, InputError) and missing.exception.exit_code == 3
 
 
+def _rows(lake: Path, *sqls: str) -> list[tuple]:
+    """Each of verify's ``sqls`` run on the MNQH6 partition's views, as verify binds them."""
+    part = _Partition(open_lake(lake), _Key("future_mbo", "MNQH6", DAY.isoformat()))
+    assert part.check_manifest()
+    con = part.open()
+    try:
+        return [con.execute(sql, part.params(sql)).fetchone() for sql in sqls]
+    finally:
+        con.close()
+
+
 def test_continuity_hash_pass_flags_exactly_the_cells_the_value_comparison_flags(
         tmp_path: Path) -> None:
     """A passing build runs only the hashed pass of the continuity check: it must count every
@@ -241,14 +252,7 @@ def test_continuity_hash_pass_flags_exactly_the_cells_the_value_comparison_flags
     assert g["a_add"][blank] == 0.0
     g["a_add"][blank] = -0.0
     write(tmp_path, build)
-    part = _Partition(open_lake(tmp_path), _Key("future_mbo", "MNQH6", DAY.isoformat()))
-    assert part.check_manifest()
-    con = part.open()
-    try:
-        (hashed,) = con.execute(CONTINUITY_HASH_SQL, part.params(CONTINUITY_HASH_SQL)).fetchone()
-        exact, example = part.query(con, [CONTINUITY_SQL])
-    finally:
-        con.close()
+    (hashed,), (exact, example) = _rows(tmp_path, CONTINUITY_HASH_SQL, CONTINUITY_SQL)
     assert exact >= changed and example.startswith("event_id=")
     assert hashed == exact
     result = next(r for r in verify(tmp_path, "MNQH6", DAY).results if r.name == "continuity")
@@ -266,16 +270,9 @@ def test_completeness_without_distinct_counts_the_states_the_distinct_count_find
     drop = 12 * rows + 4
     build.grid = np.delete(build.grid, drop)
     write(tmp_path, build)
-    part = _Partition(open_lake(tmp_path), _Key("future_mbo", "MNQH6", DAY.isoformat()))
-    assert part.check_manifest()
-    con = part.open()
-    try:
-        (ordered,) = con.execute(COMPLETENESS_ORDERED_SQL,
-                                 part.params(COMPLETENESS_ORDERED_SQL)).fetchone()
-        exact, example = part.query(con, [COMPLETENESS_SQL])
-        assert part.query(con, [GRID_ORDER_SQL])[0] == 0
-    finally:
-        con.close()
+    (ordered,), (exact, example), (misordered, _) = _rows(
+        tmp_path, COMPLETENESS_ORDERED_SQL, COMPLETENESS_SQL, GRID_ORDER_SQL)
+    assert misordered == 0
     assert ordered == exact == 2
     assert example == (f"event_id={build.snapshots['event_id'][5]}: {rows} distinct k in "
                        f"[{-K + 1}, {K + 1}] over {rows} rows, expected each of -{K}..{K} once")
